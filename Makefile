@@ -1,0 +1,38 @@
+# Two commands from a fresh clone:  `make up`  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: up test check lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## install, then start a local master + 2 workers with the titan> REPL attached
+up: $(STAMP)
+	$(BIN)/titan up
+
+## install, then run the whole test suite (what CI runs)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## lint and type checks
+lint: $(STAMP)
+	$(BIN)/ruff check protocol titan tests bench
+	$(BIN)/ruff format --check protocol titan tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.spawn_limit
+	$(BIN)/python -m bench.throughput
+
+clean:
+	rm -rf $(VENV) titan_workspace/jobs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,60 @@
+"""TITAN_PROTO: sans-IO framing and typed messages. No asyncio, no sockets."""
+
+from __future__ import annotations
+
+from .errors import (
+    BadHeader,
+    FrameTooLarge,
+    HandshakeFailed,
+    MalformedBody,
+    ProtocolError,
+    SchemaError,
+    TruncatedFrame,
+    UnknownOpcode,
+    UnsupportedVersion,
+)
+from .frame import (
+    DEFAULT_MAX_BODY,
+    FLAG_ERROR,
+    FLAG_REPLY,
+    HEADER_SIZE,
+    NEED_DATA,
+    VERSION,
+    Frame,
+    FrameDecoder,
+    NeedData,
+    decode_datagram,
+    encode_frame,
+    pack_header,
+    unpack_header,
+)
+from .messages import *  # noqa: F403 - re-export the message table
+from .messages import __all__ as _messages_all
+from .opcodes import Opcode
+
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "FLAG_ERROR",
+    "FLAG_REPLY",
+    "HEADER_SIZE",
+    "NEED_DATA",
+    "VERSION",
+    "BadHeader",
+    "Frame",
+    "FrameDecoder",
+    "FrameTooLarge",
+    "HandshakeFailed",
+    "MalformedBody",
+    "NeedData",
+    "Opcode",
+    "ProtocolError",
+    "SchemaError",
+    "TruncatedFrame",
+    "UnknownOpcode",
+    "UnsupportedVersion",
+    "decode_datagram",
+    "encode_frame",
+    "pack_header",
+    "unpack_header",
+    *_messages_all,
+]
