@@ -1,0 +1,1 @@
+"""Titan: a lightweight distributed job orchestrator."""

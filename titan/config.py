@@ -1,0 +1,106 @@
+"""Settings: frozen dataclasses loaded once by each entry point.
+
+No other module reads ``os.environ``; entry points call ``from_env``/``from_args``
+and pass the settings down. Durations are seconds (``_s``) unless the wire
+speaks milliseconds (``_ms``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from protocol import DEFAULT_MAX_BODY
+
+__all__ = [
+    "DEFAULT_PORT",
+    "ClientSettings",
+    "MasterSettings",
+    "WorkerSettings",
+    "parse_address",
+]
+
+DEFAULT_PORT: Final = 9090
+DEFAULT_MASTER: Final = f"127.0.0.1:{DEFAULT_PORT}"
+
+
+def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``HOST``, or ``:PORT``) -> ``(host, port)``.
+
+    Raises:
+        ValueError: with a one-line message naming the expected form.
+    """
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep:
+        host, port_text = port_text, str(default_port)
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"bad address '{text}': expected HOST:PORT") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"bad address '{text}': port {port} is out of range")
+    return host, port
+
+
+@dataclass(frozen=True)
+class MasterSettings:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT  # 0 picks a free port (tests)
+    workspace: Path = Path("titan_workspace")
+    perm_files: Path = Path("perm_files")
+    heartbeat_interval_s: float = 10.0
+    heartbeat_timeout_s: float = 30.0
+    max_body: int = DEFAULT_MAX_BODY
+    token: str | None = None
+    # how many finished transitions each job keeps in its story
+    story_limit: int = 50
+    # check the job table's invariants after each stimulus (tests turn this on)
+    validate: bool = False
+    # fsync WAL writes; "off" trades crash safety for speed
+    fsync: bool = True
+    retry_backoff_base_s: float = 1.0
+    retry_backoff_cap_s: float = 60.0
+    max_payload_bytes: int = 8 * 1024 * 1024
+    name: str = "titan-master"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    master_host: str = "127.0.0.1"
+    master_port: int = DEFAULT_PORT
+    port: int = 8080  # the worker's display port / id; 0 picks one at random
+    capacity: int = 4
+    skills: tuple[str, ...] = ("GENERAL",)
+    workspace: Path = Path("titan_workspace")
+    heartbeat_interval_s: float = 10.0
+    reconnect_initial_s: float = 0.2
+    reconnect_max_s: float = 10.0
+    connect_timeout_s: float = 5.0
+    token: str | None = None
+    parent: str | None = None
+    worker_id: str | None = None  # stable id; derived from host and port when unset
+    max_body: int = DEFAULT_MAX_BODY
+    # seconds between SIGTERM and SIGKILL when a task's process group is stopped
+    kill_grace_s: float = 2.0
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    token: str | None = None
+    connect_timeout_s: float = 5.0
+    request_timeout_s: float = 30.0
+    max_body: int = DEFAULT_MAX_BODY
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, master: str | None = None) -> ClientSettings:
+        """``master`` (HOST:PORT) wins over ``TITAN_MASTER``; ``TITAN_TOKEN`` sets the token."""
+        env = os.environ if environ is None else environ
+        host, port = parse_address(master or env.get("TITAN_MASTER") or DEFAULT_MASTER)
+        return cls(host=host, port=port, token=env.get("TITAN_TOKEN") or None)

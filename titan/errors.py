@@ -1,0 +1,103 @@
+"""Titan's error hierarchy, grouped by kind.
+
+``code`` is the stable code carried by an ERROR frame; ``str(exc)`` is the
+one-line message people read.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from protocol.errors import ProtocolError
+
+__all__ = [
+    "ConnectError",
+    "CycleError",
+    "InvalidTransition",
+    "JobError",
+    "PeerClosed",
+    "ProtocolError",
+    "RemoteError",
+    "RequestTimeout",
+    "TitanError",
+    "TransportError",
+    "UnknownJob",
+    "UsageError",
+    "ValidationError",
+]
+
+
+class TitanError(Exception):
+    """Base of every error Titan reports to a person in one line."""
+
+    code: ClassVar[str] = "ERROR"
+
+
+class UsageError(TitanError):
+    """A command line or REPL line that does not parse; says what was expected."""
+
+    code = "USAGE"
+
+
+class JobError(TitanError):
+    code = "JOB_ERROR"
+
+
+class ValidationError(JobError):
+    """A submission refused before anything was stored."""
+
+    code = "INVALID_JOB"
+
+
+class UnknownJob(JobError):
+    code = "UNKNOWN_JOB"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id '{job_id}'")
+        self.job_id = job_id
+
+
+class InvalidTransition(JobError):
+    code = "INVALID_TRANSITION"
+
+    def __init__(self, job_id: str, start: object, finish: object) -> None:
+        super().__init__(f"job '{job_id}' cannot go from {start} to {finish}")
+        self.job_id = job_id
+        self.start = start
+        self.finish = finish
+
+
+class CycleError(ValidationError):
+    code = "DAG_CYCLE"
+
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__("the DAG has a cycle: " + " -> ".join([*ids, ids[0]] if ids else ids))
+        self.ids = ids
+
+
+class TransportError(TitanError):
+    code = "TRANSPORT"
+
+
+class ConnectError(TransportError):
+    code = "CONNECT"
+
+
+class PeerClosed(TransportError):
+    code = "PEER_CLOSED"
+
+
+class RequestTimeout(TransportError):
+    code = "TIMEOUT"
+
+
+class RemoteError(TitanError):
+    """The other end answered with an ERROR frame."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.remote_code = code
+
+    @property
+    def code(self) -> str:  # type: ignore[override]
+        return self.remote_code

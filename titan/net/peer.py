@@ -1,0 +1,273 @@
+"""One TITAN_PROTO connection over an asyncio transport.
+
+A :class:`Peer` is an ``asyncio.Protocol``: bytes in go through the sans-IO
+:class:`~protocol.FrameDecoder`; each whole frame is either the answer to one
+of our requests (matched by ``rid``, resolving the awaiting future) or an
+incoming frame handed to ``on_frame``. ``on_frame`` may be a plain function
+(the fast path: no task per frame) or return an awaitable, which is then run
+as a task owned by the peer. Errors are answered on the wire: a protocol error
+with its code, a :class:`TitanError` with its code, anything else as
+``INTERNAL`` (and logged). A fatal protocol error closes the connection; the
+others leave it open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from protocol import (
+    DEFAULT_MAX_BODY,
+    NEED_DATA,
+    ErrorReply,
+    Frame,
+    FrameDecoder,
+    Message,
+    Opcode,
+    ProtocolError,
+    encode_error,
+    encode_message,
+    parse_reply,
+)
+from titan.errors import PeerClosed, RemoteError, RequestTimeout, TitanError
+
+__all__ = ["FrameHandler", "Peer"]
+
+log = logging.getLogger(__name__)
+
+FrameHandler = Callable[["Peer", Frame], "Awaitable[None] | None"]
+
+
+class Peer(asyncio.Protocol):
+    """A framed, request/reply capable connection (either end)."""
+
+    def __init__(
+        self,
+        on_frame: FrameHandler | None = None,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
+        on_close: Callable[[Peer], None] | None = None,
+        handshaking: bool = False,
+    ) -> None:
+        self.on_frame = on_frame
+        self.on_close = on_close
+        self.decoder = FrameDecoder(max_body)
+        self.transport: asyncio.Transport | None = None
+        self.label = "?"
+        self.context: Any = None  # whatever the owner attaches (a worker record, a client session)
+        self._loop = asyncio.get_running_loop()
+        self._pending: dict[int, asyncio.Future[Message]] = {}
+        self._next_rid = 1
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        # while handshaking, unsolicited frames queue here for the dialling side to read in order
+        self._handshake: asyncio.Queue[Frame | None] | None = asyncio.Queue() if handshaking else None
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, tuple) and len(peername) >= 2:
+            self.label = f"{peername[0]}:{peername[1]}"
+
+    def data_received(self, data: bytes) -> None:
+        decoder = self.decoder
+        decoder.feed(data)
+        while self.transport is not None and not self.transport.is_closing():
+            try:
+                frame = decoder.next_frame()
+            except ProtocolError as exc:
+                log.warning("%s protocol error: %s", self.label, exc.message)
+                self.send_error(exc.error_code, exc.message)
+                if exc.fatal:
+                    self.close()
+                    return
+                continue
+            if frame is NEED_DATA:
+                return
+            assert isinstance(frame, Frame)
+            self._dispatch(frame)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        reason = PeerClosed(f"connection to {self.label} closed" + (f": {exc}" if exc else ""))
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(reason)
+        self._pending.clear()
+        if self._handshake is not None:
+            self._handshake.put_nowait(None)
+        self._writable.set()
+        if not self._closed.done():
+            self._closed.set_result(None)
+        if self.on_close is not None:
+            self.on_close(self)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # ------------------------------------------------------------------ incoming
+    def _dispatch(self, frame: Frame) -> None:
+        if frame.is_reply:
+            rid = frame.rid
+            future = self._pending.pop(rid, None) if rid is not None else None
+            if future is not None:
+                if not future.done():
+                    self._resolve(future, frame)
+                return
+        if self._handshake is not None:
+            self._handshake.put_nowait(frame)
+            return
+        if frame.is_error:
+            body = frame.body
+            log.warning("%s sent error %s: %s", self.label, body.get("code"), body.get("message"))
+            return
+        if self.on_frame is None:
+            self.send_error("UNEXPECTED", f"no handler for opcode {frame.opcode:#04x}", rid=frame.rid)
+            return
+        try:
+            result = self.on_frame(self, frame)
+        except Exception as exc:  # answered on the wire, never propagated into the loop
+            self._answer_failure(frame, exc)
+            return
+        if result is not None and inspect.isawaitable(result):
+            task = self._loop.create_task(self._run_handler(frame, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_handler(self, frame: Frame, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._answer_failure(frame, exc)
+
+    def _answer_failure(self, frame: Frame, exc: Exception) -> None:
+        if isinstance(exc, ProtocolError):
+            self.send_error(exc.error_code, exc.message, rid=frame.rid)
+            if exc.fatal:
+                self.close()
+        elif isinstance(exc, TitanError):
+            self.send_error(exc.code, str(exc), rid=frame.rid)
+        else:
+            log.exception("%s handler for opcode %#04x failed", self.label, frame.opcode)
+            self.send_error("INTERNAL", f"internal error: {type(exc).__name__}: {exc}", rid=frame.rid)
+
+    @staticmethod
+    def _resolve(future: asyncio.Future[Message], frame: Frame) -> None:
+        try:
+            message = parse_reply(frame)
+        except ProtocolError as exc:
+            future.set_exception(exc)
+            return
+        if isinstance(message, ErrorReply):
+            future.set_exception(RemoteError(message.code, message.message))
+        else:
+            future.set_result(message)
+
+    async def next_handshake_frame(self, timeout_s: float) -> Frame:
+        """The next unsolicited frame while handshaking (dialling side)."""
+        assert self._handshake is not None, "not handshaking"
+        try:
+            async with asyncio.timeout(timeout_s):
+                frame = await self._handshake.get()
+        except TimeoutError:
+            raise RequestTimeout(f"no handshake answer from {self.label} within {timeout_s:g}s") from None
+        if frame is None:
+            raise PeerClosed(f"{self.label} closed the connection during the handshake")
+        return frame
+
+    def end_handshake(self) -> None:
+        """From now on unsolicited frames go to ``on_frame``."""
+        queue, self._handshake = self._handshake, None
+        while queue is not None and not queue.empty():
+            frame = queue.get_nowait()
+            if frame is not None:
+                self._dispatch(frame)
+
+    # ------------------------------------------------------------------ outgoing
+    @property
+    def is_open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def write(self, data: bytes) -> bool:
+        """Send raw frame bytes; False if the connection is gone."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        transport.write(data)
+        return True
+
+    def send(self, message: Message, *, rid: int | None = None, reply_to: Opcode | None = None) -> bool:
+        return self.write(encode_message(message, rid=rid, reply_to=reply_to))
+
+    def reply(self, request: Frame, message: Message) -> bool:
+        """Answer ``request`` (same opcode, reply flag, its rid)."""
+        return self.send(message, rid=request.rid, reply_to=Opcode(request.opcode))
+
+    def send_error(self, code: str, message: str, *, rid: int | None = None) -> bool:
+        return self.write(encode_error(code, message, rid=rid))
+
+    async def request(self, message: Message, *, timeout_s: float | None = None) -> Message:
+        """Send ``message`` with a fresh rid and await its answer.
+
+        Raises:
+            RemoteError: the other end answered with an ERROR.
+            PeerClosed: the connection dropped first.
+            RequestTimeout: no answer within ``timeout_s``.
+        """
+        rid = self._next_rid
+        self._next_rid += 1
+        future: asyncio.Future[Message] = self._loop.create_future()
+        self._pending[rid] = future
+        if not self.send(message, rid=rid):
+            self._pending.pop(rid, None)
+            raise PeerClosed(f"connection to {self.label} is closed")
+        try:
+            if timeout_s is None:
+                return await future
+            async with asyncio.timeout(timeout_s):
+                return await future
+        except TimeoutError:
+            raise RequestTimeout(f"no answer from {self.label} within {timeout_s:g}s") from None
+        finally:
+            self._pending.pop(rid, None)
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is over its high-water mark."""
+        await self._writable.wait()
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+    async def aclose(self) -> None:
+        """Close, then wait for the handlers this peer started to finish."""
+        self.close()
+        if self._tasks:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.transport is not None:
+            await self.wait_closed()
