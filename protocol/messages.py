@@ -365,6 +365,7 @@ class TaskStart(Message):
     payload: bytes | None = None
     payload_name: str = ""
     payload_hash: str = ""
+    payload_mode: int = 0o644
     slots: int = 1
 
 
