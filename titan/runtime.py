@@ -25,7 +25,7 @@ def run(main: Coroutine[Any, Any, T], *, use_uvloop: bool = True) -> T:
         except ImportError:
             pass
         else:
-            return uvloop.run(main)  # type: ignore[no-any-return]
+            return uvloop.run(main)
     return asyncio.run(main)
 
 
