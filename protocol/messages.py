@@ -187,7 +187,10 @@ def _check_float(v: Any, where: str) -> float:
         raise _fail(where, "a number", v)
     if v != v or v in (float("inf"), float("-inf")):
         raise SchemaError(f"{where}: expected a finite number, got {v}")
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:  # an int beyond float range (not from msgpack, whose ints are 64-bit)
+        raise SchemaError(f"{where}: expected a finite number, got an integer out of range") from None
 
 
 def _check_bytes(v: Any, where: str) -> bytes:

@@ -17,7 +17,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from protocol import (
     DEFAULT_MAX_BODY,
@@ -70,8 +70,8 @@ class Peer(asyncio.Protocol):
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement the interface without subclassing asyncio.Transport
+        self.transport = cast(asyncio.Transport, transport)
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple) and len(peername) >= 2:
             self.label = f"{peername[0]}:{peername[1]}"
@@ -126,6 +126,10 @@ class Peer(asyncio.Protocol):
             if future is not None:
                 if not future.done():
                     self._resolve(future, frame)
+                return
+            if self._handshake is None and not frame.is_error:
+                # answers nothing in flight (e.g. its request timed out); a reply is never a request
+                log.debug("%s dropped a reply to no pending request (rid %s)", self.label, rid)
                 return
         if self._handshake is not None:
             self._handshake.put_nowait(frame)

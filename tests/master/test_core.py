@@ -1,0 +1,386 @@
+"""MasterState, in distributed's style: build state, apply a stimulus, assert the effects."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol import JobSpec, TaskRef
+from titan.errors import InvalidTransition, UnknownJob, ValidationError
+from titan.jobs import CloseWorker, JobFinished, JobState, SendTask, StopTask
+from titan.master import DuplicateWorker
+
+from .helpers import TIMEOUT_S, make_state, register, report, sent, shell
+
+S = JobState
+
+
+def test_submit_with_no_worker_waits_then_registration_dispatches() -> None:
+    state = make_state()
+    job, effects = state.submit(shell(), now=1.0)
+    assert effects == [] and job.state is S.PENDING
+    assert job.id.startswith("TSK-")
+    _, effects = register(state, now=2.0)
+    assert effects == [SendTask("w1", job)]
+    assert (job.state, job.attempts, job.worker, job.worker_name) == (S.SCHEDULED, 1, "w1", "[8081]")
+
+
+def test_submit_reaches_an_idle_worker_in_the_same_stimulus() -> None:
+    state = make_state()
+    register(state)
+    job, effects = state.submit(shell(), now=1.0)
+    assert sent(effects) == [("w1", job.id)]
+
+
+def test_full_life_running_then_completed() -> None:
+    state = make_state()
+    register(state)
+    job, _ = state.submit(shell(), now=1.0)
+    assert state.task_status("w1", report(job, "RUNNING"), now=2.0) == []
+    assert (job.state, job.started_at) == (S.RUNNING, 2.0)
+    effects = state.task_status("w1", report(job, "COMPLETED", exit_code=0), now=3.0)
+    assert effects == [JobFinished(job)]
+    assert (job.state, job.exit_code, job.finished_at) == (S.COMPLETED, 0, 3.0)
+    assert state.registry.get("w1").used_slots == 0  # type: ignore[union-attr]
+    stats = state.stats(now=4.0)
+    assert (stats.completed, stats.running, stats.queued) == (1, 0, 0)
+    assert [(s.start, s.finish) for s in job.story] == [
+        (None, S.PENDING),
+        (S.PENDING, S.SCHEDULED),
+        (S.SCHEDULED, S.RUNNING),
+        (S.RUNNING, S.COMPLETED),
+    ]
+
+
+def test_completed_without_a_running_report_passes_through_running() -> None:
+    state = make_state()
+    register(state)
+    job, _ = state.submit(shell(), now=1.0)
+    state.task_status("w1", report(job, "COMPLETED", exit_code=0), now=2.0)
+    assert [s.finish for s in job.story][-2:] == [S.RUNNING, S.COMPLETED]
+
+
+def test_finishing_frees_a_slot_for_the_next_job() -> None:
+    state = make_state()
+    register(state, capacity=1)
+    first, _ = state.submit(shell(), now=1.0)
+    second, effects = state.submit(shell(), now=1.0)
+    assert effects == [] and second.state is S.PENDING
+    effects = state.task_status("w1", report(first, "COMPLETED", exit_code=0), now=2.0)
+    assert effects == [JobFinished(first), SendTask("w1", second)]
+
+
+def test_priority_beats_submission_order() -> None:
+    state = make_state()
+    low, _ = state.submit(shell(priority=1), now=1.0)
+    high, _ = state.submit(shell(priority=9), now=2.0)
+    same, _ = state.submit(shell(priority=1), now=3.0)
+    _, effects = register(state, capacity=3)
+    assert [job_id for _, job_id in sent(effects)] == [high.id, low.id, same.id]
+
+
+def test_unplaceable_job_does_not_block_the_queue() -> None:
+    state = make_state()
+    register(state)
+    gpu, _ = state.submit(shell(skills=["GPU"], priority=9), now=1.0)
+    plain, effects = state.submit(shell(), now=2.0)
+    assert sent(effects) == [("w1", plain.id)]
+    assert gpu.state is S.PENDING
+    _, effects = register(state, "w2", port=8082, skills=["GENERAL", "GPU"])
+    assert sent(effects) == [("w2", gpu.id)]
+
+
+def test_job_too_big_for_every_worker_waits_for_one() -> None:
+    state = make_state()
+    register(state, capacity=2)
+    big, _ = state.submit(shell(slots=4), now=1.0)
+    small, effects = state.submit(shell(), now=1.0)
+    assert sent(effects) == [("w1", small.id)] and big.state is S.PENDING
+    _, effects = register(state, "w2", port=8082, capacity=4)
+    assert sent(effects) == [("w2", big.id)]
+    assert state.registry.get("w2").used_slots == 4  # type: ignore[union-attr]
+
+
+def test_least_connections_spreads_over_workers() -> None:
+    state = make_state()
+    register(state, "w1", port=8081, capacity=2)
+    register(state, "w2", port=8082, capacity=2)
+    effects = []
+    for _ in range(4):
+        _, more = state.submit(shell(), now=1.0)
+        effects += more
+    assert sorted(w for w, _ in sent(effects)) == ["w1", "w1", "w2", "w2"]
+
+
+# ------------------------------------------------------------------ failures and retries
+
+
+def test_failure_backs_off_then_retries_then_dead_letters() -> None:
+    state = make_state()
+    register(state)
+    job, _ = state.submit(shell("exit 3", max_attempts=2), now=10.0)
+    assert state.task_status("w1", report(job, "FAILED", exit_code=3), now=11.0) == []
+    assert (job.state, job.exit_code, job.error) == (S.FAILED, 3, "exit code 3")
+    due = state.next_due()
+    assert due is not None and 11.5 <= due <= 12.0  # first backoff: 0.5..1 s with base 1 s
+    assert state.stats(now=11.0).delayed == 1
+    assert state.timers_due(now=due - 0.01) == []
+    effects = state.timers_due(now=due)
+    assert sent(effects) == [("w1", job.id)] and job.attempts == 2
+    effects = state.task_status("w1", report(job, "FAILED", exit_code=3), now=13.0)
+    assert effects == [JobFinished(job)]
+    assert job.state is S.DEAD
+    assert [s.finish for s in job.story].count(S.FAILED) == 2
+    stats = state.stats(now=14.0)
+    assert (stats.dead, stats.failed, stats.delayed) == (1, 2, 0)
+
+
+def test_retry_from_the_dead_letter_queue_gets_fresh_attempts() -> None:
+    state = make_state()
+    register(state)
+    job, _ = state.submit(shell("exit 1", max_attempts=1), now=1.0)
+    state.task_status("w1", report(job, "FAILED", exit_code=1), now=2.0)
+    assert job.state is S.DEAD
+    retried, effects = state.retry(job.id, now=3.0)
+    assert retried is job and sent(effects) == [("w1", job.id)]
+    assert job.attempts == 2  # numbering goes on, the budget starts over
+    assert job.attempts_left == 0
+    state.task_status("w1", report(job, "COMPLETED", exit_code=0), now=4.0)
+    assert job.state.value == "COMPLETED"
+
+
+@pytest.mark.parametrize("final", ["COMPLETED", "CANCELLED"])
+def test_retry_of_a_job_not_dead_is_refused(final: str) -> None:
+    state = make_state()
+    register(state)
+    job, _ = state.submit(shell(), now=1.0)
+    if final == "COMPLETED":
+        state.task_status("w1", report(job, "COMPLETED", exit_code=0), now=2.0)
+    else:
+        state.cancel(job.id, now=2.0)
+    with pytest.raises(ValidationError, match="DEAD jobs only"):
+        state.retry(job.id, now=3.0)
+
+
+def test_delayed_job_waits_for_its_time() -> None:
+    state = make_state()
+    register(state)
+    job, effects = state.submit(shell(delay_ms=500), now=10.0)
+    assert effects == [] and job.state is S.DELAYED
+    assert state.next_due() == 10.5
+    assert state.stats(now=10.0).delayed == 1
+    assert sent(state.timers_due(now=10.5)) == [("w1", job.id)]
+
+
+# ------------------------------------------------------------------ cancel
+
+
+def test_cancel_running_job_stops_it_and_frees_the_slot() -> None:
+    state = make_state()
+    register(state, capacity=1)
+    job, _ = state.submit(shell("sleep 9"), now=1.0)
+    waiting, _ = state.submit(shell(), now=1.0)
+    state.task_status("w1", report(job, "RUNNING"), now=2.0)
+    cancelled, effects = state.cancel(job.id, now=3.0)
+    assert cancelled.state is S.CANCELLED
+    assert effects == [StopTask("w1", job.id, 1, "cancelled"), JobFinished(job), SendTask("w1", waiting)]
+    # the worker's later report of the killed attempt is fenced
+    assert state.task_status("w1", report(job, "FAILED", error="stopped: cancelled"), now=4.0) == []
+    assert job.state is S.CANCELLED and "ignored FAILED" in job.story[-1].stimulus
+
+
+def test_cancel_pending_job_leaves_the_queue() -> None:
+    state = make_state()
+    job, _ = state.submit(shell(), now=1.0)
+    state.cancel(job.id, now=2.0)
+    _, effects = register(state)
+    assert effects == []
+    assert state.stats(now=3.0).cancelled == 1
+
+
+def test_cancel_final_or_unknown_job_is_refused() -> None:
+    state = make_state()
+    job, _ = state.submit(shell(), now=1.0)
+    state.cancel(job.id, now=2.0)
+    with pytest.raises(InvalidTransition):
+        state.cancel(job.id, now=3.0)
+    with pytest.raises(UnknownJob):
+        state.cancel("TSK-nope", now=3.0)
+
+
+# ------------------------------------------------------------------ fencing
+
+
+def test_reports_for_old_attempts_or_other_workers_are_ignored() -> None:
+    state = make_state()
+    register(state, "w1", port=8081)
+    job, _ = state.submit(shell(), now=1.0)
+    assert state.task_status("w2", report(job, "COMPLETED", exit_code=0), now=2.0) == []
+    assert state.task_status("w1", report(job, "COMPLETED", exit_code=0, attempt=7), now=2.0) == []
+    assert job.state is S.SCHEDULED
+    assert [s.stimulus for s in job.story][-2:] == [
+        "ignored COMPLETED of attempt 1 from w2",
+        "ignored COMPLETED of attempt 7 from w1",
+    ]
+    assert state.task_status("w1", report(job, "RUNNING", attempt=99), now=2.0) == []
+    assert state.task_status("w1", report(job, "RUNNING"), now=2.0) == []
+    assert job.state.value == "RUNNING"
+
+
+def test_report_for_unknown_job_is_ignored() -> None:
+    state = make_state()
+    register(state)
+    job, _ = state.submit(shell(), now=1.0)
+    job_id = job.id
+    assert (
+        state.task_status("w1", report(job, "COMPLETED").__class__(job_id="X", attempt=1, state="COMPLETED"), 2.0) == []
+    )
+    assert state.job(job_id).state is S.SCHEDULED
+
+
+# ------------------------------------------------------------------ worker loss
+
+
+def test_disconnected_worker_keeps_its_tasks_until_the_timeout() -> None:
+    state = make_state()
+    register(state, "w1", port=8081)
+    job, _ = state.submit(shell(), now=1.0)
+    state.task_status("w1", report(job, "RUNNING"), now=1.0)
+    state.worker_disconnected("w1", now=2.0)
+    assert state.check_health(now=2.0 + TIMEOUT_S - 0.1) == []
+    assert job.state is S.RUNNING
+    register(state, "w2", port=8082, now=20.0)
+    effects = state.check_health(now=2.0 + TIMEOUT_S)
+    assert sent(effects) == [("w2", job.id)]
+    assert (job.state, job.attempts, job.worker_name) == (S.SCHEDULED, 2, "[8082]")
+    assert "worker lost" in job.story[-2].stimulus and job.story[-2].finish is S.PENDING
+    assert state.registry.get("w1").health == "LOST"  # type: ignore[union-attr]
+    assert state.stats(now=40.0).failed == 1
+
+
+def test_silent_connected_worker_is_lost_and_its_connection_closed() -> None:
+    state = make_state()
+    register(state, "w1", now=0.0)
+    job, _ = state.submit(shell(), now=1.0)
+    state.heartbeat("w1", now=10.0)
+    assert state.check_health(now=10.0 + TIMEOUT_S - 1) == []
+    effects = state.check_health(now=10.0 + TIMEOUT_S)
+    assert CloseWorker("w1", f"no heartbeat for {TIMEOUT_S:g}s") in effects
+    assert job.state is S.PENDING
+
+
+def test_worker_lost_on_the_last_attempt_goes_to_the_dead_letter_queue() -> None:
+    state = make_state()
+    register(state)
+    job, _ = state.submit(shell(max_attempts=1), now=1.0)
+    state.worker_disconnected("w1", now=2.0)
+    effects = state.check_health(now=2.0 + TIMEOUT_S)
+    assert effects == [JobFinished(job)]
+    assert (job.state, job.error) == (S.DEAD, "worker lost")
+
+
+def test_lost_records_are_forgotten_after_another_timeout() -> None:
+    state = make_state()
+    register(state)
+    state.worker_disconnected("w1", now=1.0)
+    state.check_health(now=1.0 + TIMEOUT_S)
+    assert len(state.stats(now=40.0).workers) == 1
+    state.check_health(now=1.0 + 2 * TIMEOUT_S)
+    assert state.stats(now=70.0).workers == []
+
+
+def test_reconnect_within_timeout_keeps_running_tasks_and_applies_finished_ones() -> None:
+    state = make_state()
+    register(state, capacity=3)
+    a, _ = state.submit(shell(), now=1.0)
+    b, _ = state.submit(shell(), now=1.0)
+    c, _ = state.submit(shell(), now=1.0)
+    state.task_status("w1", report(a, "RUNNING"), now=1.5)
+    state.worker_disconnected("w1", now=2.0)
+    stale, effects = register(
+        state,
+        now=3.0,
+        capacity=3,
+        running=[TaskRef(a.id, 1), TaskRef("OLD", 4)],
+        finished=[report(b, "COMPLETED", exit_code=0)],
+    )
+    # a keeps running, b's result counts, c never reached the worker: requeued and sent again
+    assert stale == [TaskRef("OLD", 4)]
+    assert (a.state, b.state) == (S.RUNNING, S.COMPLETED)
+    assert JobFinished(b) in effects and SendTask("w1", c) in effects
+    assert c.attempts == 2 and "not running on [8081] at reconnect" in c.story[-2].stimulus
+
+
+def test_stale_attempt_after_loss_is_killed_on_reconnect() -> None:
+    state = make_state()
+    register(state, "w1", port=8081)
+    job, _ = state.submit(shell(), now=1.0)
+    state.worker_disconnected("w1", now=2.0)
+    register(state, "w2", port=8082, now=20.0)
+    state.check_health(now=2.0 + TIMEOUT_S)
+    assert job.worker == "w2"
+    stale, _ = register(state, "w1", port=8081, now=40.0, running=[TaskRef(job.id, 1)])
+    assert stale == [TaskRef(job.id, 1)]
+    assert state.registry.get("w1").health == "HEALTHY"  # type: ignore[union-attr]
+
+
+def test_duplicate_registration_of_a_connected_worker_is_refused() -> None:
+    state = make_state()
+    register(state)
+    with pytest.raises(DuplicateWorker, match="already connected"):
+        register(state)
+    state.worker_disconnected("w1", now=1.0)
+    register(state, now=2.0)  # after a drop, the same id may come back
+
+
+def test_draining_worker_gets_no_new_tasks() -> None:
+    state = make_state()
+    register(state, "w1", port=8081)
+    register(state, "w2", port=8082)
+    state.drain("w1", now=1.0)
+    effects = []
+    for _ in range(2):
+        effects += state.submit(shell(), now=1.0)[1]
+    assert [w for w, _ in sent(effects)] == ["w2", "w2"]
+
+
+# ------------------------------------------------------------------ queries
+
+
+def test_list_jobs_most_recent_first_with_filter_and_limit() -> None:
+    state = make_state()
+    ids = [state.submit(shell(), now=float(i))[0].id for i in range(5)]
+    state.cancel(ids[1], now=9.0)
+    assert [j.id for j in state.list_jobs()] == ids[::-1]
+    assert [j.id for j in state.list_jobs(limit=2)] == ids[:2:-1][:2]
+    assert [j.id for j in state.list_jobs("cancelled")] == [ids[1]]
+    with pytest.raises(ValidationError, match="unknown state"):
+        state.list_jobs("SLEEPING")
+
+
+def test_stats_counts_and_workers() -> None:
+    state = make_state()
+    register(state, capacity=2)
+    for _ in range(3):
+        state.submit(shell(), now=1.0)
+    stats = state.stats(now=2.0)
+    assert (stats.queued, stats.scheduled, stats.running) == (1, 2, 0)
+    (worker,) = stats.workers
+    assert (worker.name, worker.load, worker.capacity, worker.health, worker.skills) == (
+        "[8081]",
+        2,
+        2,
+        "HEALTHY",
+        ["GENERAL"],
+    )
+    assert len(worker.tasks) == 2
+
+
+def test_unknown_job_lookup() -> None:
+    with pytest.raises(UnknownJob, match="TSK-0"):
+        make_state().job("TSK-0")
+
+
+def test_given_ids_are_kept() -> None:
+    state = make_state()
+    job, _ = state.submit(JobSpec(type="SHELL", data="true", id="MY_JOB"), now=1.0)
+    assert state.job("MY_JOB") is job

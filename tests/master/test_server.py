@@ -1,0 +1,316 @@
+"""The asyncio shell over a real socket on 127.0.0.1:0, with fake workers and clients."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol import (
+    Cancel,
+    Frame,
+    Heartbeat,
+    JobListReply,
+    JobReply,
+    JobSpec,
+    JobStatus,
+    ListJobs,
+    Opcode,
+    Register,
+    RegisterReply,
+    Stats,
+    StatsReply,
+    Submit,
+    SubmitDag,
+    SubmitDagReply,
+    SubmitReply,
+    TaskRef,
+    TaskStart,
+    TaskStatus,
+    TaskStop,
+    Wait,
+    parse_request,
+)
+from titan.config import MasterSettings
+from titan.errors import PeerClosed, RemoteError
+from titan.master import Master
+from titan.net import Peer, dial
+
+from .helpers import wait_until
+
+FAST: dict[str, Any] = {
+    "heartbeat_interval_s": 0.05,
+    "heartbeat_timeout_s": 0.3,
+    "retry_backoff_base_s": 0.01,
+    "retry_backoff_cap_s": 0.05,
+}
+
+
+class FakeWorker:
+    """A worker connection that records what the master sends it."""
+
+    def __init__(self, peer: Peer, worker_id: str, port: int) -> None:
+        self.peer = peer
+        self.worker_id = worker_id
+        self.port = port
+        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.reply: RegisterReply | None = None
+
+    @classmethod
+    async def connect(cls, master: Master, worker_id: str = "w1", port: int = 8081, **register: Any) -> FakeWorker:
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+
+        def on_frame(peer: Peer, frame: Frame) -> None:
+            inbox.put_nowait(parse_request(frame))
+
+        peer, _ = await dial("127.0.0.1", master.port, role="worker", name=f"[{port}]", on_frame=on_frame)
+        worker = cls(peer, worker_id, port)
+        worker.inbox = inbox
+        msg = Register(
+            worker_id=worker_id,
+            name=f"[{port}]",
+            host="127.0.0.1",
+            port=port,
+            capacity=register.pop("capacity", 2),
+            skills=["GENERAL"],
+            **register,
+        )
+        reply = await peer.request(msg, timeout_s=5)
+        assert isinstance(reply, RegisterReply)
+        worker.reply = reply
+        return worker
+
+    async def next(self, kind: type, timeout_s: float = 5.0) -> Any:
+        async with asyncio.timeout(timeout_s):
+            message = await self.inbox.get()
+        assert isinstance(message, kind), message
+        return message
+
+    def status(self, start: TaskStart, state: str, **fields: Any) -> None:
+        self.peer.send(TaskStatus(job_id=start.job_id, attempt=start.attempt, state=state, **fields))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def perm(tmp_path: Path) -> Path:
+    root = tmp_path / "perm_files"
+    root.mkdir()
+    (root / "calc.py").write_text("print(6 * 7)\n")
+    return root
+
+
+@pytest.fixture
+async def master(tmp_path: Path, perm: Path) -> AsyncIterator[Master]:
+    settings = MasterSettings(
+        host="127.0.0.1", port=0, workspace=tmp_path / "ws", perm_files=perm, validate=True, **FAST
+    )
+    master = Master(settings)
+    await master.start()
+    yield master
+    await master.aclose()
+
+
+@pytest.fixture
+async def client(master: Master) -> AsyncIterator[Peer]:
+    peer, _ = await dial("127.0.0.1", master.port, role="client", name="test")
+    yield peer
+    await peer.aclose()
+
+
+async def submit(client: Peer, spec: JobSpec) -> str:
+    reply = await client.request(Submit(job=spec), timeout_s=5)
+    assert isinstance(reply, SubmitReply)
+    return reply.job_id
+
+
+async def test_submit_runs_on_the_worker_and_wait_answers_completed(master: Master, client: Peer) -> None:
+    worker = await FakeWorker.connect(master)
+    job_id = await submit(client, JobSpec(type="SHELL", data="echo hi"))
+    start = await worker.next(TaskStart)
+    assert (start.job_id, start.attempt, start.kind, start.data) == (job_id, 1, "SHELL", "echo hi")
+    waiting = asyncio.ensure_future(client.request(Wait(job_ids=[job_id], timeout_s=5)))
+    worker.status(start, "RUNNING")
+    worker.status(start, "COMPLETED", exit_code=0)
+    reply = await asyncio.wait_for(waiting, 5)
+    assert isinstance(reply, JobListReply) and not reply.timed_out
+    (job,) = reply.jobs
+    assert (job.state, job.exit_code, job.worker, job.attempts) == ("COMPLETED", 0, "[8081]", 1)
+    assert [h.finish for h in job.history] == ["PENDING", "SCHEDULED", "RUNNING", "COMPLETED"]
+
+
+async def test_run_job_ships_the_file_with_its_hash(master: Master, client: Peer, perm: Path) -> None:
+    worker = await FakeWorker.connect(master)
+    await submit(client, JobSpec(type="RUN", data="calc.py", args=["1"]))
+    start = await worker.next(TaskStart)
+    data = (perm / "calc.py").read_bytes()
+    assert (start.kind, start.payload, start.payload_name, start.args) == ("RUN", data, "calc.py", ["1"])
+    assert start.payload_hash == hashlib.sha256(data).hexdigest()
+
+
+async def test_wait_times_out_and_says_so(master: Master, client: Peer) -> None:
+    job_id = await submit(client, JobSpec(type="SHELL", data="true"))  # no worker: stays PENDING
+    reply = await client.request(Wait(job_ids=[job_id], timeout_s=0.05), timeout_s=5)
+    assert isinstance(reply, JobListReply) and reply.timed_out
+    assert reply.jobs[0].state == "PENDING"
+    assert master._waiters == {}
+
+
+async def test_wait_on_final_jobs_answers_at_once(master: Master, client: Peer) -> None:
+    job_id = await submit(client, JobSpec(type="SHELL", data="true"))
+    await client.request(Cancel(job_id=job_id), timeout_s=5)
+    reply = await client.request(Wait(job_ids=[job_id]), timeout_s=5)
+    assert isinstance(reply, JobListReply) and [j.state for j in reply.jobs] == ["CANCELLED"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "code"),
+    [
+        (JobStatus(job_id="TSK-nope"), "UNKNOWN_JOB"),
+        (Wait(job_ids=["TSK-nope"]), "UNKNOWN_JOB"),
+        (Submit(job=JobSpec(type="RUN", data="../etc/passwd")), "INVALID_JOB"),
+        (Submit(job=JobSpec(type="NOPE")), "INVALID_JOB"),
+        (ListJobs(state="SLEEPING"), "INVALID_JOB"),
+        (SubmitDag(jobs=[JobSpec(type="SHELL", data="x", id="A", deps=["A"])]), "INVALID_JOB"),
+        (Heartbeat(load=0), "UNKNOWN_OPCODE"),
+    ],
+)
+async def test_bad_requests_get_an_error_and_the_connection_carries_on(
+    master: Master, client: Peer, request_: Any, code: str
+) -> None:
+    with pytest.raises(RemoteError) as info:
+        await client.request(request_, timeout_s=5)
+    assert info.value.code == code
+    assert "\n" not in str(info.value)
+    assert await submit(client, JobSpec(type="SHELL", data="true"))
+
+
+async def test_cancel_running_job_sends_task_stop(master: Master, client: Peer) -> None:
+    worker = await FakeWorker.connect(master)
+    job_id = await submit(client, JobSpec(type="SHELL", data="sleep 9"))
+    start = await worker.next(TaskStart)
+    worker.status(start, "RUNNING")
+    reply = await client.request(Cancel(job_id=job_id), timeout_s=5)
+    assert isinstance(reply, JobReply) and reply.job.state == "CANCELLED"
+    stop = await worker.next(TaskStop)
+    assert (stop.job_id, stop.attempt, stop.reason) == (job_id, 1, "cancelled")
+    worker.status(start, "FAILED", error="stopped: cancelled")  # fenced
+    await wait_until(lambda: "ignored FAILED" in master.state.job(job_id).story[-1].stimulus)
+
+
+async def test_failed_job_is_retried_through_the_timer(master: Master, client: Peer) -> None:
+    worker = await FakeWorker.connect(master)
+    job_id = await submit(client, JobSpec(type="SHELL", data="exit 1", max_attempts=2))
+    first = await worker.next(TaskStart)
+    worker.status(first, "FAILED", exit_code=1)
+    second = await worker.next(TaskStart)
+    assert (second.job_id, second.attempt) == (job_id, 2)
+    worker.status(second, "FAILED", exit_code=1)
+    reply = await client.request(Wait(job_ids=[job_id], timeout_s=5), timeout_s=5)
+    assert isinstance(reply, JobListReply) and reply.jobs[0].state == "DEAD"
+
+
+async def test_delayed_job_is_dispatched_by_the_timer(master: Master, client: Peer) -> None:
+    worker = await FakeWorker.connect(master)
+    job_id = await submit(client, JobSpec(type="SHELL", data="true", delay_ms=50))
+    assert master.state.job(job_id).state.value == "DELAYED"
+    start = await worker.next(TaskStart)
+    assert start.job_id == job_id
+    assert master.state.job(job_id).submitted_at + 0.05 <= master.clock()
+
+
+async def test_lost_worker_tasks_move_to_another_worker(master: Master, client: Peer) -> None:
+    first = await FakeWorker.connect(master, "w1", 8081, capacity=1)
+    job_id = await submit(client, JobSpec(type="SHELL", data="sleep 9"))
+    start = await first.next(TaskStart)
+    first.status(start, "RUNNING")
+    second = await FakeWorker.connect(master, "w2", 8082, capacity=1)
+
+    async def heartbeats() -> None:  # the second worker stays alive while the first one times out
+        while True:
+            second.peer.send(Heartbeat(load=0))
+            await asyncio.sleep(FAST["heartbeat_interval_s"])
+
+    pulse = asyncio.ensure_future(heartbeats())
+    await first.peer.aclose()
+    try:
+        rerun = await second.next(TaskStart, timeout_s=5)
+    finally:
+        pulse.cancel()
+    assert (rerun.job_id, rerun.attempt) == (job_id, 2)
+    job = master.state.job(job_id)
+    assert any("worker lost" in step.stimulus for step in job.story)
+    stats = await client.request(Stats(), timeout_s=5)
+    assert isinstance(stats, StatsReply)
+    health = {w.name: w.health for w in stats.workers}
+    assert health == {"[8081]": "LOST", "[8082]": "HEALTHY"}
+
+
+async def test_reconnect_reports_stale_attempts(master: Master, client: Peer) -> None:
+    worker = await FakeWorker.connect(master, running=[TaskRef(job_id="OLD", attempt=3)])
+    assert worker.reply is not None and worker.reply.stale == [TaskRef(job_id="OLD", attempt=3)]
+    assert worker.reply.heartbeat_interval_s == FAST["heartbeat_interval_s"]
+
+
+async def test_second_registration_of_a_connected_worker_is_refused(master: Master) -> None:
+    await FakeWorker.connect(master, "w1")
+    with pytest.raises(RemoteError) as info:
+        await FakeWorker.connect(master, "w1")
+    assert info.value.code == "DUPLICATE_WORKER"
+
+
+async def test_worker_must_register_first(master: Master) -> None:
+    peer, _ = await dial("127.0.0.1", master.port, role="worker")
+    try:
+        with pytest.raises(RemoteError) as info:
+            await peer.request(Heartbeat(load=0), timeout_s=5)
+        assert info.value.code == "NOT_REGISTERED"
+    finally:
+        await peer.aclose()
+
+
+async def test_dag_over_the_wire(master: Master, client: Peer) -> None:
+    worker = await FakeWorker.connect(master)
+    specs = [JobSpec(type="SHELL", data="true", id="A"), JobSpec(type="SHELL", data="true", id="B", deps=["A"])]
+    reply = await client.request(SubmitDag(jobs=specs), timeout_s=5)
+    assert isinstance(reply, SubmitDagReply) and reply.job_ids == ["A", "B"]
+    start = await worker.next(TaskStart)
+    assert start.job_id == "A"
+    worker.status(start, "COMPLETED", exit_code=0)
+    assert (await worker.next(TaskStart)).job_id == "B"
+
+
+async def test_list_and_stats(master: Master, client: Peer) -> None:
+    await FakeWorker.connect(master, capacity=1)
+    ids = [await submit(client, JobSpec(type="SHELL", data="true")) for _ in range(3)]
+    reply = await client.request(ListJobs(limit=2), timeout_s=5)
+    assert isinstance(reply, JobListReply) and [j.id for j in reply.jobs] == ids[:0:-1]
+    stats = await client.request(Stats(), timeout_s=5)
+    assert isinstance(stats, StatsReply)
+    assert (stats.queued, stats.scheduled) == (2, 1)
+    assert stats.workers[0].name == "[8081]" and stats.workers[0].load == 1
+
+
+async def test_client_gone_drops_its_waiters(master: Master) -> None:
+    peer, _ = await dial("127.0.0.1", master.port, role="client")
+    job_id = await submit(peer, JobSpec(type="SHELL", data="true"))
+    pending = asyncio.ensure_future(peer.request(Wait(job_ids=[job_id])))
+    await wait_until(lambda: job_id in master._waiters)
+    await peer.aclose()
+    with pytest.raises(PeerClosed):
+        await pending
+    await wait_until(lambda: master._waiters == {})
+
+
+async def test_aclose_closes_connections(tmp_path: Path, perm: Path) -> None:
+    master = Master(MasterSettings(port=0, perm_files=perm, **FAST))
+    await master.start()
+    peer, _ = await dial("127.0.0.1", master.port, role="client")
+    serving = asyncio.ensure_future(master.serve_forever())
+    await master.aclose()
+    await asyncio.wait_for(peer.wait_closed(), 5)
+    await asyncio.wait_for(serving, 5)
+    await master.aclose()  # twice is fine
+    assert Opcode.SUBMIT in master._client_handlers

@@ -1,0 +1,169 @@
+"""The job record: what was asked (the spec) and what happened (runtime fields).
+
+A :class:`Job` is plain mutable data. Only the handlers in :mod:`titan.jobs.states`
+change ``state`` (through :func:`~titan.jobs.states.transition`); everything else
+reads it.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+from protocol import JobInfo, JobSpec, TransitionInfo
+
+from .states import FINAL_STATES, JobState, Step
+
+__all__ = ["Job", "check_job_id", "new_job_id"]
+
+_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
+
+
+def new_job_id(rng: random.Random) -> str:
+    """``TSK-`` and 8 hex digits."""
+    return f"TSK-{rng.getrandbits(32):08x}"
+
+
+def check_job_id(job_id: str) -> str | None:
+    """None if ``job_id`` is acceptable, else why not (ids name folders on disk)."""
+    if _ID_PATTERN.fullmatch(job_id):
+        return None
+    return (
+        f"job id '{job_id}' is not allowed: use up to 64 letters, digits, '_', '-' or '.', not starting with '.' or '-'"
+    )
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """A job: its spec, how to run it, and its runtime state.
+
+    ``attempts`` counts every attempt ever started (attempt numbers never repeat,
+    so a late report from an old attempt can always be told apart); ``retry_base``
+    is ``attempts`` at the last RETRY from the dead-letter queue, so the attempts
+    left are ``max_attempts - (attempts - retry_base)``.
+    """
+
+    id: str
+    type: str
+    data: str
+    seq: int
+    submitted_at: float
+    state: JobState
+    # what the worker is told to run (resolved at submission: handler types become RUN)
+    run_kind: str
+    run_data: str
+    run_args: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    priority: int = 1
+    delay_ms: int = 0
+    deps: list[str] = field(default_factory=list)
+    max_attempts: int = 3
+    timeout_s: float | None = None
+    slots: int = 1
+    memory_mb: int | None = None
+    skills: frozenset[str] = frozenset({"GENERAL"})
+    affinity: bool = False
+    port: int | None = None
+    payload: bytes | None = None  # a script sent inline by the client
+    # runtime
+    attempts: int = 0
+    retry_base: int = 0
+    worker: str | None = None  # worker id of the current (or last) attempt
+    worker_name: str | None = None
+    exit_code: int | None = None
+    error: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    due: float | None = None  # when a DELAYED or FAILED job becomes PENDING
+    ticket: int = 0  # bumped on every enqueue; older queue entries are stale
+    story: deque[Step] = field(default_factory=lambda: deque(maxlen=50))
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: JobSpec,
+        *,
+        job_id: str,
+        seq: int,
+        now: float,
+        state: JobState,
+        run_kind: str,
+        run_data: str,
+        run_args: list[str],
+        story_limit: int = 50,
+        stimulus: str = "submit",
+    ) -> Job:
+        """Build a job in its first state; the story starts with its creation."""
+        job = cls(
+            id=job_id,
+            type=spec.type.upper(),
+            data=spec.data,
+            seq=seq,
+            submitted_at=now,
+            state=state,
+            run_kind=run_kind,
+            run_data=run_data,
+            run_args=run_args,
+            args=list(spec.args),
+            priority=spec.priority,
+            delay_ms=spec.delay_ms,
+            deps=list(spec.deps),
+            max_attempts=spec.max_attempts,
+            timeout_s=spec.timeout_s,
+            slots=spec.slots,
+            memory_mb=spec.memory_mb,
+            skills=frozenset(s.strip().upper() for s in spec.skills if s.strip()),
+            affinity=spec.affinity,
+            port=spec.port,
+            payload=spec.payload,
+            story=deque(maxlen=max(1, story_limit)),
+        )
+        job.story.append(Step(None, state, stimulus, now))
+        return job
+
+    @property
+    def attempts_left(self) -> int:
+        return self.max_attempts - (self.attempts - self.retry_base)
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def note(self, stimulus: str, now: float) -> None:
+        """Record something that happened without a state change (e.g. a fenced report)."""
+        self.story.append(Step(self.state, self.state, stimulus, now))
+
+    def to_info(self) -> JobInfo:
+        """The job as the wire shows it; ``worker`` is the worker's display name."""
+        return JobInfo(
+            id=self.id,
+            type=self.type,
+            data=self.data,
+            state=self.state.value,
+            priority=self.priority,
+            attempts=self.attempts,
+            max_attempts=self.max_attempts,
+            submitted_at=self.submitted_at,
+            worker=self.worker_name,
+            exit_code=self.exit_code,
+            error=self.error,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            deps=list(self.deps),
+            args=list(self.args),
+            delay_ms=self.delay_ms,
+            timeout_s=self.timeout_s,
+            skills=sorted(self.skills),
+            history=[
+                TransitionInfo(
+                    start=step.start.value if step.start is not None else "NEW",
+                    finish=step.finish.value,
+                    stimulus=step.stimulus,
+                    t=step.t,
+                )
+                for step in self.story
+            ],
+        )

@@ -1,0 +1,437 @@
+"""``MasterState``: the master's pure core. Stimuli in, effects out.
+
+Theory of operation
+-------------------
+Each public method is one stimulus (a submission, a task report, a worker
+registering, a timer, a health check ...) and takes ``now`` (epoch seconds)
+from the caller: no clock, no IO, no asyncio here. It changes job states only
+through :func:`titan.jobs.transition`, applies the *internal* effects the
+table returns (ready queue, delay heap, worker slots, dependants) at once, then
+lets the dispatcher place ready jobs, and returns the *external* effects
+(:class:`SendTask`, :class:`StopTask`, :class:`JobFinished`, :class:`CloseWorker`)
+for the asyncio shell to carry out.
+
+Counts per state are kept as transitions happen, so STATS never scans the jobs.
+With ``settings.validate`` (tests) the invariants are checked after every stimulus.
+
+Reports are fenced: a TASK_STATUS counts only if it names the job's current
+attempt on the worker that holds it. Anything else (a late report of an attempt
+that was requeued, cancelled or superseded) is noted in the job's story and
+otherwise ignored.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from collections import deque
+
+from protocol import JobSpec, Register, StatsReply, TaskRef, TaskStatus
+from titan.config import MasterSettings
+from titan.errors import UnknownJob, ValidationError
+from titan.jobs import (
+    ACTIVE_STATES,
+    Assign,
+    CloseWorker,
+    Delay,
+    Effect,
+    Enqueue,
+    Job,
+    JobState,
+    ReleaseDependants,
+    Unassign,
+    transition,
+)
+
+from .admission import Admission
+from .files import FileCatalog
+from .invariants import check_invariants
+from .registry import WorkerRegistry
+from .retry import next_retry
+from .scheduler import DelayHeap, JobClass, LeastConnections, ReadyQueue
+from .waiting_room import Verdict, WaitingRoom, check_dag
+
+__all__ = ["MasterState"]
+
+log = logging.getLogger(__name__)
+
+S = JobState
+
+
+class MasterState:
+    """Jobs, workers, queues; see the module docstring.
+
+    Counts: ``failed`` in :meth:`stats` is the number of failed attempts so far
+    (exit != 0, timeouts, lost workers); jobs now waiting out a backoff are in
+    ``delayed`` (with DELAYED jobs) and in ``extra["failed_jobs"]``.
+    """
+
+    def __init__(
+        self, settings: MasterSettings, files: FileCatalog, *, rng: random.Random | None = None, now: float = 0.0
+    ) -> None:
+        self.settings = settings
+        self.rng = rng if rng is not None else random.Random()
+        self.admission = Admission(
+            files, rng=self.rng, max_payload_bytes=settings.max_payload_bytes, story_limit=settings.story_limit
+        )
+        self.jobs: dict[str, Job] = {}  # in submission order
+        self.registry = WorkerRegistry()
+        self.ready = ReadyQueue()
+        self.delays = DelayHeap()
+        self.room = WaitingRoom()
+        self.picker = LeastConnections()
+        self.counts: dict[JobState, int] = dict.fromkeys(JobState, 0)
+        self.failed_attempts = 0
+        self.started_at = now
+        self._seq = itertools.count(1)
+        self._pending: deque[Effect] = deque()
+        self._out: list[Effect] = []
+
+    # ------------------------------------------------------------------ client stimuli
+    def submit(self, spec: JobSpec, now: float) -> tuple[Job, list[Effect]]:
+        """Admit one job (its deps must exist already).
+
+        Raises:
+            ValidationError: refused; nothing was stored.
+        """
+        job = self.admission.build(spec, seq=next(self._seq), now=now, taken=self.jobs)
+        unknown = [d for d in job.deps if d not in self.jobs]
+        if unknown:
+            raise ValidationError(f"unknown dependencies: {', '.join(unknown)}")
+        self._store(job, now)
+        return job, self._done(now)
+
+    def submit_dag(self, specs: list[JobSpec], now: float) -> tuple[list[Job], list[Effect]]:
+        """Admit a DAG whole, or nothing.
+
+        Raises:
+            ValidationError: a job is refused, or a dependency is unknown.
+            CycleError: the DAG has a cycle (names its ids).
+        """
+        new: dict[str, Job] = {}
+        for spec in specs:
+            job = self.admission.build(spec, seq=next(self._seq), now=now, taken=_Either(self.jobs, new))
+            new[job.id] = job
+        check_dag({job.id: job.deps for job in new.values()}, self.jobs)
+        for job in new.values():
+            self._store(job, now, new)
+        return list(new.values()), self._done(now)
+
+    def cancel(self, job_id: str, now: float) -> tuple[Job, list[Effect]]:
+        """Cancel a job that is not final; a SCHEDULED/RUNNING one is stopped on its worker.
+
+        Raises:
+            UnknownJob, InvalidTransition (the job is already final).
+        """
+        job = self.job(job_id)
+        was_blocked = job.state is S.BLOCKED
+        self._move(job, S.CANCELLED, "cancel", now, error="cancelled")
+        if was_blocked:
+            self.room.forget(job.id)
+        return job, self._done(now)
+
+    def retry(self, job_id: str, now: float) -> tuple[Job, list[Effect]]:
+        """Requeue a DEAD job with a fresh set of attempts.
+
+        Raises:
+            UnknownJob, ValidationError (the job is not DEAD).
+        """
+        job = self.job(job_id)
+        if job.state is not S.DEAD:
+            raise ValidationError(f"job '{job_id}' is {job.state.value}: RETRY requeues DEAD jobs only")
+        self._move(job, S.PENDING, "retry from the dead-letter queue", now)
+        return job, self._done(now)
+
+    # ------------------------------------------------------------------ worker stimuli
+    def worker_registered(self, msg: Register, now: float) -> tuple[list[TaskRef], list[Effect]]:
+        """A worker (re)registers; returns the attempts it must kill (``stale``) and effects.
+
+        Results it finished while away are applied (fenced). Attempts the master
+        thinks it holds but that it neither runs nor finished never reached it:
+        they go back to the queue like a lost worker's.
+
+        Raises:
+            DuplicateWorker: the id is registered on a live connection.
+        """
+        record = self.registry.register(msg, now)
+        for status in msg.finished:
+            self._status(record.id, status, now, " (reported on reconnect)")
+        self._settle(now)
+        kept: set[str] = set()
+        stale: list[TaskRef] = []
+        for ref in msg.running:
+            job = self.jobs.get(ref.job_id)
+            if job is not None and job.attempts == ref.attempt and record.active.get(job.id) is job:
+                kept.add(job.id)
+                if job.state is S.SCHEDULED:
+                    self._move(job, S.RUNNING, f"running on {record.name} at reconnect", now)
+            else:
+                stale.append(ref)
+        for job in [j for j in record.active.values() if j.id not in kept]:
+            self._lose(job, now, f"worker lost: attempt {job.attempts} not running on {record.name} at reconnect")
+        return stale, self._done(now)
+
+    def worker_disconnected(self, worker_id: str, now: float) -> list[Effect]:
+        """The connection dropped; its tasks wait for a reconnect until the heartbeat timeout."""
+        record = self.registry.disconnected(worker_id, now)
+        if record is not None:
+            log.info("%s disconnected with %d task(s)", record.name, len(record.active))
+        return self._done(now)
+
+    def heartbeat(self, worker_id: str, now: float) -> list[Effect]:
+        self.registry.touch(worker_id, now)
+        return self._done(now)
+
+    def task_status(self, worker_id: str, status: TaskStatus, now: float) -> list[Effect]:
+        """A worker reports an attempt started, completed or failed."""
+        self.registry.touch(worker_id, now)
+        self._status(worker_id, status, now, "")
+        return self._done(now)
+
+    def drain(self, worker_id: str, now: float) -> list[Effect]:
+        """Stop giving ``worker_id`` new tasks."""
+        self.registry.drain(worker_id, now)
+        return self._done(now)
+
+    # ------------------------------------------------------------------ time stimuli
+    def check_health(self, now: float) -> list[Effect]:
+        """Declare silent or long-disconnected workers lost and requeue their tasks."""
+        timeout = self.settings.heartbeat_timeout_s
+        for record in self.registry.expired(now, timeout):
+            was_connected = record.connected
+            how = "silent" if was_connected else "disconnected"
+            log.warning("%s lost: %s for %.3gs, requeueing %d task(s)", record.name, how, timeout, len(record.active))
+            self.registry.mark_lost(record, now)
+            for job in list(record.active.values()):
+                self._lose(job, now, f"worker lost: {record.name} {how} for {timeout:g}s")
+            self._settle(now)
+            if was_connected:
+                self._out.append(CloseWorker(record.id, f"no heartbeat for {timeout:g}s"))
+        return self._done(now)
+
+    def timers_due(self, now: float) -> list[Effect]:
+        """DELAYED jobs whose delay passed and FAILED jobs whose backoff ended become PENDING."""
+        for job in self.delays.pop_due(now):
+            reason = "delay over" if job.state is S.DELAYED else "backoff over"
+            self._move(job, S.PENDING, reason, now)
+        return self._done(now)
+
+    def next_due(self) -> float | None:
+        """When :meth:`timers_due` has work next (the shell's one timer)."""
+        return self.delays.next_due()
+
+    # ------------------------------------------------------------------ queries
+    def job(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise UnknownJob(job_id)
+        return job
+
+    def list_jobs(self, state: str | None = None, limit: int = 1000) -> list[Job]:
+        """Most recent first, optionally only jobs in ``state``."""
+        wanted: JobState | None = None
+        if state:
+            try:
+                wanted = JobState(state.strip().upper())
+            except ValueError:
+                raise ValidationError(f"unknown state '{state}': expected one of {', '.join(JobState)}") from None
+        found: list[Job] = []
+        if limit <= 0:
+            return found
+        for job in reversed(self.jobs.values()):
+            if wanted is None or job.state is wanted:
+                found.append(job)
+                if len(found) >= limit:
+                    break
+        return found
+
+    def stats(self, now: float) -> StatsReply:
+        counts = self.counts
+        return StatsReply(
+            queued=counts[S.PENDING],
+            delayed=counts[S.DELAYED] + counts[S.FAILED],
+            blocked=counts[S.BLOCKED],
+            dead=counts[S.DEAD],
+            running=counts[S.RUNNING],
+            scheduled=counts[S.SCHEDULED],
+            completed=counts[S.COMPLETED],
+            failed=self.failed_attempts,
+            cancelled=counts[S.CANCELLED],
+            workers=self.registry.infos(now),
+            uptime_s=max(0.0, now - self.started_at),
+            extra={
+                "failed_jobs": counts[S.FAILED],
+                "skipped": counts[S.SKIPPED],
+                "stopped": counts[S.STOPPED],
+                "jobs": len(self.jobs),
+            },
+        )
+
+    def validate(self) -> None:
+        """Raise AssertionError if an invariant does not hold."""
+        check_invariants(self.jobs, self.registry, self.room, self.counts)
+
+    # ------------------------------------------------------------------ internals
+    def _store(self, job: Job, now: float, new: dict[str, Job] | None = None) -> None:
+        self.jobs[job.id] = job
+        self.counts[job.state] += 1
+        if job.state is S.BLOCKED:
+            deps = [(new.get(d) if new else None) or self.jobs[d] for d in job.deps]
+            verdict = self.room.admit(job, deps)
+            if verdict is not None:
+                self._decide(verdict, now)
+        elif job.state is S.DELAYED:
+            assert job.due is not None
+            self.delays.push(job, job.due)
+        else:
+            self.ready.push(job)
+
+    def _move(
+        self,
+        job: Job,
+        finish: JobState,
+        stimulus: str,
+        now: float,
+        *,
+        worker: str | None = None,
+        worker_name: str | None = None,
+        exit_code: int | None = None,
+        error: str = "",
+        due: float | None = None,
+    ) -> None:
+        start = job.state
+        effects = transition(
+            job,
+            finish,
+            stimulus=stimulus,
+            now=now,
+            worker=worker,
+            worker_name=worker_name,
+            exit_code=exit_code,
+            error=error,
+            due=due,
+        )
+        counts = self.counts
+        counts[start] -= 1
+        counts[finish] += 1
+        self._pending.extend(effects)
+
+    def _settle(self, now: float) -> None:
+        """Apply internal effects (possibly cascading); queue external ones for the shell."""
+        pending = self._pending
+        while pending:
+            effect = pending.popleft()
+            if isinstance(effect, Enqueue):
+                self.ready.push(effect.job)
+            elif isinstance(effect, Assign):
+                self.registry.assign(effect.worker_id, effect.job)
+            elif isinstance(effect, Unassign):
+                self.registry.release(effect.worker_id, effect.job)
+            elif isinstance(effect, Delay):
+                self.delays.push(effect.job, effect.due)
+            elif isinstance(effect, ReleaseDependants):
+                for verdict in self.room.release(effect.job_id, effect.satisfied, effect.reason):
+                    self._decide(verdict, now)
+            else:
+                self._out.append(effect)
+
+    def _decide(self, verdict: Verdict, now: float) -> None:
+        job, ready, reason = verdict
+        if not ready:
+            self._move(job, S.SKIPPED, reason, now, error=reason)
+            return
+        due = job.submitted_at + job.delay_ms / 1000
+        if due > now:
+            self._move(job, S.DELAYED, "dependencies done", now, due=due)
+        else:
+            self._move(job, S.PENDING, "dependencies done", now)
+
+    def _dispatch(self, now: float) -> None:
+        """Place ready jobs on workers until nothing more fits (see scheduler.py)."""
+        ready = self.ready
+        if not ready:
+            return
+        workers = self.registry.schedulable
+        if not any(w.used_slots < w.capacity for w in workers):
+            return
+        skip: set[JobClass] | None = None
+        while True:
+            head = ready.best(skip)
+            if head is None:
+                return
+            key, job = head
+            worker = self.picker.choose(workers, job)
+            if worker is None:
+                skip = skip or set()
+                skip.add(key)
+                continue
+            ready.pop(key)
+            self._move(job, S.SCHEDULED, f"dispatch to {worker.name}", now, worker=worker.id, worker_name=worker.name)
+            self._settle(now)
+
+    def _done(self, now: float) -> list[Effect]:
+        self._settle(now)
+        self._dispatch(now)
+        out, self._out = self._out, []
+        if self.settings.validate:
+            self.validate()
+        return out
+
+    def _status(self, worker_id: str, status: TaskStatus, now: float, via: str) -> None:
+        job = self.jobs.get(status.job_id)
+        if job is None:
+            log.warning("%s reported %s for unknown job %s", worker_id, status.state, status.job_id)
+            return
+        if job.worker != worker_id or job.attempts != status.attempt or job.state not in ACTIVE_STATES:
+            note = f"ignored {status.state} of attempt {status.attempt} from {worker_id}{via}"
+            job.note(note, now)
+            log.debug("%s %s (job is %s, attempt %d)", job.id, note, job.state.value, job.attempts)
+            return
+        if job.state is S.SCHEDULED:
+            self._move(job, S.RUNNING, f"started on {job.worker_name}{via}", now)
+        if status.state == "COMPLETED":
+            self._move(job, S.COMPLETED, f"exit 0{via}", now, exit_code=status.exit_code or 0)
+        elif status.state == "FAILED":
+            what = status.error or f"exit {status.exit_code}"
+            self._fail(job, now, f"failed: {what}{via}", status.exit_code, status.error)
+
+    def _fail(self, job: Job, now: float, stimulus: str, exit_code: int | None, error: str) -> None:
+        self.failed_attempts += 1
+        delay = next_retry(
+            job.attempts - job.retry_base,
+            job.max_attempts,
+            base_s=self.settings.retry_backoff_base_s,
+            cap_s=self.settings.retry_backoff_cap_s,
+            rng=self.rng,
+        )
+        used = job.attempts - job.retry_base
+        if delay is None:
+            self._move(job, S.FAILED, stimulus, now, exit_code=exit_code, error=error)
+            self._move(job, S.DEAD, f"out of attempts ({job.max_attempts})", now)
+            log.warning("%s %s dead after %d attempt(s): %s", job.worker_name, job.id, used, job.error)
+        else:
+            self._move(job, S.FAILED, stimulus, now, exit_code=exit_code, error=error, due=now + delay)
+            log.info(
+                "%s %s retry %d/%d in %.2gs: %s", job.worker_name, job.id, used + 1, job.max_attempts, delay, job.error
+            )
+
+    def _lose(self, job: Job, now: float, stimulus: str) -> None:
+        """The worker holding the job's attempt is gone: the attempt counts as failed."""
+        if job.attempts_left > 0:
+            self.failed_attempts += 1
+            self._move(job, S.PENDING, stimulus, now, error="worker lost")
+        else:
+            self._fail(job, now, stimulus, None, "worker lost")
+
+
+class _Either:
+    """``in`` over two id tables without copying either (DAG admission)."""
+
+    __slots__ = ("_a", "_b")
+
+    def __init__(self, a: dict[str, Job], b: dict[str, Job]) -> None:
+        self._a, self._b = a, b
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._a or key in self._b

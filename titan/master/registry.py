@@ -1,0 +1,192 @@
+"""The workers the master knows, their slots and their health. Pure: time is passed in.
+
+Health
+------
+``HEALTHY``: registered, connected, heard from within the heartbeat timeout.
+``DRAINING``: connected but takes no new tasks. ``DISCONNECTED``: its connection
+dropped; its tasks stay assigned, because a worker keeps running them and
+reports on reconnect. ``LOST``: disconnected (or silent while connected) for
+``heartbeat_timeout_s``; the core requeues its tasks. A lost record is kept for
+one more timeout so STATS can show it, then forgotten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from protocol import Register, WorkerInfo
+from titan.errors import TitanError
+from titan.jobs import Job
+
+__all__ = ["DuplicateWorker", "Health", "WorkerRecord", "WorkerRegistry"]
+
+
+class DuplicateWorker(TitanError):
+    """A worker id registered again while its first connection is still up."""
+
+    code = "DUPLICATE_WORKER"
+
+    def __init__(self, worker_id: str, name: str) -> None:
+        super().__init__(f"worker '{worker_id}' {name} is already connected; refusing a second registration")
+        self.worker_id = worker_id
+
+
+class Health(StrEnum):
+    """A worker's standing; see the module docstring."""
+
+    HEALTHY = "HEALTHY"
+    DRAINING = "DRAINING"
+    DISCONNECTED = "DISCONNECTED"
+    LOST = "LOST"
+
+
+@dataclass(slots=True, eq=False)
+class WorkerRecord:
+    """One worker: what it offers and what it holds."""
+
+    id: str
+    name: str
+    host: str
+    port: int
+    capacity: int
+    skills: frozenset[str]
+    parent: str | None
+    pid: int
+    last_seen: float
+    health: Health = Health.HEALTHY
+    connected: bool = True
+    since: float = 0.0  # when the current health began
+    active: dict[str, Job] = field(default_factory=dict)  # job id -> job, in assignment order
+    used_slots: int = 0
+    services: list[str] = field(default_factory=list)
+
+    @property
+    def free_slots(self) -> int:
+        return self.capacity - self.used_slots
+
+    def info(self, now: float) -> WorkerInfo:
+        return WorkerInfo(
+            id=self.id,
+            name=self.name,
+            host=self.host,
+            port=self.port,
+            load=len(self.active),
+            capacity=self.capacity,
+            skills=sorted(self.skills),
+            health=self.health.value,
+            parent=self.parent,
+            services=list(self.services),
+            tasks=list(self.active),
+            last_seen_s=max(0.0, now - self.last_seen),
+            pid=self.pid,
+        )
+
+
+class WorkerRegistry:
+    """Workers by id, plus the list the scheduler may pick from.
+
+    ``schedulable`` is rebuilt only when a worker's health changes (rare), so
+    dispatch never filters the whole table.
+    """
+
+    def __init__(self) -> None:
+        self._workers: dict[str, WorkerRecord] = {}
+        self.schedulable: list[WorkerRecord] = []
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def __iter__(self) -> Iterator[WorkerRecord]:
+        return iter(self._workers.values())
+
+    def get(self, worker_id: str) -> WorkerRecord | None:
+        return self._workers.get(worker_id)
+
+    def register(self, msg: Register, now: float) -> WorkerRecord:
+        """Add a worker or take back a known one; the tasks it held stay assigned.
+
+        Raises:
+            DuplicateWorker: the id is registered on a connection that is still up.
+        """
+        skills = frozenset(s.strip().upper() for s in msg.skills if s.strip())
+        record = self._workers.get(msg.worker_id)
+        if record is None:
+            record = WorkerRecord(
+                id=msg.worker_id,
+                name=msg.name or f"[{msg.port}]",
+                host=msg.host,
+                port=msg.port,
+                capacity=msg.capacity,
+                skills=skills,
+                parent=msg.parent,
+                pid=msg.pid,
+                last_seen=now,
+                since=now,
+            )
+            self._workers[record.id] = record
+        elif record.connected:
+            raise DuplicateWorker(record.id, record.name)
+        else:
+            record.name = msg.name or record.name
+            record.host, record.port, record.pid = msg.host, msg.port, msg.pid
+            record.capacity, record.skills, record.parent = msg.capacity, skills, msg.parent
+        self._set(record, Health.HEALTHY, now, connected=True)
+        record.last_seen = now
+        return record
+
+    def touch(self, worker_id: str, now: float) -> None:
+        record = self._workers.get(worker_id)
+        if record is not None:
+            record.last_seen = now
+
+    def disconnected(self, worker_id: str, now: float) -> WorkerRecord | None:
+        record = self._workers.get(worker_id)
+        if record is not None and record.connected:
+            self._set(record, Health.DISCONNECTED, now, connected=False)
+        return record
+
+    def drain(self, worker_id: str, now: float) -> None:
+        record = self._workers.get(worker_id)
+        if record is not None and record.health is Health.HEALTHY:
+            self._set(record, Health.DRAINING, now, connected=True)
+
+    def expired(self, now: float, timeout_s: float) -> list[WorkerRecord]:
+        """Workers to declare lost now: disconnected, or silent while connected, for ``timeout_s``.
+
+        Records lost for another ``timeout_s`` are forgotten here as well.
+        """
+        due: list[WorkerRecord] = []
+        for record in list(self._workers.values()):
+            if record.health is Health.LOST:
+                if now - record.since >= timeout_s and not record.active:
+                    del self._workers[record.id]
+            elif record.connected:
+                if now - record.last_seen >= timeout_s:
+                    due.append(record)
+            elif now - record.since >= timeout_s:
+                due.append(record)
+        return due
+
+    def mark_lost(self, record: WorkerRecord, now: float) -> None:
+        self._set(record, Health.LOST, now, connected=False)
+
+    def assign(self, worker_id: str, job: Job) -> None:
+        record = self._workers[worker_id]
+        record.active[job.id] = job
+        record.used_slots += job.slots
+
+    def release(self, worker_id: str, job: Job) -> None:
+        record = self._workers.get(worker_id)
+        if record is not None and record.active.pop(job.id, None) is not None:
+            record.used_slots -= job.slots
+
+    def infos(self, now: float) -> list[WorkerInfo]:
+        return [record.info(now) for record in self._workers.values()]
+
+    def _set(self, record: WorkerRecord, health: Health, now: float, *, connected: bool) -> None:
+        record.health = health
+        record.connected = connected
+        record.since = now
+        self.schedulable = [r for r in self._workers.values() if r.health is Health.HEALTHY]

@@ -1,0 +1,160 @@
+"""Scheduling, pure: the ready queue, the delay heap and least-connections choice.
+
+Ready queue
+-----------
+Jobs that differ in what they need (skills, slots) sit in separate heaps, one per
+*class* ``(skills, slots)``, each ordered by priority (higher first) then
+submission order. Dispatch looks at the best head over all classes; when no
+worker can take that class right now (busy, or nobody has the skills at all) the
+class is set aside for this round and the next best head is tried. So a job no
+worker can ever take waits without blocking the jobs behind it, and a round costs
+O(classes x workers), never a scan of the queue. There are few classes in practice.
+
+Entries are never removed from the middle of a heap: a cancelled job's entry
+goes stale (its ``ticket`` or state no longer matches) and is dropped when it
+reaches the top.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Sequence
+
+from titan.jobs import Job, JobState
+
+from .registry import WorkerRecord
+
+__all__ = ["DelayHeap", "JobClass", "LeastConnections", "ReadyQueue"]
+
+JobClass = tuple[frozenset[str], int]
+_Entry = tuple[int, int, int, Job]  # (-priority, seq, ticket, job)
+
+
+def _live(entry: _Entry, state: JobState) -> bool:
+    job = entry[3]
+    return job.ticket == entry[2] and job.state is state
+
+
+class ReadyQueue:
+    """PENDING jobs by class; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._heaps: dict[JobClass, list[_Entry]] = {}
+        self._entries = 0  # live and stale; only a hint that there may be work
+
+    def __len__(self) -> int:
+        return self._entries
+
+    def push(self, job: Job) -> None:
+        job.ticket += 1
+        key = (job.skills, job.slots)
+        heap = self._heaps.get(key)
+        if heap is None:
+            heap = self._heaps[key] = []
+        heapq.heappush(heap, (-job.priority, job.seq, job.ticket, job))
+        self._entries += 1
+
+    def best(self, skip: set[JobClass] | None = None) -> tuple[JobClass, Job] | None:
+        """The highest-priority, oldest live head among classes not in ``skip``."""
+        found: _Entry | None = None
+        found_key: JobClass | None = None
+        for key, heap in self._heaps.items():
+            if skip and key in skip:
+                continue
+            while heap and not _live(heap[0], JobState.PENDING):
+                heapq.heappop(heap)
+                self._entries -= 1
+            if heap and (found is None or heap[0][:2] < found[:2]):
+                found, found_key = heap[0], key
+        if found is None or found_key is None:
+            return None
+        return found_key, found[3]
+
+    def pop(self, key: JobClass) -> Job:
+        """Remove the head of class ``key`` (the one :meth:`best` just returned)."""
+        entry = heapq.heappop(self._heaps[key])
+        self._entries -= 1
+        return entry[3]
+
+    def jobs(self) -> list[Job]:
+        """Live queued jobs in dispatch order (for inspection and tests; O(n log n))."""
+        live = [e for heap in self._heaps.values() for e in heap if _live(e, JobState.PENDING)]
+        return [e[3] for e in sorted(live, key=lambda e: e[:2])]
+
+
+class DelayHeap:
+    """DELAYED jobs and FAILED jobs waiting out their backoff, earliest due first.
+
+    The shell keeps one timer set to :meth:`next_due`; nothing polls.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, int, Job, JobState]] = []
+        self._order = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, job: Job, due: float) -> None:
+        job.ticket += 1
+        heapq.heappush(self._heap, (due, next(self._order), job.ticket, job, job.state))
+
+    def next_due(self) -> float | None:
+        heap = self._heap
+        while heap and not self._is_live(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def pop_due(self, now: float) -> list[Job]:
+        """Jobs whose time has come, earliest first; stale entries are dropped."""
+        due: list[Job] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if self._is_live(entry):
+                due.append(entry[3])
+        return due
+
+    @staticmethod
+    def _is_live(entry: tuple[float, int, int, Job, JobState]) -> bool:
+        _, _, ticket, job, state = entry
+        return job.ticket == ticket and job.state is state
+
+
+class LeastConnections:
+    """Pick the worker with the fewest active tasks relative to its capacity.
+
+    Only workers whose skills cover the job's and whose free slots suffice are
+    candidates. Ties are broken round-robin: the scan starts just after the last
+    worker picked, and the first of the least loaded wins, so equal workers take
+    turns instead of the first one always winning.
+    """
+
+    def __init__(self) -> None:
+        self._cursor = 0
+
+    def choose(self, workers: Sequence[WorkerRecord], job: Job) -> WorkerRecord | None:
+        n = len(workers)
+        if not n:
+            return None
+        start = self._cursor % n
+        best: WorkerRecord | None = None
+        best_index = 0
+        slots, skills = job.slots, job.skills
+        for k in range(n):
+            index = (start + k) % n
+            worker = workers[index]
+            if worker.capacity - worker.used_slots < slots or not skills <= worker.skills:
+                continue
+            # active/capacity < best.active/best.capacity, without floats
+            if best is None or len(worker.active) * best.capacity < len(best.active) * worker.capacity:
+                best, best_index = worker, index
+        if best is not None:
+            self._cursor = best_index + 1
+        return best
+
+    @staticmethod
+    def could_ever_run(workers: Sequence[WorkerRecord], job: Job) -> bool:
+        """Whether some worker has the skills and the capacity, busy or not."""
+        return any(job.skills <= w.skills and job.slots <= w.capacity for w in workers)
