@@ -1,0 +1,197 @@
+"""The titan console script: one-shot commands, --json output, exit statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+
+from protocol import Submit
+from titan.cli.main import main
+from titan.client.testing import FakeMaster, worker_info
+
+JOB_KEYS = {
+    "id",
+    "type",
+    "state",
+    "attempts",
+    "worker",
+    "exit_code",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "deps",
+}
+
+
+async def titan(*argv: str) -> int:
+    # main() runs its own event loop; the fake master needs this one to keep running
+    return await asyncio.to_thread(main, list(argv))
+
+
+async def closed_port() -> int:
+    master = await FakeMaster().start()
+    await master.aclose()
+    return master.port
+
+
+async def test_submit_prints_the_id(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:
+    assert await titan("--master", fake_master.address, "submit", "PDF_CONVERT|future_report.pdf|1|8000") == 0
+    assert capsys.readouterr().out == "TSK-00000001\n"
+    job = fake_master.jobs["TSK-00000001"]
+    assert (job.type, job.data, job.delay_ms) == ("PDF_CONVERT", "future_report.pdf", 8000)
+
+
+async def test_submit_json_with_options(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["submit", "RUN|calc.py", "--attempts", "5", "--timeout", "2.5", "--skills", "gpu,GENERAL", "--json"]
+    assert await titan(*argv, "--master", fake_master.address) == 0
+    assert json.loads(capsys.readouterr().out) == {"id": "TSK-00000001"}
+    request = fake_master.received[-1]
+    assert isinstance(request, Submit)
+    spec = request.job
+    assert (spec.max_attempts, spec.timeout_s, spec.skills) == (5, 2.5, ["GPU", "GENERAL"])
+
+
+async def test_submit_dag_json(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:
+    dag = "A|RUN|a.py|1|0|[] ; W|DEPLOY|Worker.jar|8081|1|2|[A]"
+    assert await titan("--master", fake_master.address, "submit-dag", dag, "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {"ids": ["A", "W"]}
+
+
+async def test_status_json_has_the_job_keys(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_master.add_job("A", state="COMPLETED", worker="w-8081", exit_code=0, attempts=1, deps=["B"], started_at=5.0)
+    assert await titan("--master", fake_master.address, "status", "A", "--json") == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    job = json.loads(out)
+    assert JOB_KEYS <= job.keys()
+    assert (job["id"], job["state"], job["worker"], job["exit_code"], job["deps"]) == (
+        "A",
+        "COMPLETED",
+        "w-8081",
+        0,
+        ["B"],
+    )
+    assert job["started_at"] == 5.0 and job["finished_at"] is None
+
+
+async def test_list_json_is_an_array(
+    fake_master: FakeMaster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TITAN_MASTER", fake_master.address)  # no --master: the environment decides
+    fake_master.add_job("A")
+    fake_master.add_job("B", state="DEAD")
+    assert await titan("list", "--json") == 0
+    jobs = json.loads(capsys.readouterr().out)
+    assert [job["id"] for job in jobs] == ["A", "B"] and all(JOB_KEYS <= job.keys() for job in jobs)
+    assert await titan("list", "dead", "--json") == 0
+    assert [job["id"] for job in json.loads(capsys.readouterr().out)] == ["B"]
+
+
+async def test_stats_and_workers_json(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_master.workers = [worker_info(8081, load=1, services=["DASH"]), worker_info(8082, parent="w-8081")]
+    fake_master.add_job("A")
+    assert await titan("--master", fake_master.address, "stats", "--json") == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert {"queued", "delayed", "blocked", "dead", "running", "workers"} <= stats.keys()
+    assert stats["queued"] == 1
+    first, second = stats["workers"]
+    assert {"id", "port", "parent", "load", "capacity", "skills", "services", "health"} <= first.keys()
+    assert (first["port"], first["load"], first["capacity"], first["services"]) == (8081, 1, 4, ["DASH"])
+    assert second["parent"] == "w-8081"
+    assert await titan("--master", fake_master.address, "workers", "--json") == 0
+    assert [w["port"] for w in json.loads(capsys.readouterr().out)] == [8081, 8082]
+
+
+async def test_human_output(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_master.workers = [worker_info(8081, load=1)]
+    fake_master.add_job("A")
+    assert await titan("--master", fake_master.address, "stats") == 0
+    assert "• [8081] Load: 1/4 (25%) | Skills: [GENERAL]" in capsys.readouterr().out
+    assert await titan("--master", fake_master.address, "status", "A") == 0
+    assert "Job A" in capsys.readouterr().out
+
+
+async def test_cancel_and_retry(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_master.add_job("A")
+    fake_master.add_job("D", state="DEAD")
+    assert await titan("--master", fake_master.address, "cancel", "A") == 0
+    assert capsys.readouterr().out.strip() == "A CANCELLED"
+    assert await titan("--master", fake_master.address, "retry", "D", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "PENDING"
+    assert await titan("--master", fake_master.address, "retry", "A") == 1
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+async def test_wait_exit_status(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_master.add_job("A", state="COMPLETED")
+    fake_master.add_job("B", state="COMPLETED")
+    fake_master.add_job("C", state="DEAD")
+    fake_master.add_job("R", state="RUNNING")
+    assert await titan("--master", fake_master.address, "wait", "A", "B") == 0
+    assert capsys.readouterr().out.splitlines() == ["A COMPLETED", "B COMPLETED"]
+    assert await titan("--master", fake_master.address, "wait", "A", "C") == 1
+    assert capsys.readouterr().out.splitlines() == ["A COMPLETED", "C DEAD"]
+    assert await titan("--master", fake_master.address, "wait", "A", "R", "--timeout", "0.01") == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == ["A COMPLETED", "R RUNNING"]
+    assert captured.err == "titan: error: timed out waiting for R\n"
+
+
+async def test_logs_not_available(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_master.add_job("A")
+    assert await titan("--master", fake_master.address, "logs", "A") == 1
+    assert capsys.readouterr().err.startswith("titan: error: LOGS is not available yet")
+    fake_master.logs["A"] = [("stdout", b"hello\n")]
+    assert await titan("--master", fake_master.address, "logs", "A") == 0
+    assert capsys.readouterr().out == "hello\n"
+
+
+async def test_unknown_job_is_one_line(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:
+    assert await titan("--master", fake_master.address, "status", "nope") == 1
+    assert capsys.readouterr().err == "titan: error: no job with id 'nope'\n"
+
+
+async def test_unreachable_master(capsys: pytest.CaptureFixture[str]) -> None:
+    port = await closed_port()
+    assert await titan("--master", f"127.0.0.1:{port}", "stats", "--json") == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith(f"titan: error: cannot reach the master at 127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["submit", "RUN"], "SUBMIT expects TYPE|DATA"),
+        (["submit", "RUN|calc.py", "--attempts", "0"], "--attempts must be at least 1"),
+        (["submit-dag", "A|RUN|calc.py|1|0|B"], "expected [DEPS]"),
+        (["list", "SLEEPING"], "list expects [STATE]"),
+        (["frobnicate"], "invalid choice"),
+        (["status"], "the following arguments are required: id"),
+        (["--master", "127.0.0.1:notaport", "stats"], "bad address"),
+    ],
+)
+async def test_usage_errors_exit_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = await closed_port()  # a usage error must be reported before any connection attempt
+    assert await titan("--master", f"127.0.0.1:{port}", *argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_python_dash_m_titan_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "titan.cli", "--master", "127.0.0.1:1", "status", "X"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("titan: error: cannot reach the master at 127.0.0.1:1")
+    assert result.stderr.count("\n") == 1

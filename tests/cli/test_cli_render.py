@@ -1,0 +1,158 @@
+"""Rendering: pure functions to rich objects, read back as text from a recording console."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, RenderableType
+
+from protocol import JobInfo, StatsReply, TransitionInfo
+from titan.cli.parse import COMMAND_NAMES
+from titan.cli.render import (
+    HELP_ENTRIES,
+    format_age,
+    help_view,
+    job_detail,
+    job_table,
+    stats_view,
+    worker_label,
+    workers_table,
+)
+from titan.client.testing import worker_info as worker
+
+NOW = 1_700_000_000.0
+
+
+def text_of(renderable: RenderableType) -> str:
+    console = Console(record=True, width=120, color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+def stats(**fields: Any) -> StatsReply:
+    counts: dict[str, Any] = {"queued": 0, "delayed": 0, "blocked": 0, "dead": 0, "running": 0, "workers": []}
+    counts.update(fields)
+    return StatsReply(scheduled=0, completed=0, failed=0, cancelled=0, **counts)
+
+
+def job(job_id: str = "TSK-1a2b3c4d", **fields: Any) -> JobInfo:
+    values: dict[str, Any] = {
+        "type": "RUN",
+        "data": "calc.py",
+        "state": "RUNNING",
+        "priority": 1,
+        "attempts": 1,
+        "max_attempts": 3,
+        "submitted_at": NOW - 125,
+    }
+    values.update(fields)
+    return JobInfo(id=job_id, **values)
+
+
+def test_worker_label_is_the_classic_monitor_line() -> None:
+    assert worker_label(worker(8081, load=1)).plain == "• [8081] Load: 1/4 (25%) | Skills: [GENERAL]"
+    assert worker_label(worker(8082, skills=["GPU", "GENERAL"])).plain.endswith("Skills: [GPU, GENERAL]")
+    assert worker_label(worker(8083, health="LOST")).plain.endswith("| LOST")
+
+
+def test_stats_header_counts() -> None:
+    text = text_of(
+        stats_view(
+            stats(
+                queued=3, delayed=1, blocked=2, dead=4, running=5, workers=[worker(8081), worker(8082, health="LOST")]
+            )
+        )
+    )
+    for line in (
+        "Active Workers:     1",
+        "Execution Queue:    3",
+        "Delayed (Time):     1",
+        "Blocked (DAG):      2",
+        "Dead Letter (DLQ):  4",
+        "Running:            5",
+    ):
+        assert line in text
+
+
+def test_stats_tree_nests_children_under_parents_with_services_and_tasks() -> None:
+    workers = [
+        worker(8081, load=1, services=["WORKER_B"], tasks=["WORKER_B", "TSK-00000001"]),
+        worker(8082, parent="w-8081", services=["DASH"]),
+        worker(8083, parent="w-8082", load=2),
+        worker(8090, load=4),
+    ]
+    lines = text_of(stats_view(stats(workers=workers))).splitlines()
+    tree = lines[lines.index(next(line for line in lines if line.startswith("• [8081]"))) :]
+    assert tree[:7] == [
+        "• [8081] Load: 1/4 (25%) | Skills: [GENERAL]",
+        "├── Service ID: WORKER_B",
+        "├── Task: TSK-00000001",
+        "└── • [8082] Load: 0/4 (0%) | Skills: [GENERAL]",
+        "    ├── Service ID: DASH",
+        "    └── • [8083] Load: 2/4 (50%) | Skills: [GENERAL]",
+        "• [8090] Load: 4/4 (100%) | Skills: [GENERAL]",
+    ]
+
+
+def test_stats_tree_survives_unknown_parents_and_loops() -> None:
+    workers = [worker(8081, parent="gone"), worker(8082, parent="w-8083"), worker(8083, parent="w-8082")]
+    text = text_of(stats_view(stats(workers=workers)))
+    assert "• [8081]" in text  # an unknown parent makes it a root
+
+
+def test_stats_without_workers() -> None:
+    assert "no workers registered" in text_of(stats_view(stats()))
+
+
+def test_job_table_rows() -> None:
+    text = text_of(
+        job_table(
+            [job(worker="w-8081"), job("TSK-2", state="COMPLETED", exit_code=0, attempts=2, submitted_at=NOW - 5)],
+            now=NOW,
+        )
+    )
+    assert "ID" in text and "ATTEMPTS" in text and "AGE" in text
+    row = next(line for line in text.splitlines() if "TSK-1a2b3c4d" in line)
+    for cell in ("RUN", "calc.py", "RUNNING", "1/3", "w-8081", "2m05s"):
+        assert cell in row
+    row = next(line for line in text.splitlines() if "TSK-2" in line)
+    assert "COMPLETED" in row and "2/3" in row and " 0 " in row and "5s" in row
+
+
+def test_empty_job_table_says_so() -> None:
+    assert "no jobs" in text_of(job_table([], now=NOW))
+
+
+def test_job_detail_has_fields_and_story() -> None:
+    history = [
+        TransitionInfo(start="PENDING", finish="SCHEDULED", stimulus="scheduler picked w-8081", t=NOW - 100),
+        TransitionInfo(start="SCHEDULED", finish="RUNNING", stimulus="worker started", t=NOW - 99),
+    ]
+    text = text_of(job_detail(job(deps=["A", "B"], error="boom", history=history, exit_code=3), now=NOW))
+    assert "Job TSK-1a2b3c4d" in text
+    for expected in ("RUNNING", "calc.py", "1/3", "A, B", "boom", "Exit code", "History", "scheduler picked w-8081"):
+        assert expected in text
+    assert "2m05s ago" in text
+
+
+def test_workers_table() -> None:
+    text = text_of(
+        workers_table([worker(8081, load=1, services=["DASH"]), worker(8082, parent="w-8081", health="LOST")])
+    )
+    row = next(line for line in text.splitlines() if "[8082]" in line)
+    assert "w-8081" in row and "LOST" in row
+    assert "DASH" in text and "1/4" in text
+
+
+def test_help_lists_every_command_with_syntax_and_example() -> None:
+    assert {name for name, _, _ in HELP_ENTRIES} == set(COMMAND_NAMES)
+    text = text_of(help_view())
+    for name, _, _ in HELP_ENTRIES:
+        assert name in text
+    assert "SUBMIT PDF_CONVERT|future_report.pdf|1|8000" in text
+    only = text_of(help_view("LOGS"))
+    assert "LOGS <id> [-f]" in only and "SUBMIT_DAG" not in only
+
+
+def test_format_age() -> None:
+    assert [format_age(s) for s in (0, 59, 61, 3600 + 120, 86400 * 2 + 3600)] == ["0s", "59s", "1m01s", "1h02m", "2d1h"]

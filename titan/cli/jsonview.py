@@ -1,0 +1,76 @@
+"""``--json`` output: plain dicts of protocol data (DESIGN §8), for scripts and tests.
+
+Times are epoch seconds; absent values are ``null``, never omitted, so a
+consumer can rely on every key being there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol import JobInfo, StatsReply, WorkerInfo
+
+__all__ = ["job_json", "stats_json", "worker_json"]
+
+
+def job_json(job: JobInfo) -> dict[str, Any]:
+    """A job: id, type, state, attempts, worker, exit_code, the three times, deps and the rest."""
+    return {
+        "id": job.id,
+        "type": job.type,
+        "data": job.data,
+        "state": job.state,
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "worker": job.worker,
+        "exit_code": job.exit_code,
+        "error": job.error or None,
+        "submitted_at": job.submitted_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "deps": list(job.deps),
+        "args": list(job.args),
+        "delay_ms": job.delay_ms,
+        "timeout_s": job.timeout_s,
+        "skills": list(job.skills),
+        "history": [
+            {"start": step.start, "finish": step.finish, "stimulus": step.stimulus, "t": step.t} for step in job.history
+        ],
+    }
+
+
+def worker_json(worker: WorkerInfo) -> dict[str, Any]:
+    """A worker: id, port, parent, load, capacity, skills, services, health and the rest."""
+    return {
+        "id": worker.id,
+        "name": worker.name,
+        "host": worker.host,
+        "port": worker.port,
+        "parent": worker.parent,
+        "load": worker.load,
+        "capacity": worker.capacity,
+        "skills": list(worker.skills),
+        "services": list(worker.services),
+        "tasks": list(worker.tasks),
+        "health": worker.health,
+        "last_seen_s": worker.last_seen_s,
+        "pid": worker.pid,
+    }
+
+
+def stats_json(stats: StatsReply) -> dict[str, Any]:
+    """The counts (queued, delayed, blocked, dead, running, ...) and the workers."""
+    return {
+        "queued": stats.queued,
+        "delayed": stats.delayed,
+        "blocked": stats.blocked,
+        "dead": stats.dead,
+        "running": stats.running,
+        "scheduled": stats.scheduled,
+        "completed": stats.completed,
+        "failed": stats.failed,
+        "cancelled": stats.cancelled,
+        "uptime_s": stats.uptime_s,
+        "workers": [worker_json(worker) for worker in stats.workers],
+    }

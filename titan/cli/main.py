@@ -1,0 +1,157 @@
+"""``titan``: the console script (DESIGN §8 "Command line").
+
+No subcommand starts the ``titan>`` REPL; ``titan up`` starts a local cluster
+with the REPL attached; the other subcommands send one request and print the
+answer (``--json`` for scripts). Errors are one line on stderr: exit status 2
+for usage errors, 1 for everything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from rich.console import Console
+
+from protocol import ProtocolError
+from titan.config import DEFAULT_PORT, ClientSettings
+from titan.errors import TitanError, UsageError
+from titan.runtime import configure_logging, run
+
+from .oneshot import run_oneshot
+from .repl import Repl
+
+__all__ = ["build_parser", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    # on subcommands the defaults are suppressed so `titan --master X status ID`
+    # and `titan status ID --master X` both work without one overwriting the other
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument(
+        "--master", metavar="HOST:PORT", default=default(None), help="master address (env TITAN_MASTER)"
+    )
+    parser.add_argument("--token", default=default(None), help="cluster token (env TITAN_TOKEN)")
+    parser.add_argument("--debug", action="store_true", default=default(False), help="show tracebacks and debug logs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="titan", description="Titan: a lightweight distributed job orchestrator.")
+    _global_options(parser, suppress=False)
+    common = _Parser(add_help=False)
+    _global_options(common, suppress=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common], description=help)
+
+    up = command("up", "start a local master and workers as child processes, with the REPL attached")
+    up.add_argument("--workers", type=int, default=2, help="number of workers (default 2)")
+    up.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"master port (default {DEFAULT_PORT})")
+    up.add_argument("--capacity", type=int, default=4, help="task slots per worker (default 4)")
+    up.add_argument("--host", default="127.0.0.1", help="master host (default 127.0.0.1)")
+    up.add_argument("--workspace", type=Path, default=Path("titan_workspace"), help="master workspace and logs")
+    up.add_argument("--first-worker-port", type=int, default=8081, help="port of the first worker (default 8081)")
+    up.add_argument("--ready-timeout", type=float, default=20.0, help="seconds each process has to report ready")
+
+    submit = command("submit", "submit one job; prints its id")
+    submit.add_argument("job", metavar="'TYPE|DATA|PRIORITY|DELAY_MS'")
+    submit.add_argument("--attempts", type=int, help="max attempts (default 3)")
+    submit.add_argument("--timeout", type=float, help="seconds before an attempt is killed")
+    submit.add_argument("--skills", metavar="A,B", help="required worker skills (default GENERAL)")
+    submit.add_argument("--json", action="store_true", help='print {"id": ...}')
+
+    dag = command("submit-dag", "submit a DAG; prints the ids")
+    dag.add_argument("dag", metavar="'ID|TYPE|DATA[|PORT]|PRIORITY|DELAY_MS|[DEPS] ; ...'")
+    dag.add_argument("--json", action="store_true", help='print {"ids": [...]}')
+
+    for name, help in (("status", "show one job"), ("cancel", "cancel a job"), ("retry", "requeue a job from the DLQ")):
+        one = command(name, help)
+        one.add_argument("id")
+        one.add_argument("--json", action="store_true", help="print the job as JSON")
+
+    listing = command("list", "list jobs")
+    listing.add_argument("state", nargs="?", help="only jobs in this state")
+    listing.add_argument("--json", action="store_true", help="print a JSON array of jobs")
+
+    for name, help in (("stats", "cluster counts and the worker tree"), ("workers", "the workers")):
+        command(name, help).add_argument("--json", action="store_true", help="print JSON")
+
+    logs = command("logs", "print a job's log")
+    logs.add_argument("id")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep following while the job runs")
+
+    wait = command("wait", "block until the jobs are final; exit 0 only if all COMPLETED")
+    wait.add_argument("ids", nargs="+", metavar="ID")
+    wait.add_argument("--timeout", type=float, help="give up after this many seconds")
+    wait.add_argument("--json", action="store_true", help="print a JSON array of the jobs")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> ClientSettings:
+    try:
+        settings = ClientSettings.from_env(master=args.master)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.token:
+        settings = dataclasses.replace(settings, token=args.token)
+    return settings
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    if args.command is None:
+        return await Repl(_settings(args), debug=args.debug).run()
+    if args.command == "up":
+        from .up import run_up  # keeps the subprocess machinery out of the plain client paths
+
+        return await run_up(args, token=args.token)
+    return await run_oneshot(args, _settings(args), Console())
+
+
+def _fail(exc: BaseException, debug: bool) -> None:
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, TitanError | ProtocolError):
+        message = f"internal error: {type(exc).__name__}: {message}"
+    sys.stderr.write(f"titan: error: {message}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``titan`` console script; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed in one line
+        return exc.code if isinstance(exc.code, int) else 2
+    configure_logging("DEBUG" if args.debug else "WARNING")
+    try:
+        # stock asyncio: prompt_toolkit and the subprocess watcher of `titan up` are at home there
+        return run(_dispatch(args), use_uvloop=False)
+    except UsageError as exc:
+        _fail(exc, args.debug)
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("titan: interrupted\n")
+        return 130
+    except Exception as exc:
+        _fail(exc, args.debug)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

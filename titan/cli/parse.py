@@ -1,0 +1,410 @@
+"""REPL lines -> command dataclasses. Pure: no IO, no terminal, no network.
+
+Commands are case-insensitive; fields are separated by ``|`` (DESIGN §8).
+Every malformed line raises :class:`~titan.errors.UsageError` with one line
+that names the expected form and what was wrong, so the REPL and the command
+line can print it as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from protocol import JobSpec
+from titan.errors import UsageError
+
+__all__ = [
+    "COMMAND_NAMES",
+    "DAG_FORM",
+    "JOB_STATES",
+    "SUBMIT_FORM",
+    "CancelCommand",
+    "Command",
+    "DlqCommand",
+    "ExitCommand",
+    "HelpCommand",
+    "ListCommand",
+    "LogsCommand",
+    "RetryCommand",
+    "StatsCommand",
+    "StatusCommand",
+    "SubmitCommand",
+    "SubmitDagCommand",
+    "WorkersCommand",
+    "is_worker_artifact",
+    "parse_dag",
+    "parse_line",
+    "parse_submit",
+]
+
+SUBMIT_FORM: Final = "TYPE|DATA[|PRIORITY[|DELAY_MS]]"
+DAG_FORM: Final = "ID|TYPE|DATA[|PORT]|PRIORITY|DELAY_MS|[DEPS][|AFFINITY]"
+
+#: job states a LIST may filter on (DESIGN §3)
+JOB_STATES: Final = (
+    "BLOCKED",
+    "DELAYED",
+    "PENDING",
+    "SCHEDULED",
+    "RUNNING",
+    "COMPLETED",
+    "CANCELLED",
+    "SKIPPED",
+    "DEAD",
+    "STOPPED",
+)
+
+# DATA values of a DEPLOY that start a child Titan worker (the classic artifact name is an alias)
+_WORKER_ARTIFACTS: Final = frozenset({"worker", "worker.jar"})
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class SubmitCommand:
+    """``SUBMIT TYPE|DATA[|PRIORITY[|DELAY_MS]]``."""
+
+    spec: JobSpec
+
+
+@dataclass(frozen=True)
+class SubmitDagCommand:
+    """``SUBMIT_DAG job ; job ; ...``: accepted whole or not at all."""
+
+    specs: list[JobSpec]
+
+
+@dataclass(frozen=True)
+class StatsCommand:
+    """``STATS``: counts and the worker tree."""
+
+
+@dataclass(frozen=True)
+class StatusCommand:
+    """``STATUS <id>``."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class ListCommand:
+    """``LIST [state]``."""
+
+    state: str | None = None
+
+
+@dataclass(frozen=True)
+class LogsCommand:
+    """``LOGS <id> [-f]``."""
+
+    job_id: str
+    follow: bool = False
+
+
+@dataclass(frozen=True)
+class CancelCommand:
+    """``CANCEL <id>``."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class RetryCommand:
+    """``RETRY <id>``: requeue a job from the dead-letter queue."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class DlqCommand:
+    """``DLQ``: the dead-letter queue (jobs in state DEAD)."""
+
+
+@dataclass(frozen=True)
+class WorkersCommand:
+    """``WORKERS``: a table of the workers."""
+
+
+@dataclass(frozen=True)
+class HelpCommand:
+    """``HELP [command]``."""
+
+    topic: str | None = None
+
+
+@dataclass(frozen=True)
+class ExitCommand:
+    """``EXIT`` or ``QUIT``."""
+
+
+Command = (
+    SubmitCommand
+    | SubmitDagCommand
+    | StatsCommand
+    | StatusCommand
+    | ListCommand
+    | LogsCommand
+    | CancelCommand
+    | RetryCommand
+    | DlqCommand
+    | WorkersCommand
+    | HelpCommand
+    | ExitCommand
+)
+
+
+# --------------------------------------------------------------------------- fields
+
+
+def _int_field(command: str, form: str, name: str, text: str, *, minimum: int | None = None) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{command} expects {form}; {name} must be an integer, got '{text}'") from None
+    if minimum is not None and value < minimum:
+        raise UsageError(f"{command} expects {form}; {name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _job_type(command: str, form: str, text: str) -> str:
+    if not text:
+        raise UsageError(f"{command} expects {form}; TYPE is empty")
+    if not all(ch.isalnum() or ch in "_-." for ch in text):
+        raise UsageError(f"{command} expects {form}; TYPE must be a word like RUN or PDF_CONVERT, got '{text}'")
+    return text.upper()
+
+
+def is_worker_artifact(data: str) -> bool:
+    """Whether a DEPLOY's DATA names the built-in worker (``worker``, alias ``Worker.jar``)."""
+    return data.strip().lower() in _WORKER_ARTIFACTS
+
+
+# --------------------------------------------------------------------------- SUBMIT
+
+
+def parse_submit(text: str, *, command: str = "SUBMIT") -> JobSpec:
+    """``TYPE|DATA[|PRIORITY[|DELAY_MS]]`` -> a :class:`JobSpec`.
+
+    A ``SHELL`` command line may itself contain ``|`` (a pipeline): only up to two
+    trailing integer fields are taken as PRIORITY and DELAY_MS, the rest is DATA.
+
+    Raises:
+        UsageError: naming the expected form and the offending field.
+    """
+    fields = [part.strip() for part in text.split("|")]
+    if len(fields) < 2 or not fields[0]:
+        raise UsageError(f"{command} expects {SUBMIT_FORM}, e.g. {command} RUN|calc.py")
+    job_type = _job_type(command, SUBMIT_FORM, fields[0])
+    rest = fields[1:]
+    if job_type == "SHELL" and len(rest) > 1:
+        numbers = 0
+        while numbers < 2 and len(rest) - numbers > 1 and _is_int(rest[-1 - numbers]):
+            numbers += 1
+        raw = text.split("|")
+        data = "|".join(raw[1 : 1 + len(rest) - numbers]).strip()
+        rest = [data, *rest[len(rest) - numbers :]]
+    if len(rest) > 3:
+        raise UsageError(f"{command} expects {SUBMIT_FORM}; got {len(fields)} fields")
+    data = rest[0]
+    if not data:
+        raise UsageError(f"{command} expects {SUBMIT_FORM}; DATA is empty")
+    priority = _int_field(command, SUBMIT_FORM, "PRIORITY", rest[1]) if len(rest) > 1 else 1
+    delay_ms = _int_field(command, SUBMIT_FORM, "DELAY_MS", rest[2], minimum=0) if len(rest) > 2 else 0
+    return JobSpec(type=job_type, data=data, priority=priority, delay_ms=delay_ms)
+
+
+# --------------------------------------------------------------------------- SUBMIT_DAG
+
+
+def _parse_deps(job_id: str, text: str) -> list[str]:
+    where = f"SUBMIT_DAG job {job_id}"
+    if not (text.startswith("[") and text.endswith("]")):
+        raise UsageError(f"{where}: expected [DEPS] as the last field, e.g. [A, B] or [] for none; got '{text}'")
+    inner = text[1:-1].strip()
+    if not inner:
+        return []
+    deps = [dep.strip() for dep in inner.split(",")]
+    for dep in deps:
+        if not dep:
+            raise UsageError(f"{where}: an empty name in {text}; expected [A, B]")
+        if any(ch in dep for ch in "[] "):
+            raise UsageError(f"{where}: bad dependency name '{dep}' in {text}; expected [A, B]")
+    return deps
+
+
+def _parse_dag_job(text: str, position: int) -> JobSpec:
+    fields = [part.strip() for part in text.split("|")]
+    job_id = fields[0] or f"#{position}"
+    where = f"SUBMIT_DAG job {job_id}"
+    affinity = False
+    if fields and fields[-1].upper() == "AFFINITY":
+        affinity = True
+        fields.pop()
+    if len(fields) < 6:
+        raise UsageError(f"{where}: expected {DAG_FORM}; got {len(fields)} fields")
+    if not fields[0]:
+        raise UsageError(f"SUBMIT_DAG job #{position}: expected {DAG_FORM}; ID is empty")
+    if any(ch in fields[0] for ch in "[], "):
+        raise UsageError(f"{where}: ID must be a single word, got '{fields[0]}'")
+    job_type = _job_type(where + ":", DAG_FORM, fields[1])
+    data = fields[2]
+    if not data:
+        raise UsageError(f"{where}: expected {DAG_FORM}; DATA is empty")
+    deps = _parse_deps(job_id, fields[-1])
+    numbers = fields[3:-1]
+    port: int | None = None
+    worker = job_type == "DEPLOY" and is_worker_artifact(data)
+    if len(numbers) == 3:
+        if not worker:
+            raise UsageError(f"{where}: PORT is only allowed for a DEPLOY of the worker artifact (worker, Worker.jar)")
+        port = _int_field(where + ":", DAG_FORM, "PORT", numbers[0], minimum=1)
+        if port > 65535:
+            raise UsageError(f"{where}: PORT must be at most 65535, got {port}")
+        numbers = numbers[1:]
+    elif len(numbers) != 2:
+        raise UsageError(f"{where}: expected {DAG_FORM}; got {len(fields)} fields")
+    priority = _int_field(where + ":", DAG_FORM, "PRIORITY", numbers[0])
+    delay_ms = _int_field(where + ":", DAG_FORM, "DELAY_MS", numbers[1], minimum=0)
+    return JobSpec(
+        type=job_type,
+        data=data,
+        id=fields[0],
+        priority=priority,
+        delay_ms=delay_ms,
+        deps=deps,
+        affinity=affinity,
+        port=port,
+    )
+
+
+def parse_dag(text: str) -> list[JobSpec]:
+    """``job ; job ; ...`` with each job ``ID|TYPE|DATA[|PORT]|PRIORITY|DELAY_MS|[DEPS][|AFFINITY]``.
+
+    Empty segments (a trailing ``;``) are ignored. Ids must be unique; whether the
+    dependencies exist and form no cycle is for the master to judge, since a DAG may
+    depend on jobs submitted earlier.
+
+    Raises:
+        UsageError: naming the job and the field at fault.
+    """
+    segments = [segment.strip() for segment in text.split(";")]
+    specs: list[JobSpec] = []
+    seen: set[str] = set()
+    for position, segment in enumerate(segments, start=1):
+        if not segment:
+            continue
+        spec = _parse_dag_job(segment, position)
+        assert spec.id is not None
+        if spec.id in seen:
+            raise UsageError(f"SUBMIT_DAG: job id {spec.id} appears twice")
+        seen.add(spec.id)
+        specs.append(spec)
+    if not specs:
+        raise UsageError(f"SUBMIT_DAG expects jobs separated by ';', each {DAG_FORM}")
+    return specs
+
+
+# --------------------------------------------------------------------------- one line
+
+
+def _one_id(name: str, rest: str, build: Callable[[str], Command]) -> Command:
+    words = rest.split()
+    if len(words) != 1:
+        raise UsageError(f"{name} expects one job id: {name} <id>")
+    return build(words[0])
+
+
+def _no_args(name: str, rest: str, command: Command) -> Command:
+    if rest:
+        raise UsageError(f"{name} takes no arguments")
+    return command
+
+
+def _parse_list(rest: str) -> Command:
+    words = rest.split()
+    if not words:
+        return ListCommand()
+    state = words[0].upper()
+    if len(words) > 1 or state not in JOB_STATES:
+        raise UsageError(f"LIST expects LIST [STATE] with STATE one of {', '.join(JOB_STATES)}; got '{rest}'")
+    return ListCommand(state)
+
+
+def _parse_logs(rest: str) -> Command:
+    words = rest.split()
+    follow = False
+    ids: list[str] = []
+    for word in words:
+        if word in ("-f", "--follow"):
+            follow = True
+        elif word.startswith("-"):
+            raise UsageError(f"LOGS expects LOGS <id> [-f]; unknown option '{word}'")
+        else:
+            ids.append(word)
+    if len(ids) != 1:
+        raise UsageError("LOGS expects LOGS <id> [-f]")
+    return LogsCommand(ids[0], follow)
+
+
+def _parse_help(rest: str) -> Command:
+    words = rest.split()
+    if len(words) > 1:
+        raise UsageError("HELP expects HELP [command]")
+    if not words:
+        return HelpCommand()
+    topic = words[0].upper()
+    if topic not in _PARSERS:
+        raise UsageError(f"HELP: unknown command '{words[0]}'; try HELP")
+    return HelpCommand(topic)
+
+
+_PARSERS: Final[dict[str, Callable[[str], Command]]] = {
+    "SUBMIT": lambda rest: SubmitCommand(parse_submit(rest)),
+    "SUBMIT_DAG": lambda rest: SubmitDagCommand(parse_dag(rest)),
+    "STATS": lambda rest: _no_args("STATS", rest, StatsCommand()),
+    "STATUS": lambda rest: _one_id("STATUS", rest, StatusCommand),
+    "LIST": _parse_list,
+    "LOGS": _parse_logs,
+    "CANCEL": lambda rest: _one_id("CANCEL", rest, CancelCommand),
+    "RETRY": lambda rest: _one_id("RETRY", rest, RetryCommand),
+    "DLQ": lambda rest: _no_args("DLQ", rest, DlqCommand()),
+    "WORKERS": lambda rest: _no_args("WORKERS", rest, WorkersCommand()),
+    "HELP": _parse_help,
+    "EXIT": lambda rest: _no_args("EXIT", rest, ExitCommand()),
+    "QUIT": lambda rest: _no_args("QUIT", rest, ExitCommand()),
+}
+
+#: every command word the REPL knows, in the order HELP lists them
+COMMAND_NAMES: Final = tuple(_PARSERS)
+
+
+def parse_line(line: str) -> Command:
+    """One REPL line -> its command.
+
+    Raises:
+        UsageError: an empty line, an unknown command or malformed arguments.
+    """
+    text = line.strip()
+    if not text:
+        raise UsageError("empty line; type HELP for the commands")
+    word, _, rest = text.partition(" ")
+    name = word.upper()
+    parser = _PARSERS.get(name)
+    if parser is None:
+        raise UsageError(f"unknown command '{word}'; type HELP for the commands")
+    rest = rest.strip()
+    if name in ("SUBMIT", "SUBMIT_DAG") and not rest:
+        form = SUBMIT_FORM if name == "SUBMIT" else f"jobs separated by ';', each {DAG_FORM}"
+        raise UsageError(f"{name} expects {form}")
+    return parser(rest)

@@ -1,0 +1,282 @@
+"""What people see: pure functions from protocol data to rich renderables.
+
+Nothing here prints or talks to the network, so tests render the results into
+``Console(record=True)`` and read the text. Labels are built as ``Text`` rather
+than markup strings because worker ports and skills are written in brackets
+(``[8081]``, ``[GENERAL]``) that rich would otherwise take for style tags.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Final
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from protocol import JobInfo, StatsReply, WorkerInfo
+
+__all__ = [
+    "HELP_ENTRIES",
+    "format_age",
+    "help_view",
+    "is_active",
+    "job_detail",
+    "job_table",
+    "state_text",
+    "stats_view",
+    "worker_label",
+    "worker_tree",
+    "workers_table",
+]
+
+STATE_STYLES: Final = {
+    "COMPLETED": "bold green",
+    "RUNNING": "bold cyan",
+    "SCHEDULED": "cyan",
+    "PENDING": "yellow",
+    "DELAYED": "magenta",
+    "BLOCKED": "blue",
+    "DEAD": "bold red",
+    "CANCELLED": "dim",
+    "SKIPPED": "dim",
+    "STOPPED": "dim",
+}
+
+# health values of workers that no longer take tasks
+_INACTIVE: Final = frozenset({"LOST", "DEAD", "DISCONNECTED", "RETIRED", "DRAINED"})
+
+#: (command, syntax, example), in the order HELP lists them
+HELP_ENTRIES: Final[tuple[tuple[str, str, str], ...]] = (
+    ("SUBMIT", "SUBMIT TYPE|DATA[|PRIORITY[|DELAY_MS]]", "SUBMIT PDF_CONVERT|future_report.pdf|1|8000"),
+    (
+        "SUBMIT_DAG",
+        "SUBMIT_DAG ID|TYPE|DATA[|PORT]|PRIORITY|DELAY_MS|[DEPS][|AFFINITY] ; ...",
+        "SUBMIT_DAG A|RUN|calc.py|1|0|[] ; B|DEPLOY|Worker.jar|8081|1|0|[A]",
+    ),
+    ("STATS", "STATS", "STATS"),
+    ("STATUS", "STATUS <id>", "STATUS TSK-1a2b3c4d"),
+    ("LIST", "LIST [STATE]", "LIST RUNNING"),
+    ("LOGS", "LOGS <id> [-f]", "LOGS TSK-1a2b3c4d -f"),
+    ("CANCEL", "CANCEL <id>", "CANCEL TSK-1a2b3c4d"),
+    ("RETRY", "RETRY <id>   (requeue from the dead-letter queue)", "RETRY TSK-1a2b3c4d"),
+    ("DLQ", "DLQ   (the dead-letter queue)", "DLQ"),
+    ("WORKERS", "WORKERS", "WORKERS"),
+    ("HELP", "HELP [command]", "HELP SUBMIT_DAG"),
+    ("EXIT", "EXIT   (or QUIT, or Ctrl-D)", "EXIT"),
+    ("QUIT", "QUIT", "QUIT"),
+)
+
+
+# --------------------------------------------------------------------------- small pieces
+
+
+def format_age(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h10m``, ``4d3h``."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
+
+
+def state_text(state: str) -> Text:
+    return Text(state, style=STATE_STYLES.get(state, ""))
+
+
+def _clock(t: float | None) -> str:
+    return "-" if t is None else datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _dash(value: object) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def is_active(worker: WorkerInfo) -> bool:
+    """Whether the worker takes tasks (counts as an Active Worker)."""
+    return worker.health.upper() not in _INACTIVE
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def job_table(jobs: Sequence[JobInfo], *, now: float | None = None, title: str | None = None) -> Table:
+    """One row per job: id, type, data, state (coloured), attempts, worker, exit code, age."""
+    now = time.time() if now is None else now
+    table = Table(title=title, header_style="bold", expand=False)
+    for name in ("ID", "TYPE", "DATA", "STATE", "ATTEMPTS", "WORKER", "EXIT", "AGE"):
+        table.add_column(name, no_wrap=name in ("ID", "STATE"), overflow="fold")
+    for job in jobs:
+        table.add_row(
+            job.id,
+            job.type,
+            Text(job.data),
+            state_text(job.state),
+            f"{job.attempts}/{job.max_attempts}",
+            _dash(job.worker),
+            _dash(job.exit_code),
+            format_age(now - job.submitted_at),
+        )
+    if not jobs:
+        table.caption = "no jobs"
+    return table
+
+
+def job_detail(job: JobInfo, *, now: float | None = None) -> Panel:
+    """Every field of one job, then its story (one row per state change)."""
+    now = time.time() if now is None else now
+    fields = Table.grid(padding=(0, 2))
+    fields.add_column(style="bold")
+    fields.add_column()
+    rows: list[tuple[str, Text | str]] = [
+        ("State", state_text(job.state)),
+        ("Type", job.type),
+        ("Data", Text(job.data)),
+        ("Args", Text(" ".join(job.args)) if job.args else "-"),
+        ("Priority", str(job.priority)),
+        ("Attempts", f"{job.attempts}/{job.max_attempts}"),
+        ("Worker", _dash(job.worker)),
+        ("Exit code", _dash(job.exit_code)),
+        ("Error", Text(job.error, style="red") if job.error else "-"),
+        ("Depends on", Text(", ".join(job.deps)) if job.deps else "-"),
+        ("Skills", Text(", ".join(job.skills)) if job.skills else "-"),
+        ("Delay", f"{job.delay_ms} ms"),
+        ("Timeout", "-" if job.timeout_s is None else f"{job.timeout_s:g} s"),
+        ("Submitted", f"{_clock(job.submitted_at)} ({format_age(now - job.submitted_at)} ago)"),
+        ("Started", _clock(job.started_at)),
+        ("Finished", _clock(job.finished_at)),
+    ]
+    for name, value in rows:
+        fields.add_row(name, value)
+    parts: list[RenderableType] = [fields]
+    if job.history:
+        story = Table(title="History", title_justify="left", header_style="bold")
+        for name in ("TIME", "FROM", "TO", "CAUSE"):
+            story.add_column(name)
+        for step in job.history:
+            story.add_row(
+                datetime.fromtimestamp(step.t).strftime("%H:%M:%S.%f")[:-3],
+                state_text(step.start),
+                state_text(step.finish),
+                Text(step.stimulus),
+            )
+        parts.append(story)
+    return Panel(Group(*parts), title=Text(f"Job {job.id}", style="bold"), title_align="left", expand=False)
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def _display(worker: WorkerInfo) -> str:
+    return str(worker.port) if worker.port else worker.name or worker.id
+
+
+def worker_label(worker: WorkerInfo) -> Text:
+    """``• [8081] Load: 1/4 (25%) | Skills: [GENERAL]`` (plus the health if not healthy)."""
+    percent = round(100 * worker.load / worker.capacity) if worker.capacity else 0
+    label = Text(f"• [{_display(worker)}] Load: {worker.load}/{worker.capacity} ({percent}%)")
+    label.append(f" | Skills: [{', '.join(worker.skills)}]")
+    if not is_active(worker):
+        label.append(f" | {worker.health.upper()}", style="bold red")
+    return label
+
+
+def _fill(node: Tree, worker: WorkerInfo, children: dict[str | None, list[WorkerInfo]], seen: set[str]) -> None:
+    seen.add(worker.id)
+    for service in worker.services:
+        node.add(Text(f"Service ID: {service}", style="green"))
+    services = set(worker.services)
+    for task in worker.tasks:
+        if task not in services:
+            node.add(Text(f"Task: {task}", style="cyan"))
+    for child in children.get(worker.id, []):
+        if child.id not in seen:  # a parent loop in bad data must not recurse forever
+            _fill(node.add(worker_label(child)), child, children, seen)
+
+
+def worker_tree(workers: Iterable[WorkerInfo]) -> list[Tree]:
+    """One tree per top-level worker; child workers nest under their parent."""
+    workers = list(workers)
+    known = {worker.id for worker in workers}
+    children: dict[str | None, list[WorkerInfo]] = {}
+    for worker in workers:
+        parent = worker.parent if worker.parent in known and worker.parent != worker.id else None
+        children.setdefault(parent, []).append(worker)
+    trees: list[Tree] = []
+    seen: set[str] = set()
+    for worker in children.get(None, []):
+        tree = Tree(worker_label(worker), guide_style="dim")
+        _fill(tree, worker, children, seen)
+        trees.append(tree)
+    return trees
+
+
+def stats_view(stats: StatsReply) -> Group:
+    """The classic monitor: the counts, then the worker tree with services and tasks."""
+    header = Table.grid(padding=(0, 2))
+    header.add_column(style="bold")
+    header.add_column(justify="right")
+    counts = (
+        ("Active Workers", sum(1 for worker in stats.workers if is_active(worker))),
+        ("Execution Queue", stats.queued),
+        ("Delayed (Time)", stats.delayed),
+        ("Blocked (DAG)", stats.blocked),
+        ("Dead Letter (DLQ)", stats.dead),
+        ("Running", stats.running),
+    )
+    for name, value in counts:
+        header.add_row(f"{name}:", Text(str(value), style="bold red" if name.startswith("Dead") and value else ""))
+    parts: list[RenderableType] = [
+        Panel(header, title=Text("TITAN CLUSTER", style="bold"), title_align="left", expand=False)
+    ]
+    trees = worker_tree(stats.workers)
+    parts.extend(trees if trees else [Text("no workers registered", style="dim")])
+    return Group(*parts)
+
+
+def workers_table(workers: Sequence[WorkerInfo]) -> Table:
+    """WORKERS: one row per worker."""
+    table = Table(header_style="bold")
+    for name in ("WORKER", "ID", "HOST", "PARENT", "LOAD", "SKILLS", "SERVICES", "HEALTH", "SEEN"):
+        table.add_column(name, overflow="fold")
+    for worker in workers:
+        health_style = "green" if is_active(worker) else "bold red"
+        table.add_row(
+            Text(f"[{_display(worker)}]"),
+            worker.id,
+            worker.host,
+            _dash(worker.parent),
+            f"{worker.load}/{worker.capacity}",
+            Text(", ".join(worker.skills)),
+            Text(", ".join(worker.services)) if worker.services else "-",
+            Text(worker.health, style=health_style),
+            f"{format_age(worker.last_seen_s)} ago",
+        )
+    if not workers:
+        table.caption = "no workers registered"
+    return table
+
+
+# --------------------------------------------------------------------------- help
+
+
+def help_view(topic: str | None = None) -> Table:
+    """Every command with its syntax and an example (or just ``topic``)."""
+    table = Table(
+        title="Commands are case-insensitive; fields are separated by |", title_justify="left", header_style="bold"
+    )
+    table.add_column("COMMAND", style="bold", no_wrap=True)
+    table.add_column("SYNTAX", overflow="fold")
+    table.add_column("EXAMPLE", overflow="fold")
+    for name, syntax, example in HELP_ENTRIES:
+        if topic is None or topic == name:
+            table.add_row(name, Text(syntax), Text(example, style="cyan"))
+    return table

@@ -1,0 +1,249 @@
+"""The ``titan>`` prompt: prompt_toolkit for input, rich for output.
+
+The prompt runs with ``prompt_async`` under ``patch_stdout`` so that output
+printed while the prompt is shown (the toolbar refresher, a followed log) does
+not tear the input line. A background task keeps a stats snapshot for the
+bottom toolbar fresh; commands never wait for it. Every ``TitanError`` or
+``ProtocolError`` a command raises prints as one red line; a traceback only
+with ``debug``. Ctrl-C at the prompt clears the line; Ctrl-C while a command
+runs cancels that command only; Ctrl-D or EXIT leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import traceback
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Final
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion, NestedCompleter, WordCompleter
+from prompt_toolkit.document import Document
+from prompt_toolkit.formatted_text import HTML
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.input import Input
+from prompt_toolkit.output import Output
+from prompt_toolkit.patch_stdout import patch_stdout
+from rich.console import Console
+from rich.text import Text
+
+from protocol import ProtocolError, StatsReply
+from titan.config import ClientSettings
+from titan.errors import TitanError, UsageError
+
+from .executor import CommandRunner
+from .link import MasterLink
+from .parse import JOB_STATES, parse_line
+from .render import HELP_ENTRIES, is_active
+
+__all__ = ["DEFAULT_HISTORY", "CommandCompleter", "JobIdCompleter", "Repl", "build_completer", "open_history"]
+
+DEFAULT_HISTORY: Final = Path("~/.titan_history")
+_JOB_TYPES: Final = ("RUN|", "SHELL|", "DEPLOY|")
+
+
+def open_history(path: Path | None) -> History:
+    """A file history at ``path``, or an in-memory one if it cannot be written."""
+    if path is None:
+        return InMemoryHistory()
+    path = path.expanduser()
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError:
+        return InMemoryHistory()
+    return FileHistory(str(path))
+
+
+class JobIdCompleter(Completer):
+    """Completes the job ids the session has seen (from SUBMIT, LIST, STATUS...)."""
+
+    def __init__(self, ids: set[str]) -> None:
+        self.ids = ids
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
+        word = document.get_word_before_cursor(WORD=True)
+        for job_id in sorted(self.ids):
+            if job_id.lower().startswith(word.lower()):
+                yield Completion(job_id, start_position=-len(word))
+
+
+class CommandCompleter(Completer):
+    """A :class:`NestedCompleter` whose command word is case-insensitive, like the commands.
+
+    ``NestedCompleter`` matches the first word exactly; the line is handed to it
+    with that word upper-cased so ``status TSK`` completes like ``STATUS TSK``.
+    """
+
+    def __init__(self, nested: NestedCompleter) -> None:
+        self.nested = nested
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
+        text = document.text_before_cursor
+        stripped = text.lstrip()
+        if " " in stripped:
+            first = stripped.split()[0]
+            if len(first.upper()) == len(first):
+                text = text.replace(first, first.upper(), 1)
+                document = Document(text, cursor_position=len(text))
+        yield from self.nested.get_completions(document, complete_event)
+
+
+def build_completer(ids: set[str]) -> CommandCompleter:
+    """Command words, then job ids, states or help topics where they fit."""
+    job_ids = JobIdCompleter(ids)
+    tree: dict[str, Completer | None] = {name: None for name, _, _ in HELP_ENTRIES}
+    tree.update(
+        {
+            "SUBMIT": WordCompleter(list(_JOB_TYPES), ignore_case=True, WORD=True),
+            "STATUS": job_ids,
+            "LOGS": job_ids,
+            "CANCEL": job_ids,
+            "RETRY": job_ids,
+            "LIST": WordCompleter(list(JOB_STATES), ignore_case=True),
+            "HELP": WordCompleter([name for name, _, _ in HELP_ENTRIES], ignore_case=True),
+        }
+    )
+    return CommandCompleter(NestedCompleter(tree, ignore_case=True))
+
+
+@contextlib.contextmanager
+def _interrupt_cancels(task: asyncio.Future[bool]) -> Iterator[None]:
+    """While a command runs, SIGINT cancels it instead of ending the REPL."""
+    loop = asyncio.get_running_loop()
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+        loop.add_signal_handler(signal.SIGINT, task.cancel)
+    except (ValueError, RuntimeError, NotImplementedError):  # not the main thread, or no signals here
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+class Repl:
+    """The interactive ``titan>`` session against one master."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        console: Console | None = None,
+        debug: bool = False,
+        history_path: Path | None = DEFAULT_HISTORY,
+        input: Input | None = None,
+        output: Output | None = None,
+        refresh_interval_s: float = 2.0,
+        title: str = "Titan",
+    ) -> None:
+        self.link = MasterLink(settings)
+        self.console = console or Console()
+        self.debug = debug
+        self.known_ids: set[str] = set()
+        self.runner = CommandRunner(self.link, self.console, self.known_ids)
+        self.refresh_interval_s = refresh_interval_s
+        self.title = title
+        self.snapshot: StatsReply | None = None
+        self.session: PromptSession[str] = PromptSession(
+            history=open_history(history_path),
+            completer=build_completer(self.known_ids),
+            complete_while_typing=False,
+            bottom_toolbar=self.toolbar,
+            input=input,
+            output=output,
+        )
+
+    # ------------------------------------------------------------------ toolbar
+    def toolbar(self) -> HTML:
+        """One line of cluster health from the cached snapshot."""
+        address = self.link.address
+        stats = self.snapshot
+        if stats is None or not self.link.connected:
+            return HTML(f"<b>{self.title}</b> {address}  <style bg='ansired'> disconnected </style>")
+        workers = sum(1 for worker in stats.workers if is_active(worker))
+        return HTML(
+            f"<b>{self.title}</b> {address}  workers <b>{workers}</b>  queued <b>{stats.queued}</b>"
+            f"  running <b>{stats.running}</b>  delayed {stats.delayed}  blocked {stats.blocked}"
+            f"  dead <b>{stats.dead}</b>"
+        )
+
+    async def refresh_once(self) -> None:
+        """Fetch a new snapshot; on failure the toolbar shows ``disconnected``."""
+        try:
+            client = await self.link.client()
+            self.snapshot = await client.stats()
+        except (TitanError, ProtocolError):
+            self.snapshot = None
+        if self.session.app.is_running:
+            self.session.app.invalidate()
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await self.refresh_once()
+            await asyncio.sleep(self.refresh_interval_s)
+
+    # ------------------------------------------------------------------ output
+    def error(self, exc: BaseException) -> None:
+        """One red line (plus the traceback with ``debug``)."""
+        if self.debug:
+            self.console.print(Text("".join(traceback.format_exception(exc)), style="dim"))
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        if not isinstance(exc, TitanError | ProtocolError):
+            message = f"internal error: {type(exc).__name__}: {message}"
+        self.console.print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
+
+    # ------------------------------------------------------------------ loop
+    async def execute(self, line: str) -> bool:
+        """Run one line; False means leave."""
+        try:
+            command = parse_line(line)
+        except UsageError as exc:
+            self.error(exc)
+            return True
+        task = asyncio.ensure_future(self.runner.run(command))
+        with _interrupt_cancels(task):
+            try:
+                return await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+                self.console.print(Text("interrupted", style="yellow"))
+            except (TitanError, ProtocolError) as exc:
+                self.error(exc)
+            except Exception as exc:  # a bug must not end the session; show it in one line
+                self.error(exc)
+        return True
+
+    async def run(self) -> int:
+        """Prompt until EXIT or Ctrl-D; returns the exit status."""
+        self.console.print(
+            Text.assemble((self.title, "bold"), f" · master {self.link.address} · HELP lists the commands, EXIT leaves")
+        )
+        refresher = asyncio.create_task(self._refresh_forever(), name="titan-toolbar")
+        try:
+            with patch_stdout(raw=True):
+                while True:
+                    try:
+                        line = await self.session.prompt_async(HTML("<b>titan&gt;</b> "))
+                    except KeyboardInterrupt:
+                        continue
+                    except EOFError:
+                        break
+                    if line.strip() and not await self.execute(line):
+                        break
+        finally:
+            refresher.cancel()
+            try:
+                # wait() never raises the refresher's own CancelledError, only ours
+                await asyncio.wait([refresher])
+            finally:
+                await self.link.aclose()
+        return 0

@@ -1,0 +1,315 @@
+"""The async client: one connection to a master, many requests in flight.
+
+Every call is one request on the shared :class:`~titan.net.Peer`, which matches
+answers to requests by ``rid``; concurrent calls on one client are therefore
+safe and do not wait for each other. Errors surface as Titan's own types:
+:class:`~titan.errors.RemoteError` (the master said no, with its code),
+:class:`~titan.errors.PeerClosed` (the connection dropped),
+:class:`~titan.errors.RequestTimeout` and :class:`~titan.errors.ConnectError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Final, TypeVar
+
+from protocol import (
+    Cancel,
+    Frame,
+    JobInfo,
+    JobListReply,
+    JobReply,
+    JobSpec,
+    JobStatus,
+    ListJobs,
+    LogData,
+    LogsSubscribe,
+    LogsSubscribed,
+    Message,
+    Opcode,
+    ProtocolError,
+    Retry,
+    SchemaError,
+    Stats,
+    StatsReply,
+    Submit,
+    SubmitDag,
+    SubmitDagReply,
+    SubmitReply,
+    Wait,
+    Welcome,
+)
+from titan.config import ClientSettings, parse_address
+from titan.errors import PeerClosed, RequestTimeout, UsageError
+from titan.net import Peer, dial
+
+__all__ = ["FINAL_STATES", "LogStream", "TitanClient", "WaitTimeout"]
+
+#: states a job never leaves (DESIGN §3)
+FINAL_STATES: Final = frozenset({"COMPLETED", "DEAD", "CANCELLED", "SKIPPED", "STOPPED"})
+
+R = TypeVar("R", bound=Message)
+
+
+class _Default(enum.Enum):
+    TIMEOUT = enum.auto()
+
+
+# "use settings.request_timeout_s", distinct from None ("no limit")
+_DEFAULT_TIMEOUT: Final = _Default.TIMEOUT
+
+
+class WaitTimeout(RequestTimeout):
+    """``wait`` ran out of time; ``jobs`` holds the last known state of every job."""
+
+    def __init__(self, pending: list[str], jobs: list[JobInfo]) -> None:
+        super().__init__("timed out waiting for " + ", ".join(pending))
+        self.pending = pending
+        self.jobs = jobs
+
+
+class LogStream:
+    """The chunks of one job's log, as the master pushes them after LOGS_SUBSCRIBE.
+
+    Use as ``async with client.logs(job_id) as stream: async for chunk in stream``.
+    Iteration ends at the chunk marked ``eof``. Without ``follow`` the master sends the
+    stored log and then ``eof``; with it, the stream stays open while the job runs.
+    """
+
+    def __init__(self, client: TitanClient, job_id: str, *, follow: bool, idle_timeout_s: float | None) -> None:
+        self.job_id = job_id
+        self.follow = follow
+        self.attempt: int | None = None
+        self._client = client
+        self._idle_timeout_s = idle_timeout_s
+        self._queue: asyncio.Queue[LogData | None] = asyncio.Queue()
+        self._done = False
+
+    async def __aenter__(self) -> LogStream:
+        # listen before asking, so no chunk pushed ahead of the answer is lost
+        self._client._log_streams.setdefault(self.job_id, []).append(self._queue)
+        try:
+            reply = await self._client._call(LogsSubscribe(job_id=self.job_id, follow=self.follow), LogsSubscribed)
+        except BaseException:
+            self._detach()
+            raise
+        self.attempt = reply.attempt
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._detach()
+
+    def _detach(self) -> None:
+        queues = self._client._log_streams.get(self.job_id, [])
+        if self._queue in queues:
+            queues.remove(self._queue)
+        if not queues:
+            self._client._log_streams.pop(self.job_id, None)
+
+    def __aiter__(self) -> LogStream:
+        return self
+
+    async def __anext__(self) -> LogData:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            async with asyncio.timeout(None if self.follow else self._idle_timeout_s):
+                chunk = await self._queue.get()
+        except TimeoutError:
+            raise RequestTimeout(f"the log of {self.job_id} stopped arriving") from None
+        if chunk is None:
+            raise PeerClosed(f"connection to the master closed while reading the log of {self.job_id}")
+        if chunk.eof:
+            self._done = True
+            if not chunk.data:
+                raise StopAsyncIteration
+        return chunk
+
+
+class TitanClient:
+    """An async connection to a Titan master (DESIGN §8: the library the REPL and CLI use).
+
+    Create with :meth:`connect`; close with :meth:`aclose` or ``async with``.
+    """
+
+    def __init__(self, peer: Peer, welcome: Welcome, settings: ClientSettings) -> None:
+        self.settings = settings
+        self.welcome = welcome
+        self._peer = peer
+        self._log_streams: dict[str, list[asyncio.Queue[LogData | None]]] = {}
+        peer.on_frame = self._on_frame
+        peer.on_close = self._on_close
+
+    @classmethod
+    async def connect(cls, settings: ClientSettings | None = None, *, master: str | None = None) -> TitanClient:
+        """Dial the master and complete the handshake.
+
+        ``master`` (``HOST:PORT``) overrides the address in ``settings``; without
+        settings, :meth:`ClientSettings.from_env` supplies them (``TITAN_MASTER``).
+
+        Raises:
+            ConnectError: nothing answers there, or the handshake was refused.
+            UsageError: ``master`` is not ``HOST:PORT``.
+        """
+        try:
+            if settings is None:
+                settings = ClientSettings.from_env(master=master)
+            elif master is not None:
+                host, port = parse_address(master)
+                settings = dataclasses.replace(settings, host=host, port=port)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        peer, welcome = await dial(
+            settings.host,
+            settings.port,
+            role="client",
+            name="titan-client",
+            token=settings.token,
+            max_body=settings.max_body,
+            timeout_s=settings.connect_timeout_s,
+        )
+        return cls(peer, welcome, settings)
+
+    # ------------------------------------------------------------------ lifetime
+    @property
+    def address(self) -> str:
+        """``host:port`` of the master."""
+        return f"{self.settings.host}:{self.settings.port}"
+
+    @property
+    def is_open(self) -> bool:
+        return self._peer.is_open
+
+    async def aclose(self) -> None:
+        """Close the connection; pending calls fail with :class:`PeerClosed`."""
+        await self._peer.aclose()
+
+    async def __aenter__(self) -> TitanClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ plumbing
+    def _on_frame(self, peer: Peer, frame: Frame) -> None:
+        if frame.opcode != Opcode.LOG_DATA:
+            # a client accepts no requests; say so instead of ignoring it silently
+            peer.send_error("UNEXPECTED", f"a client does not accept opcode {frame.opcode:#04x}", rid=frame.rid)
+            return
+        try:
+            chunk = LogData.from_wire(frame.body)
+        except ProtocolError as exc:
+            peer.send_error(exc.error_code, exc.message)
+            return
+        for queue in self._log_streams.get(chunk.job_id, []):
+            queue.put_nowait(chunk)
+
+    def _on_close(self, peer: Peer) -> None:
+        for queues in self._log_streams.values():
+            for queue in queues:
+                queue.put_nowait(None)
+
+    async def _call(
+        self, message: Message, expected: type[R], *, timeout_s: float | None | _Default = _DEFAULT_TIMEOUT
+    ) -> R:
+        limit = self.settings.request_timeout_s if isinstance(timeout_s, _Default) else timeout_s
+        reply = await self._peer.request(message, timeout_s=limit)
+        if not isinstance(reply, expected):
+            raise SchemaError(f"expected {expected.__name__} in answer, got {type(reply).__name__}")
+        return reply
+
+    # ------------------------------------------------------------------ jobs
+    async def submit(self, spec: JobSpec) -> str:
+        """Submit one job; returns its id once the master has it on disk."""
+        reply = await self._call(Submit(job=spec), SubmitReply)
+        return reply.job_id
+
+    async def submit_job(
+        self,
+        type: str,
+        data: str = "",
+        *,
+        priority: int = 1,
+        delay_ms: int = 0,
+        args: Sequence[str] = (),
+        max_attempts: int = 3,
+        timeout_s: float | None = None,
+        skills: Sequence[str] = ("GENERAL",),
+        slots: int = 1,
+        memory_mb: int | None = None,
+        job_id: str | None = None,
+        payload: bytes | None = None,
+    ) -> str:
+        """Build a :class:`JobSpec` from keywords and :meth:`submit` it."""
+        spec = JobSpec(
+            type=type,
+            data=data,
+            id=job_id,
+            args=list(args),
+            priority=priority,
+            delay_ms=delay_ms,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            slots=slots,
+            memory_mb=memory_mb,
+            skills=list(skills),
+            payload=payload,
+        )
+        return await self.submit(spec)
+
+    async def submit_dag(self, specs: Iterable[JobSpec]) -> list[str]:
+        """Submit a DAG, accepted whole or not at all; returns the ids in order."""
+        reply = await self._call(SubmitDag(jobs=list(specs)), SubmitDagReply)
+        return reply.job_ids
+
+    async def status(self, job_id: str) -> JobInfo:
+        """The job with its story (``history``)."""
+        reply = await self._call(JobStatus(job_id=job_id), JobReply)
+        return reply.job
+
+    async def list_jobs(self, state: str | None = None, limit: int = 1000) -> list[JobInfo]:
+        """Jobs, optionally only those in ``state``."""
+        reply = await self._call(ListJobs(state=state, limit=limit), JobListReply)
+        return reply.jobs
+
+    async def stats(self) -> StatsReply:
+        """Counts per state and every worker."""
+        return await self._call(Stats(), StatsReply)
+
+    async def cancel(self, job_id: str) -> JobInfo:
+        """Cancel a job that is not final; returns it as it is now."""
+        reply = await self._call(Cancel(job_id=job_id), JobReply)
+        return reply.job
+
+    async def retry(self, job_id: str) -> JobInfo:
+        """Requeue a job from the dead-letter queue."""
+        reply = await self._call(Retry(job_id=job_id), JobReply)
+        return reply.job
+
+    async def wait(self, job_ids: Sequence[str], timeout_s: float | None = None) -> list[JobInfo]:
+        """Block until every job is final; returns them in the order asked.
+
+        Raises:
+            WaitTimeout: (a :class:`RequestTimeout`) the master answered that
+                ``timeout_s`` passed first; names the unfinished ids.
+        """
+        ids = list(job_ids)
+        # the master enforces timeout_s; our own limit only guards against a silent master
+        guard = None if timeout_s is None else timeout_s + self.settings.request_timeout_s
+        reply = await self._call(Wait(job_ids=ids, timeout_s=timeout_s), JobListReply, timeout_s=guard)
+        if reply.timed_out:
+            pending = [job.id for job in reply.jobs if job.state not in FINAL_STATES]
+            raise WaitTimeout(pending or ids, reply.jobs)
+        return reply.jobs
+
+    def logs(self, job_id: str, *, follow: bool = False) -> LogStream:
+        """A :class:`LogStream` of the job's output (``async with`` it)."""
+        return LogStream(self, job_id, follow=follow, idle_timeout_s=self.settings.request_timeout_s)
