@@ -313,6 +313,11 @@ class TaskStatus(Message):
     error: str = ""
     started_at: float | None = None
     finished_at: float | None = None
+    # on a final report: the attempt's complete logs (tail-capped) and its output files
+    stdout: bytes | None = None
+    stderr: bytes | None = None
+    outputs: dict[str, bytes] = field(default_factory=dict)
+    truncated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +375,8 @@ class TaskStart(Message):
     payload_hash: str = ""
     payload_mode: int = 0o644
     slots: int = 1
+    # parents' output files, keyed "<parent id>/<relative path>", laid out under TITAN_INPUT_DIR
+    inputs: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
