@@ -1,0 +1,225 @@
+"""The group-commit writer against real files, with the sync function injected to count fsyncs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from titan.wal import WalClosed, WalWriteFailed, WalWriter, decode_records, encode_record, load
+from titan.wal.files import list_directory, segment_name
+
+
+class SyncSpy:
+    """Stands in for ``os.fdatasync``: really syncs, and remembers how far each sync reached."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls = 0
+        self.synced: dict[int, int] = {}  # st_ino -> file size covered by the last sync
+        self.fail_after = fail_after
+
+    def __call__(self, fd: int) -> None:
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise OSError(5, "Input/output error")
+        os.fdatasync(fd)
+        self.calls += 1
+        info = os.fstat(fd)
+        self.synced[info.st_ino] = info.st_size
+
+
+def records_on_disk(directory: Path) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for _, path in list_directory(directory).segments:
+        records, good, problem = decode_records(path.read_bytes())
+        assert problem is None, (path, good, problem)
+        out += records
+    return out
+
+
+async def test_group_commit_shares_fsyncs_and_acknowledges_only_durable_records(tmp_path: Path) -> None:
+    spy = SyncSpy()
+    async with WalWriter(tmp_path, sync=spy) as wal:
+        segment = tmp_path / segment_name(wal.segment)
+        inode = segment.stat().st_ino
+
+        async def appender(i: int) -> None:
+            await wal.append({"i": i})
+            # Re-read the file: the record is there, and a sync covered it.
+            data = segment.read_bytes()
+            records, good, _ = decode_records(data)
+            index = records.index({"i": i})
+            end = len(b"".join(_frame(r) for r in records[: index + 1]))
+            assert spy.synced[inode] >= end
+
+        await asyncio.gather(*(appender(i) for i in range(64)))
+    assert 1 <= spy.calls <= 4, spy.calls
+    assert wal.stats.records == 64
+    assert wal.stats.max_batch_records >= 16
+    assert sorted(r["i"] for r in records_on_disk(tmp_path)) == list(range(64))  # type: ignore[type-var]
+
+
+def _frame(record: Mapping[str, object]) -> bytes:
+    return encode_record(record)
+
+
+async def test_appends_keep_call_order_including_nowait(tmp_path: Path) -> None:
+    async with WalWriter(tmp_path, sync=SyncSpy()) as wal:
+        pending = []
+        for i in range(300):
+            if i % 3:
+                wal.append_nowait({"i": i})
+            else:
+                pending.append(asyncio.ensure_future(wal.append({"i": i})))
+        await asyncio.gather(*pending)
+        wal.append_nowait({"i": 300})
+        await wal.flush()
+        assert [r["i"] for r in records_on_disk(tmp_path)] == list(range(301))
+
+
+async def test_rotation_at_the_size_threshold(tmp_path: Path) -> None:
+    record = {"pad": "x" * 40}
+    size = len(_frame(record))
+    async with WalWriter(tmp_path, segment_bytes=size * 3, sync=SyncSpy()) as wal:
+        first = wal.segment
+        for _ in range(10):
+            await wal.append(record)
+        wal.append_nowait({"pad": "y" * 500})  # larger than a segment: gets one of its own
+        await wal.append(record)
+    segments = list_directory(tmp_path).segments
+    assert [seq for seq, _ in segments] == list(range(first, first + len(segments)))
+    sizes = [path.stat().st_size for _, path in segments]
+    assert sizes[:4] == [size * 3, size * 3, size * 3, size]
+    assert sizes[4] > size * 3 and sizes[5] == size
+    assert len(records_on_disk(tmp_path)) == 12
+
+
+async def test_fsync_off_writes_without_syncing(tmp_path: Path) -> None:
+    spy = SyncSpy()
+    async with WalWriter(tmp_path, fsync=False, sync=spy, segment_bytes=100) as wal:
+        await asyncio.gather(*(wal.append({"i": i}) for i in range(50)))
+        # Acknowledged means written to the OS: another reader sees it now.
+        assert len(records_on_disk(tmp_path)) == 50
+        await wal.snapshot({"n": 50})
+    assert spy.calls == 0 and wal.stats.syncs == 0
+    recovery = load(tmp_path)
+    assert recovery.snapshot == {"n": 50} and list(recovery.records()) == []
+
+
+async def test_a_cancelled_appender_does_not_withdraw_its_record(tmp_path: Path) -> None:
+    async with WalWriter(tmp_path, sync=SyncSpy()) as wal:
+        task = asyncio.ensure_future(wal.append({"i": 1}))
+        await asyncio.sleep(0)  # let the task put its record in the batch
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wal.append({"i": 2})
+    assert records_on_disk(tmp_path) == [{"i": 1}, {"i": 2}]
+
+
+async def test_cancelling_the_writer_mid_fsync_still_settles_the_batch(tmp_path: Path) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow_sync(fd: int) -> None:
+        loop.call_soon_threadsafe(started.set)
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
+        os.fdatasync(fd)
+
+    wal = WalWriter(tmp_path, sync=slow_sync)
+    await wal.start()
+    append = asyncio.ensure_future(wal.append({"i": 1}))
+    await started.wait()
+    assert wal._task is not None
+    wal._task.cancel()
+    release.set()
+    await append  # acknowledged: the fsync finished even though the writer was cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await wal.aclose()
+    assert records_on_disk(tmp_path) == [{"i": 1}]
+    with pytest.raises(WalClosed):
+        wal.append_nowait({"i": 2})
+
+
+async def test_a_failed_fsync_poisons_the_writer(tmp_path: Path) -> None:
+    wal = WalWriter(tmp_path, sync=SyncSpy(fail_after=1))
+    await wal.start()
+    await wal.append({"i": 1})
+    with pytest.raises(WalWriteFailed):
+        await wal.append({"i": 2})
+    with pytest.raises(WalWriteFailed):
+        await wal.append({"i": 3})
+    with pytest.raises(WalWriteFailed):
+        wal.append_nowait({"i": 4})
+    assert isinstance(wal.failure, WalWriteFailed)
+    with pytest.raises(WalWriteFailed):
+        await wal.aclose()
+
+
+async def test_closed_and_unstarted_writers_refuse_appends(tmp_path: Path) -> None:
+    wal = WalWriter(tmp_path)
+    with pytest.raises(WalClosed):
+        wal.append_nowait({"i": 1})
+    async with wal:
+        wal.append_nowait({"i": 1})
+    with pytest.raises(WalClosed):
+        await wal.append({"i": 2})
+    await wal.aclose()  # idempotent
+    assert records_on_disk(tmp_path) == [{"i": 1}]
+
+
+async def test_unencodable_records_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    async with WalWriter(tmp_path) as wal:
+        with pytest.raises(TypeError):
+            await wal.append({"bad": object()})
+        await wal.append({"ok": True})
+    assert records_on_disk(tmp_path) == [{"ok": True}]
+
+
+async def test_snapshot_cuts_a_new_segment_and_drops_the_covered_ones(tmp_path: Path) -> None:
+    state: dict[str, int] = {}
+    async with WalWriter(tmp_path, segment_bytes=64, sync=SyncSpy()) as wal:
+        for i in range(20):
+            await wal.append({"k": f"j{i}", "v": i})
+            state[f"j{i}"] = i
+        before = [seq for seq, _ in list_directory(tmp_path).segments]
+        wal.append_nowait({"k": "j20", "v": 20})
+        state["j20"] = 20
+        upto = await wal.snapshot(dict(state))
+        assert upto == wal.segment
+        await wal.append({"k": "j21", "v": 21})
+        with pytest.raises(ValueError, match="not been cut"):
+            await wal.write_snapshot({}, wal.segment + 1)
+    listing = list_directory(tmp_path)
+    assert [seq for seq, _ in listing.snapshots] == [upto]
+    assert [seq for seq, _ in listing.segments] == [upto]
+    assert all(seq < upto for seq in before)
+    recovery = load(tmp_path)
+    assert recovery.snapshot == state and recovery.snapshot_segment == upto
+    assert list(recovery.records()) == [{"k": "j21", "v": 21}]
+    assert wal.stats.snapshots == 1
+
+
+async def test_a_second_snapshot_replaces_the_first(tmp_path: Path) -> None:
+    async with WalWriter(tmp_path, sync=SyncSpy()) as wal:
+        await wal.append({"i": 1})
+        first = await wal.snapshot({"n": 1})
+        await wal.append({"i": 2})
+        second = await wal.snapshot({"n": 2})
+        await wal.append({"i": 3})
+    assert second > first
+    assert [seq for seq, _ in list_directory(tmp_path).snapshots] == [second]
+    recovery = load(tmp_path)
+    assert recovery.snapshot == {"n": 2} and list(recovery.records()) == [{"i": 3}]
+
+
+async def test_a_new_writer_never_reuses_a_segment_number(tmp_path: Path) -> None:
+    async with WalWriter(tmp_path) as wal:
+        first = wal.segment
+        await wal.append({"i": 1})
+    async with WalWriter(tmp_path) as wal:
+        assert wal.segment == first + 1
+        await wal.append({"i": 2})
+    assert records_on_disk(tmp_path) == [{"i": 1}, {"i": 2}]

@@ -1,0 +1,402 @@
+"""``WalWriter``: the group-commit task that owns the open segment.
+
+Theory of operation
+-------------------
+Appenders never touch the file. ``append`` frames the record on the loop, adds
+the bytes to the *open batch* (one ``bytearray``), parks a future in it, wakes
+the writer task and hands the future back to be awaited. The writer takes the whole open batch at
+once, writes it with one ``write`` and makes it durable with one ``fdatasync``
+in a dedicated thread, then resolves every future of the batch. Appends that
+arrive while that fsync runs collect in the next open batch and share the next
+fsync: the busier the log, the bigger the batches, and the cost per record
+stays one ``bytearray`` extend plus one future.
+
+Order is the order of the calls: the open batch is only ever appended to,
+sealed batches form a FIFO, and one task writes them one after the other.
+
+Segment boundaries are decided on the loop, at append time, not by the writer:
+when a record would push the segment past ``segment_bytes`` the open batch is
+sealed with "start segment N+1 after me" and a new open batch begins.
+:meth:`WalWriter.cut` does the same on demand, which gives snapshots an exact
+cut: the state serialized in the same step covers precisely the segments
+before the one ``cut`` returns. A sealed batch that ends a segment is always
+fsynced before the next segment is created, so no record can become durable
+before the records ahead of it.
+
+Cancellation: a record is in the batch the moment ``append`` is called;
+cancelling the caller only stops it waiting. The write in the thread runs to
+the end whatever happens to the tasks, and the writer waits for it before
+giving up, so an acknowledgement is never sent for bytes that are not on disk
+and never withheld from bytes that are.
+
+A failed write or fsync poisons the writer (see :class:`WalWriteFailed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from titan.wal import files
+from titan.wal.errors import WalClosed, WalError, WalWriteFailed
+from titan.wal.record import encode_record, pack_snapshot_body
+
+__all__ = ["DEFAULT_SEGMENT_BYTES", "WalStats", "WalWriter"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEGMENT_BYTES: Final = 16 * 1024 * 1024
+
+# fdatasync skips the inode timestamps but still flushes the size a file needs
+# to be read back, which is all an append-only file cares about.
+_DEFAULT_SYNC: Final[Callable[[int], None]] = getattr(os, "fdatasync", os.fsync)
+
+
+@dataclass
+class WalStats:
+    """Running totals, for logs and benchmarks."""
+
+    records: int = 0
+    bytes: int = 0
+    commits: int = 0
+    syncs: int = 0
+    sync_s: float = 0.0
+    max_batch_records: int = 0
+    segments_opened: int = 0
+    snapshots: int = 0
+
+
+@dataclass(slots=True)
+class _Batch:
+    data: bytearray = field(default_factory=bytearray)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    records: int = 0
+    # set when this batch ends its segment: the writer opens this one next
+    next_segment: int | None = None
+
+
+class WalWriter:
+    """Appends records to the segmented log in ``directory`` with group commit.
+
+    Call :func:`titan.wal.load` first: it repairs a torn tail, and the writer
+    always starts a fresh segment (``recovery.next_segment``), so appends
+    never land behind damaged bytes.
+
+    Args:
+        directory: the WAL directory, created if missing.
+        fsync: ``False`` writes without fsync: an acknowledged record survives
+            the process dying but not the machine.
+        segment_bytes: start a new segment once the current one would exceed
+            this (one record bigger than it gets a segment of its own).
+        first_segment: number of the segment to create; by default the one
+            after everything already in ``directory``.
+        sync: the data-sync function, ``os.fdatasync`` by default (tests count calls).
+        clock: for ``stats.sync_s``.
+    """
+
+    _loop: asyncio.AbstractEventLoop
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        fsync: bool = True,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        first_segment: int | None = None,
+        sync: Callable[[int], None] = _DEFAULT_SYNC,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if segment_bytes < 1:
+            raise ValueError("segment_bytes must be positive")
+        self.directory = Path(directory)
+        self.fsync = fsync
+        self.segment_bytes = segment_bytes
+        self.stats = WalStats()
+        self._first_segment = first_segment
+        self._sync = sync
+        self._clock = clock
+        self._segment = 0  # the segment the open batch goes to
+        self._fill = 0  # bytes already planned for that segment
+        self._open = _Batch()
+        self._sealed: collections.deque[_Batch] = collections.deque()
+        self._fd = -1
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._accepting = False
+        self._failure: WalError | None = None
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the first segment and start the writer task."""
+        if self._task is not None:
+            raise RuntimeError("WalWriter.start() called twice")
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="titan-wal")
+        try:
+            self._fd, self._segment = await self._loop.run_in_executor(self._executor, self._open_first)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            raise
+        self.stats.segments_opened += 1
+        self._accepting = True
+        self._task = self._loop.create_task(self._run(), name=f"wal-writer {self.directory}")
+
+    def _open_first(self) -> tuple[int, int]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        seq = self._first_segment or files.list_directory(self.directory).next_segment()
+        return files.open_segment(self.directory, seq, durable=self.fsync), seq
+
+    async def aclose(self) -> None:
+        """Write and sync everything appended so far, then stop. Idempotent.
+
+        Raises:
+            WalWriteFailed: the log could not be made durable.
+        """
+        self._accepting = False
+        if self._task is not None:
+            self._wake.set()
+            # The writer drains every batch before it returns; shield it so a
+            # cancelled shutdown still ends with the file closed.
+            await asyncio.shield(self._task)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if self._failure is not None:
+            raise self._failure
+
+    async def __aenter__(self) -> WalWriter:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def segment(self) -> int:
+        """The segment the next append goes to."""
+        return self._segment
+
+    @property
+    def failure(self) -> WalError | None:
+        """Why the writer stopped, if a write or fsync failed."""
+        return self._failure
+
+    # -- appending (the hot path) --------------------------------------------
+
+    def append(self, record: Mapping[str, Any]) -> asyncio.Future[None]:
+        """Append ``record``; the returned future resolves once it is durable.
+
+        ``await wal.append(record)``. Not a coroutine on purpose: the record
+        takes its place in the log when this is *called*, so wrapping the
+        wait in a task cannot reorder it behind a later ``append_nowait``.
+        The fsync is shared with every append of the same batch.
+
+        Raises:
+            WalClosed: the writer is not running.
+            ValueError, TypeError: the record cannot be encoded (nothing was appended).
+
+        The future fails with :class:`WalWriteFailed` if the batch could not be written.
+        """
+        batch = self._put(encode_record(record))
+        waiter = self._loop.create_future()
+        batch.waiters.append(waiter)
+        return waiter
+
+    def append_nowait(self, record: Mapping[str, Any]) -> None:
+        """Append ``record`` without waiting: same order, same writer, no acknowledgement.
+
+        The record goes out with the next batch, which is written at once, so
+        it is durable within about one fsync unless the writer fails.
+        """
+        self._put(encode_record(record))
+
+    def _put(self, frame: bytes) -> _Batch:
+        if not self._accepting:
+            raise self._failure or WalClosed("the WAL writer is not running")
+        size = len(frame)
+        if self._fill and self._fill + size > self.segment_bytes:
+            self._seal(self._segment + 1)
+        self._fill += size
+        batch = self._open
+        batch.data += frame
+        batch.records += 1
+        self._wake.set()
+        return batch
+
+    def flush(self) -> asyncio.Future[None]:
+        """A future that resolves once everything appended so far (``append_nowait`` too) is durable."""
+        if not self._accepting:
+            raise self._failure or WalClosed("the WAL writer is not running")
+        waiter = self._loop.create_future()
+        self._open.waiters.append(waiter)
+        self._wake.set()
+        return waiter
+
+    # -- segments and snapshots ---------------------------------------------
+
+    def cut(self) -> int:
+        """End the current segment here; later appends go to the returned segment number.
+
+        Synchronous, so a state captured in the same step as the call reflects
+        exactly the records of the segments before the returned number.
+        """
+        if not self._accepting:
+            raise self._failure or WalClosed("the WAL writer is not running")
+        self._seal(self._segment + 1)
+        self._wake.set()
+        return self._segment
+
+    def _seal(self, next_segment: int) -> None:
+        self._open.next_segment = next_segment
+        self._sealed.append(self._open)
+        self._open = _Batch()
+        self._segment = next_segment
+        self._fill = 0
+
+    async def write_snapshot(self, state: Mapping[str, Any], upto_segment: int) -> Path:
+        """Write ``state`` as covering every segment before ``upto_segment``, then delete those segments.
+
+        ``state`` is serialized before this coroutine first suspends, so pass a
+        dict built in the same step as the :meth:`cut` that returned
+        ``upto_segment`` (or use :meth:`snapshot`). The file is written in a
+        thread: temp file, fsync, rename, fsync of the directory. Covered
+        segments are deleted only after that, and only once the writer has
+        moved past them.
+        """
+        if upto_segment > self._segment:
+            raise ValueError(f"segment {upto_segment} has not been cut yet (current is {self._segment})")
+        body = pack_snapshot_body(state, upto_segment)
+        await self.flush()
+        # Shielded: the snapshot is either wholly written or not at all, and a
+        # cancelled caller must not leave the prune half done.
+        path = await asyncio.shield(asyncio.to_thread(self._snapshot_sync, body, upto_segment))
+        self.stats.snapshots += 1
+        return path
+
+    def _snapshot_sync(self, body: bytes, upto_segment: int) -> Path:
+        path = files.write_snapshot_body(self.directory, body, upto_segment, durable=self.fsync)
+        files.prune(self.directory, upto_segment, durable=self.fsync)
+        return path
+
+    async def snapshot(self, state: Mapping[str, Any]) -> int:
+        """:meth:`cut` and :meth:`write_snapshot` in one step; returns the snapshot's segment number."""
+        upto = self.cut()
+        await self.write_snapshot(state, upto)
+        return upto
+
+    # -- the writer task ------------------------------------------------------
+
+    def _take(self) -> _Batch | None:
+        if self._sealed:
+            return self._sealed.popleft()
+        batch = self._open
+        if batch.data or batch.waiters:
+            self._open = _Batch()
+            return batch
+        return None
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                batch = self._take()
+                if batch is None:
+                    if not self._accepting:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                if self.fsync:
+                    assert self._executor is not None
+                    commit = self._loop.run_in_executor(self._executor, self._commit, batch)
+                    try:
+                        # wait() neither raises the commit's error nor cancels it.
+                        await asyncio.wait([commit])
+                    except asyncio.CancelledError:
+                        # The thread is still writing; learn how it ended so the
+                        # waiters hear the truth, then honour the cancellation.
+                        await asyncio.wait([commit])
+                        self._settle(batch, commit.exception())
+                        raise
+                    self._settle(batch, commit.exception())
+                else:
+                    # Without fsync a write lands in the page cache in
+                    # microseconds; a thread hop would cost more than it saves.
+                    try:
+                        self._commit(batch)
+                    except OSError as exc:
+                        self._settle(batch, exc)
+                    else:
+                        self._settle(batch, None)
+                if self._failure is not None:
+                    return
+        finally:
+            self._shutdown()
+
+    def _commit(self, batch: _Batch) -> None:
+        """Write, sync and maybe rotate; runs in the writer's thread when fsync is on."""
+        if batch.data:
+            files.write_all(self._fd, batch.data)
+        if batch.data and self.fsync:
+            started = self._clock()
+            self._sync(self._fd)
+            self.stats.sync_s += self._clock() - started
+            self.stats.syncs += 1
+        if batch.next_segment is not None:
+            self._rotate(batch.next_segment)
+
+    def _rotate(self, next_segment: int) -> None:
+        os.close(self._fd)
+        self._fd = -1
+        self._fd = files.open_segment(self.directory, next_segment, durable=self.fsync)
+        self.stats.segments_opened += 1
+
+    def _settle(self, batch: _Batch, exc: BaseException | None) -> None:
+        if exc is None:
+            self.stats.commits += 1
+            self.stats.records += batch.records
+            self.stats.bytes += len(batch.data)
+            self.stats.max_batch_records = max(self.stats.max_batch_records, batch.records)
+            for waiter in batch.waiters:
+                if not waiter.done():  # its caller may have been cancelled
+                    waiter.set_result(None)
+            return
+        failure = WalWriteFailed(f"WAL write to {self.directory} failed: {exc}")
+        failure.__cause__ = exc
+        self._poison(failure)
+        self._fail(batch, failure)
+
+    def _poison(self, failure: WalError) -> None:
+        if self._failure is None:
+            self._failure = failure
+            log.error("[wal] %s; no more records will be accepted", failure)
+        self._accepting = False
+
+    def _fail(self, batch: _Batch, exc: WalError) -> None:
+        for waiter in batch.waiters:
+            if not waiter.done():
+                waiter.set_exception(exc)
+
+    def _shutdown(self) -> None:
+        """Fail whatever was never written, close the segment."""
+        self._accepting = False
+        leftover = WalClosed("the WAL writer stopped before this record was written")
+        for batch in (*self._sealed, self._open):
+            self._fail(batch, self._failure or leftover)
+        self._sealed.clear()
+        self._open = _Batch()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
