@@ -1,0 +1,1 @@
+"""Benchmarks: small programs that measure what the design promises."""

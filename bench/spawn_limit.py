@@ -1,0 +1,144 @@
+"""How fast can this machine spawn and reap processes from Python?
+
+``python -m bench.spawn_limit [--n 2000] [--concurrency 4] [--runs 3]``
+
+Two numbers, each the median of a few runs at ``--concurrency`` in flight:
+
+* ``spawn_per_s``: the machine's own ceiling -- ``os.posix_spawn`` of
+  ``/bin/true`` with its exit watched through a pidfd on a stock asyncio loop,
+  nothing else (DESIGN §5a: the best-known method).
+* ``runner_per_s``: the same ``/bin/true`` jobs through the worker's
+  :class:`~titan.worker.engine.ProcessRunner`, including what a real attempt
+  costs on top: its directory, ``outputs/``, the stdout/stderr files and the
+  job's environment.
+
+A human line per run goes to stdout; the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from protocol import TaskStart
+from titan.worker.engine import ProcessRunner
+
+TRUE = shutil.which("true") or "/bin/true"
+
+
+async def _pump(n: int, concurrency: int, launch: Callable[[int, Callable[[], None]], None]) -> float:
+    """Keep ``concurrency`` spawns in flight until ``n`` have been reaped; returns spawns per second."""
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+    counters = {"next": 0, "left": n}
+
+    def one_done() -> None:
+        counters["left"] -= 1
+        if counters["left"] == 0:
+            finished.set_result(None)
+        elif counters["next"] < n:
+            start_one()
+
+    def start_one() -> None:
+        index = counters["next"]
+        counters["next"] += 1
+        launch(index, one_done)
+
+    began = time.perf_counter()
+    for _ in range(min(concurrency, n)):
+        start_one()
+    await finished
+    return n / (time.perf_counter() - began)
+
+
+async def raw_rate(n: int, concurrency: int) -> float:
+    """posix_spawn + pidfd reader, no directories: the ceiling."""
+    loop = asyncio.get_running_loop()
+    env = dict(os.environ)
+    argv = [TRUE]
+
+    def launch(_: int, done: Callable[[], None]) -> None:
+        pid = os.posix_spawn(TRUE, argv, env, setsid=True)
+        fd = os.pidfd_open(pid)
+
+        def on_exit() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            os.waitpid(pid, os.WNOHANG)
+            done()
+
+        loop.add_reader(fd, on_exit)
+
+    return await _pump(n, concurrency, launch)
+
+
+async def runner_rate(n: int, concurrency: int, workspace: Path) -> float:
+    """The same through ProcessRunner, with a fresh job directory per spawn."""
+    runner = ProcessRunner(workspace, worker_id="bench")
+    run_id = time.monotonic_ns()
+    try:
+
+        def launch(index: int, done: Callable[[], None]) -> None:
+            task = TaskStart(job_id=f"B{run_id}-{index}", attempt=1, kind="SHELL", data="true")
+            attempt = runner.start(task)
+            attempt.result.add_done_callback(lambda _: done())
+
+        return await _pump(n, concurrency, launch)
+    finally:
+        await runner.aclose()
+
+
+async def _main(n: int, concurrency: int, runs: int, workspace: Path) -> dict[str, object]:
+    raw: list[float] = []
+    through_runner: list[float] = []
+    for i in range(runs):
+        rate = await raw_rate(n, concurrency)
+        raw.append(rate)
+        print(f"run {i + 1}: posix_spawn+pidfd  {rate:7.0f} spawns/s  ({n} x true, {concurrency} in flight)")
+        rate = await runner_rate(n, concurrency, workspace)
+        through_runner.append(rate)
+        print(f"run {i + 1}: ProcessRunner      {rate:7.0f} spawns/s  (with attempt dirs and output files)")
+    return {
+        "spawn_per_s": round(statistics.median(raw)),
+        "runner_per_s": round(statistics.median(through_runner)),
+        "runs": [round(r) for r in raw],
+        "runner_runs": [round(r) for r in through_runner],
+        "n": n,
+        "concurrency": concurrency,
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.spawn_limit", description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=2000, help="spawns per run (default 2000)")
+    parser.add_argument("--concurrency", type=int, default=4, help="processes in flight (default 4)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each kind (default 3)")
+    parser.add_argument(
+        "--workspace", type=Path, default=None, help="where attempt directories go (default: a temp dir)"
+    )
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.concurrency < 1 or args.runs < 1:
+        parser.error("--n, --concurrency and --runs must be at least 1")
+    workspace = args.workspace or Path(tempfile.mkdtemp(prefix="titan-bench-"))
+    try:
+        # stock asyncio on purpose: the ceiling is measured without uvloop
+        summary = asyncio.run(_main(args.n, args.concurrency, args.runs, workspace))
+    finally:
+        if args.workspace is None:
+            shutil.rmtree(workspace, ignore_errors=True)
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Throughput and latency of one-off jobs on a local cluster of real processes.
+
+    python -m bench.throughput [--n 2000] [--latency-n 200] [--runs 3]
+
+A master and 2 workers of capacity 2 run as separate processes. Phase one
+submits N ``SHELL|true`` jobs as fast as one client can (many requests in
+flight) and waits for all: ``submitted_per_s`` and ``completed_per_s`` (first
+submission to last finish). Phase two runs 200 jobs one after the other on the
+idle cluster, each submitted and awaited: submit -> finish latency p50/p99.
+The last line is one JSON object with the medians over the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+
+from bench.cluster import LocalCluster
+from protocol import JobSpec
+from titan.client import TitanClient
+from titan.config import ClientSettings
+
+WINDOW = 256  # submissions in flight
+
+
+async def burst(client: TitanClient, n: int) -> tuple[float, float]:
+    spec = JobSpec(type="SHELL", data="true", max_attempts=1)
+    semaphore = asyncio.Semaphore(WINDOW)
+
+    async def one() -> str:
+        async with semaphore:
+            return await client.submit(spec)
+
+    t0 = time.time()
+    ids = await asyncio.gather(*(one() for _ in range(n)))
+    submitted = time.time()
+    jobs = await client.wait(ids, timeout_s=300)
+    bad = [job for job in jobs if job.state != "COMPLETED"]
+    if bad:
+        raise RuntimeError(f"{len(bad)} jobs did not complete, e.g. {bad[0]}")
+    last_finish = max(job.finished_at or time.time() for job in jobs)
+    return n / (submitted - t0), n / (last_finish - t0)
+
+
+async def latency(client: TitanClient, n: int) -> list[float]:
+    spec = JobSpec(type="SHELL", data="true", max_attempts=1)
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        job_id = await client.submit(spec)
+        (job,) = await client.wait([job_id], timeout_s=30)
+        samples.append((time.perf_counter() - t0) * 1000)
+        if job.state != "COMPLETED":
+            raise RuntimeError(f"latency job ended {job.state}")
+    return samples
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+async def one_run(n: int, latency_n: int) -> dict[str, float]:
+    async with LocalCluster(workers=2, capacity=2) as cluster:
+        async with await TitanClient.connect(ClientSettings(port=cluster.port)) as client:
+            await latency(client, 20)  # warm up interpreters and caches
+            submitted_per_s, completed_per_s = await burst(client, n)
+            samples = await latency(client, latency_n)
+    return {
+        "submitted_per_s": round(submitted_per_s, 1),
+        "completed_per_s": round(completed_per_s, 1),
+        "latency_p50_ms": round(percentile(samples, 50), 3),
+        "latency_p99_ms": round(percentile(samples, 99), 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--latency-n", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    runs = []
+    for i in range(args.runs):
+        result = asyncio.run(one_run(args.n, args.latency_n))
+        print(f"run {i + 1}: {result}", flush=True)
+        runs.append(result)
+    summary: dict[str, object] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    summary.update(n=args.n, latency_n=args.latency_n, runs=len(runs), workers=2, capacity=2)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""End to end with real `python -m titan.master` / `titan.worker` processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections import Counter
+
+import pytest
+
+from bench.cluster import REPO, LocalCluster
+from protocol import JobSpec
+from titan.client import TitanClient
+from titan.config import ClientSettings
+
+pytestmark = pytest.mark.slow
+
+FAST = {
+    "master_args": ["--heartbeat-timeout", "0.6", "--heartbeat-interval", "0.1"],
+    "worker_args": ["--heartbeat-interval", "0.1"],
+}
+
+
+async def test_fifty_jobs_over_two_worker_processes() -> None:
+    async with LocalCluster(workers=2, capacity=2, **FAST) as cluster:
+        async with await TitanClient.connect(ClientSettings(port=cluster.port)) as client:
+            ids = await asyncio.gather(
+                *(client.submit(JobSpec(type="SHELL", data="echo $TITAN_JOB_ID")) for _ in range(50))
+            )
+            jobs = await client.wait(ids, timeout_s=60)
+            assert {job.state for job in jobs} == {"COMPLETED"}
+            assert len(Counter(job.worker for job in jobs)) == 2
+            stats = await client.stats()
+            assert len(stats.workers) == 2
+            assert stats.completed == 50
+
+
+async def test_sigkilled_worker_process_jobs_rerun_on_the_other() -> None:
+    async with LocalCluster(workers=2, capacity=2, **FAST) as cluster:
+        async with await TitanClient.connect(ClientSettings(port=cluster.port)) as client:
+            ids = [await client.submit(JobSpec(type="SHELL", data="sleep 1")) for _ in range(4)]
+
+            async def all_running() -> bool:
+                states = [(await client.status(i)).state for i in ids]
+                return all(state == "RUNNING" for state in states)
+
+            for _ in range(500):
+                if await all_running():
+                    break
+                await asyncio.sleep(0.01)
+            victim = cluster.procs[1]
+            victim.send_signal(signal.SIGKILL)
+            await victim.wait()
+            jobs = await client.wait(ids, timeout_s=60)
+            assert {job.state for job in jobs} == {"COMPLETED"}
+            assert any(job.attempts == 2 for job in jobs)
+            assert {job.worker for job in jobs if job.attempts == 2} == {"[28082]"}
+
+
+async def test_one_shot_cli_submit_status_wait_json() -> None:
+    async with LocalCluster(workers=1, capacity=2, **FAST) as cluster:
+        env = {**os.environ, "TITAN_MASTER": f"127.0.0.1:{cluster.port}", "PYTHONPATH": str(REPO)}
+
+        async def titan(*args: str) -> tuple[int, str, str]:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "titan.cli", *args, env=env,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await proc.communicate()
+            return proc.returncode or 0, out.decode(), err.decode()
+
+        code, out, err = await titan("submit", "RUN|calc.py|2|0")
+        assert code == 0, err
+        job_id = out.strip()
+        assert job_id.startswith("TSK-")
+        code, out, err = await titan("wait", job_id, "--timeout", "60")
+        assert code == 0, (out, err)
+        code, out, _ = await titan("status", job_id, "--json")
+        job = json.loads(out)
+        assert job["state"] == "COMPLETED" and job["exit_code"] == 0 and job["worker"] == "[28081]"
+        for key in ("id", "type", "state", "attempts", "worker", "exit_code", "submitted_at", "started_at",
+                    "finished_at", "deps"):  # fmt: skip
+            assert key in job
+        code, out, _ = await titan("stats", "--json")
+        stats = json.loads(out)
+        assert stats["workers"][0]["capacity"] == 2
+        code, out, err = await titan("submit", "RUN|../etc/passwd")
+        assert code != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        code, out, err = await titan("submit", "SHELL|exit 4|1|0", "--attempts", "1")
+        bad = out.strip()
+        code, out, err = await titan("wait", bad, "--timeout", "30")
+        assert code != 0

@@ -1,0 +1,230 @@
+"""Worker against a fake master on real sockets: register, run, report, reconnect, heartbeat."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from protocol import Drain, TaskRef, TaskStop
+from tests.support import pid_alive, wait_until
+from titan.config import WorkerSettings
+from titan.worker import Worker
+
+from .fake_master import FakeMaster
+from .helpers import FAST_WORKER, group_members, shell, shipped, task
+
+MakeWorker = Callable[..., Awaitable[Worker]]
+
+
+async def registered(worker: Worker) -> Worker:
+    await wait_until(worker.registered.is_set, timeout_s=5, what=f"{worker.name} registered")
+    return worker
+
+
+async def test_registers_with_its_identity(master: FakeMaster, make_worker: MakeWorker) -> None:
+    worker = await registered(await make_worker(port=18090, capacity=3, skills=("GENERAL", "GPU"), parent="parent-1"))
+    (register,) = master.registers
+    assert worker.name == register.name == "[18090]"
+    assert worker.worker_id == register.worker_id == f"{socket.gethostname()}:18090"
+    assert (register.port, register.capacity, register.skills) == (18090, 3, ["GENERAL", "GPU"])
+    assert (register.parent, register.pid) == ("parent-1", os.getpid())
+    assert (register.running, register.finished) == ([], [])
+
+
+async def test_configured_worker_id_wins(master: FakeMaster, make_worker: MakeWorker) -> None:
+    worker = await registered(await make_worker(worker_id="w-fixed"))
+    assert master.registers[0].worker_id == worker.worker_id == "w-fixed"
+
+
+async def test_task_reports_running_then_completed(master: FakeMaster, make_worker: MakeWorker) -> None:
+    worker = await registered(await make_worker())
+    master.send(shell("echo hello", job_id="J1"))
+    master.send(shell("exit 5", job_id="J2"))
+    await wait_until(lambda: len(master.statuses) == 4, what="four statuses")
+    assert master.statuses_of("J1") == [("RUNNING", None, ""), ("COMPLETED", 0, "")]
+    assert master.statuses_of("J2") == [("RUNNING", None, ""), ("FAILED", 5, "exit code 5")]
+    running, done = (s for s in master.statuses if s.job_id == "J1")
+    assert running.started_at is not None and running.started_at == done.started_at <= done.finished_at
+    out = worker.settings.workspace / "jobs" / "J1" / "attempt-1" / "stdout"
+    assert out.read_text() == "hello\n"
+    assert not worker.running and worker.load == 0
+
+
+async def test_task_that_cannot_start_is_reported_failed_without_running(
+    master: FakeMaster, make_worker: MakeWorker
+) -> None:
+    await registered(await make_worker())
+    master.send(task(job_id="J1", kind="RUN", data="calc.py"))
+    await wait_until(lambda: bool(master.statuses_of("J1")), what="a status")
+    ((state, code, error),) = master.statuses_of("J1")
+    assert (state, code) == ("FAILED", None) and "no file was shipped" in error
+
+
+async def test_large_payload_is_stored_off_the_loop_and_runs(master: FakeMaster, make_worker: MakeWorker) -> None:
+    script = b"print(len(open(__file__, 'rb').read()))\n#" + b"x" * 300_000 + b"\n"
+    worker = await registered(await make_worker())
+    master.send(shipped("big.py", script, job_id="BIG"))
+    await wait_until(lambda: ("COMPLETED", 0, "") in master.statuses_of("BIG"), what="big job done")
+    out = worker.settings.workspace / "jobs" / "BIG" / "attempt-1" / "stdout"
+    assert out.read_text().strip() == str(len(script))
+
+
+async def test_heartbeats_arrive_at_the_interval_with_load(master: FakeMaster, make_worker: MakeWorker) -> None:
+    worker = await registered(await make_worker(heartbeat_interval_s=0.02))
+    master.send(shell("sleep 30", job_id="J1", slots=2))
+    await wait_until(lambda: len(master.heartbeats) >= 5 and master.heartbeats[-1][1].load == 2, what="heartbeats")
+    times = [t for t, _ in master.heartbeats]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert max(gaps) < 0.5, gaps
+    last = master.heartbeats[-1][1]
+    assert last.running == [TaskRef("J1", 1)]
+    worker.running[TaskRef("J1", 1)].stop("test over")
+
+
+async def test_shorter_master_interval_wins(make_worker: MakeWorker, master: FakeMaster) -> None:
+    master.heartbeat_interval_s = 0.02  # the worker's own setting is 10 s
+    await registered(await make_worker())
+    await wait_until(lambda: len(master.heartbeats) >= 3, what="heartbeats at the master's pace")
+
+
+async def test_stop_kills_the_group_and_reports_the_reason(master: FakeMaster, make_worker: MakeWorker) -> None:
+    worker = await registered(await make_worker())
+    master.send(shell("sleep 30 & sleep 30; wait", job_id="J1"))
+    await wait_until(lambda: TaskRef("J1", 1) in worker.running, what="running")
+    await wait_until(lambda: len(group_members(worker.running_pids()[TaskRef("J1", 1)])) == 3, what="sh and 2 sleeps")
+    pgid = worker.running_pids()[TaskRef("J1", 1)]
+    master.send(TaskStop("J1", 1, reason="cancelled"))
+    await wait_until(lambda: len(master.statuses_of("J1")) == 2, what="final status")
+    assert master.statuses_of("J1")[-1] == ("FAILED", -15, "stopped: cancelled")
+    await wait_until(lambda: not group_members(pgid), what="whole group gone")
+
+
+async def test_result_finished_while_disconnected_is_reported_in_register(
+    master: FakeMaster, make_worker: MakeWorker, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    worker = await registered(await make_worker())
+    master.send(shell(f"while [ ! -e {go} ]; do sleep 0.01; done; echo done", job_id="J1"))
+    master.send(shell("sleep 30", job_id="J2"))
+    await wait_until(lambda: len(master.statuses) == 2, what="both running")
+
+    await master.stop_listening()
+    await master.drop()
+    await wait_until(lambda: not worker.registered.is_set(), what="worker noticed the drop")
+    go.touch()
+    await wait_until(lambda: len(worker.outbox) == 1, what="result kept in the outbox")
+    assert TaskRef("J2", 1) in worker.running  # tasks keep running without a master
+
+    await master.start()  # same port again
+    await registered(worker)
+    second = master.registers[-1]
+    assert [(s.job_id, s.state, s.exit_code) for s in second.finished] == [("J1", "COMPLETED", 0)]
+    assert second.running == [TaskRef("J2", 1)]
+    assert worker.outbox == []
+    assert worker.registrations == 2
+
+
+async def test_stale_attempts_are_killed_on_register(
+    master: FakeMaster, make_worker: MakeWorker, tmp_path: Path
+) -> None:
+    worker = await registered(await make_worker())
+    master.send(shell("sleep 30", job_id="OLD"))
+    await wait_until(lambda: TaskRef("OLD", 1) in worker.running, what="running")
+    pid = worker.running_pids()[TaskRef("OLD", 1)]
+    master.stale = [TaskRef("OLD", 1)]
+    await master.drop()
+    await wait_until(lambda: len(master.registers) == 2, what="re-registered")
+    assert master.registers[1].running == [TaskRef("OLD", 1)]
+    await wait_until(lambda: not pid_alive(pid), what="stale attempt killed")
+    await wait_until(lambda: ("FAILED", -15, "stopped: stale attempt") in master.statuses_of("OLD"), what="report")
+
+
+async def test_drain_refuses_new_tasks_and_signals_when_idle(master: FakeMaster, make_worker: MakeWorker) -> None:
+    worker = await registered(await make_worker())
+    master.send(shell("sleep 0.2", job_id="J1"))
+    await wait_until(lambda: TaskRef("J1", 1) in worker.running, what="running")
+    master.send(Drain(reason="scale down"))
+    master.send(shell("true", job_id="J2"))
+    await wait_until(lambda: bool(master.statuses_of("J2")), what="refusal")
+    assert master.statuses_of("J2") == [("FAILED", None, "draining")]
+    assert not worker.drained.is_set()
+    await wait_until(worker.drained.is_set, what="drained once idle")
+    assert master.statuses_of("J1")[-1] == ("COMPLETED", 0, "")
+
+
+async def test_simulated_crash_kills_everything_and_reports_nothing(
+    master: FakeMaster, make_worker: MakeWorker
+) -> None:
+    worker = await registered(await make_worker())
+    master.send(shell("sleep 30", job_id="J1"))
+    await wait_until(lambda: TaskRef("J1", 1) in worker.running, what="running")
+    pid = worker.running_pids()[TaskRef("J1", 1)]
+    worker.simulate_crash()
+    await wait_until(lambda: not pid_alive(pid), what="group killed")
+    await wait_until(lambda: not worker.running, what="reaped")
+    await wait_until(lambda: all(not peer.is_open for peer in master.peers), what="connection gone")
+    assert master.statuses_of("J1") == [("RUNNING", None, "")]
+    assert len(master.registers) == 1  # it does not come back
+
+
+async def test_aclose_kills_running_tasks(master: FakeMaster, make_worker: MakeWorker) -> None:
+    worker = await registered(await make_worker())
+    master.send(shell("sleep 30", job_id="J1"))
+    await wait_until(lambda: TaskRef("J1", 1) in worker.running, what="running")
+    pid = worker.running_pids()[TaskRef("J1", 1)]
+    await worker.aclose()
+    assert not worker.running and not pid_alive(pid)
+
+
+async def test_retries_with_backoff_until_a_master_appears(
+    make_worker: MakeWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as probe:  # a port with nobody listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    caplog.set_level(logging.WARNING, logger="titan.worker")
+    worker = await make_worker(master_port=port)
+    await wait_until(lambda: "retry 3 " in caplog.text, what="three retries")
+    lines = [r.getMessage() for r in caplog.records if "cannot reach the master" in r.getMessage()]
+    assert all("\n" not in line for line in lines) and not any(r.exc_info for r in caplog.records)
+    late = await FakeMaster(port=port).start()
+    try:
+        await registered(worker)
+    finally:
+        await worker.aclose()
+        await late.aclose()
+
+
+async def test_garbage_from_the_master_is_answered_not_fatal(master: FakeMaster, make_worker: MakeWorker) -> None:
+    from protocol import Opcode, encode_frame
+
+    worker = await registered(await make_worker())
+    master.connection.write(encode_frame(Opcode.TASK_START, {"job_id": 3}))  # missing and mistyped fields
+    master.send(shell("true", job_id="J1"))
+    await wait_until(lambda: ("COMPLETED", 0, "") in master.statuses_of("J1"), what="still works")
+    assert worker.registered.is_set()
+
+
+def test_worker_runs_on_uvloop(tmp_path: Path) -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> list[tuple[str, int | None, str]]:
+        master = await FakeMaster().start()
+        settings = WorkerSettings(**{**FAST_WORKER, "master_port": master.port, "workspace": tmp_path / "ws"})
+        worker = Worker(settings)
+        try:
+            await worker.start()
+            await registered(worker)
+            master.send(shell("echo a && exit 2", job_id="U1"))
+            await wait_until(lambda: len(master.statuses_of("U1")) == 2, what="U1 done")
+            return master.statuses_of("U1")
+        finally:
+            await worker.aclose()
+            await master.aclose()
+
+    assert uvloop.run(scenario()) == [("RUNNING", None, ""), ("FAILED", 2, "exit code 2")]

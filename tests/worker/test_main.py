@@ -1,0 +1,107 @@
+"""``python -m titan.worker``: flags, and the real process against a fake master."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from protocol import TaskRef
+from tests.support import wait_until
+from titan.worker.__main__ import parse_args
+
+from .fake_master import FakeMaster
+from .helpers import group_members, shell
+
+
+def test_defaults() -> None:
+    settings, level = parse_args([], environ={})
+    assert (settings.master_host, settings.master_port, settings.port, settings.capacity) == (
+        "127.0.0.1",
+        9090,
+        8080,
+        4,
+    )
+    assert (settings.skills, settings.workspace, settings.heartbeat_interval_s) == (
+        ("GENERAL",),
+        Path("titan_workspace"),
+        10.0,
+    )
+    assert (settings.token, settings.parent, level) == (None, None, "INFO")
+
+
+def test_environment_and_flags() -> None:
+    env = {"TITAN_MASTER": "10.0.0.5:7000", "TITAN_TOKEN": "secret"}
+    settings, _ = parse_args([], environ=env)
+    assert (settings.master_host, settings.master_port, settings.token) == ("10.0.0.5", 7000, "secret")
+    argv = "--master h:1 --port 8081 --capacity 2 --skills GENERAL,GPU --heartbeat-interval 0.5 --parent P --log-level debug"
+    settings, level = parse_args(argv.split(), environ=env)
+    assert (settings.master_host, settings.master_port, settings.port) == ("h", 1, 8081)
+    assert (settings.capacity, settings.skills, settings.heartbeat_interval_s) == (2, ("GENERAL", "GPU"), 0.5)
+    assert (settings.parent, level) == ("P", "DEBUG")
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--capacity", "0"], "--capacity must be at least 1"),
+        (["--port", "70000"], "out of range"),
+        (["--master", "host:notaport"], "expected HOST:PORT"),
+        (["--heartbeat-interval", "0"], "must be positive"),
+        (["--skills", ","], "at least one skill"),
+        (["--bogus"], "unrecognized arguments"),
+        (["--capacity", "many"], "invalid int value"),
+    ],
+)
+def test_bad_flags_are_one_line(argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_args(argv, environ={})
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err, err
+
+
+@pytest.mark.slow
+async def test_worker_process_registers_runs_and_shuts_down_cleanly(tmp_path: Path) -> None:
+    master = await FakeMaster().start()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "titan.worker",
+        *("--master", f"127.0.0.1:{master.port}", "--port", "18099", "--workspace", str(tmp_path / "ws")),
+        *("--heartbeat-interval", "0.05"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(20):
+            line = await proc.stdout.readline()
+        assert line.decode() == f"titan worker [18099] registered with 127.0.0.1:{master.port}\n"
+        master.send(shell("sleep 30", job_id="J1"))
+        await wait_until(lambda: bool(master.statuses_of("J1")), what="task running")
+        (register,) = master.registers
+        await wait_until(lambda: len(master.heartbeats) >= 2, what="heartbeats")
+        pgids = [pid for pid in _children_groups(proc.pid)]
+        assert pgids
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        assert b"Traceback" not in err
+        assert register.running == [] and master.heartbeats[-1][1].running == [TaskRef("J1", 1)]
+        await wait_until(lambda: not any(group_members(g) for g in pgids), what="task group gone")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.communicate()
+        await master.aclose()
+
+
+def _children_groups(parent: int) -> list[int]:
+    """Process group ids of ``parent``'s direct children (each attempt leads its own)."""
+    with open(f"/proc/{parent}/task/{parent}/children") as children:
+        return [int(pid) for pid in children.read().split()]

@@ -1,0 +1,130 @@
+"""``python -m titan.worker``: run one worker until SIGINT/SIGTERM or a DRAIN.
+
+Prints ``titan worker [8081] registered with HOST:PORT`` on stdout (once, when
+first registered) so that scripts can wait for that line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from titan.config import DEFAULT_MASTER, WorkerSettings, parse_address
+from titan.runtime import configure_logging, run
+
+from .agent import Worker
+
+__all__ = ["main", "parse_args"]
+
+log = logging.getLogger("titan.worker")
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr, not the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _build_parser(environ: Mapping[str, str]) -> _Parser:
+    parser = _Parser(prog="python -m titan.worker", description="Run a Titan worker.")
+    parser.add_argument("--master", default=environ.get("TITAN_MASTER") or DEFAULT_MASTER, help="HOST:PORT")
+    parser.add_argument("--port", type=int, default=8080, help="this worker's port, its id and name (default 8080)")
+    parser.add_argument("--capacity", type=int, default=4, help="slots (default 4)")
+    parser.add_argument("--skills", default="GENERAL", help="comma-separated skills (default GENERAL)")
+    parser.add_argument("--workspace", type=Path, default=Path("titan_workspace"))
+    parser.add_argument("--heartbeat-interval", type=float, default=10.0, metavar="SECONDS")
+    parser.add_argument("--token", default=environ.get("TITAN_TOKEN") or None, help="cluster token (or TITAN_TOKEN)")
+    parser.add_argument("--parent", default=None, help="id of the worker that started this one")
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=_LOG_LEVELS)
+    return parser
+
+
+def parse_args(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[WorkerSettings, str]:
+    """Command line (and ``TITAN_MASTER``/``TITAN_TOKEN``) -> settings and log level; exits 2 on bad flags."""
+    env = os.environ if environ is None else environ
+    parser = _build_parser(env)
+    args = parser.parse_args(argv)
+    try:
+        host, port = parse_address(args.master)
+    except ValueError as exc:
+        parser.error(str(exc))
+    skills = tuple(skill.strip() for skill in args.skills.split(",") if skill.strip())
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port {args.port} is out of range")
+    if args.capacity < 1:
+        parser.error(f"--capacity must be at least 1, got {args.capacity}")
+    if not args.heartbeat_interval > 0:
+        parser.error(f"--heartbeat-interval must be positive, got {args.heartbeat_interval}")
+    if not skills:
+        parser.error("--skills needs at least one skill")
+    settings = WorkerSettings(
+        master_host=host,
+        master_port=port,
+        port=args.port,
+        capacity=args.capacity,
+        skills=skills,
+        workspace=args.workspace,
+        heartbeat_interval_s=args.heartbeat_interval,
+        token=args.token,
+        parent=args.parent,
+    )
+    return settings, args.log_level
+
+
+async def serve(settings: WorkerSettings) -> None:
+    """Run until SIGINT/SIGTERM, or until drained; always shuts the worker down cleanly."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    worker = Worker(settings)
+    waits: list[asyncio.Task[object]] = []
+    try:
+        await worker.start()
+        waits = [
+            asyncio.create_task(_announce(worker)),
+            asyncio.create_task(stop.wait()),
+            asyncio.create_task(worker.drained.wait()),
+        ]
+        await asyncio.wait(waits[1:], return_when=asyncio.FIRST_COMPLETED)
+        log.info("%s shutting down (%s)", worker.name, "drained" if worker.drained.is_set() else "signal")
+    finally:
+        for task in waits:
+            task.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+        await worker.aclose()
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+async def _announce(worker: Worker) -> None:
+    await worker.registered.wait()
+    settings = worker.settings
+    print(f"titan worker {worker.name} registered with {settings.master_host}:{settings.master_port}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings, log_level = parse_args(argv)
+    configure_logging(log_level)
+    try:
+        run(serve(settings))
+    except KeyboardInterrupt:  # a Ctrl-C before the handlers were installed
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

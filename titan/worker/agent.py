@@ -1,0 +1,389 @@
+"""The worker: one connection to the master, and the attempts it runs.
+
+Theory of operation
+-------------------
+A :class:`Worker` dials the master, says REGISTER (a request: the answer is a
+:class:`~protocol.RegisterReply`) and then heartbeats on the same connection
+while the master pushes TASK_START, TASK_STOP, DRAIN down to it. Attempts run
+in a :class:`~titan.worker.engine.ProcessRunner` and do not care about the
+connection: when it drops they keep running, and the worker dials again with
+exponential backoff and jitter.
+
+Nothing a worker finishes is lost while it is disconnected. A final
+TASK_STATUS that cannot be sent goes to the *outbox*; the next REGISTER
+carries the outbox as ``finished`` (and the attempts still running as
+``running``), and those entries leave the outbox only once the master has
+answered that REGISTER. Whatever finished while the REGISTER was in flight is
+sent as ordinary TASK_STATUS right after.
+
+Lifetime: ``start()`` launches the connection loop, ``aclose()`` ends it,
+stops every attempt (SIGTERM, SIGKILL after the grace period) and waits for
+them. ``simulate_crash()`` is the in-process stand-in for ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+from collections.abc import Coroutine, Mapping
+from dataclasses import replace
+from typing import Any, Final
+
+from protocol import (
+    Drain,
+    Frame,
+    Heartbeat,
+    Message,
+    Opcode,
+    ProtocolError,
+    Register,
+    RegisterReply,
+    SpawnWorker,
+    TaskRef,
+    TaskStart,
+    TaskStatus,
+    TaskStop,
+    parse_request,
+)
+from titan.config import WorkerSettings
+from titan.errors import ConnectError, TitanError
+from titan.net import Peer, dial
+
+from .command import LaunchError
+from .engine import Attempt, ProcessRunner
+
+__all__ = ["Worker"]
+
+log = logging.getLogger(__name__)
+
+#: what a master may send down a worker connection
+_FROM_MASTER: Final[Mapping[Opcode, type[Message]]] = {
+    Opcode.TASK_START: TaskStart,
+    Opcode.TASK_STOP: TaskStop,
+    Opcode.DRAIN: Drain,
+    Opcode.SPAWN_WORKER: SpawnWorker,
+}
+# Payloads above this are hashed and written in a thread, not on the event loop.
+_INLINE_PAYLOAD_BYTES: Final = 256 * 1024
+
+
+class Worker:
+    """A Titan worker (DESIGN §1): registers, heartbeats, runs what the master sends.
+
+    Attributes:
+        worker_id: stable id (``settings.worker_id``, else ``<hostname>:<port>``).
+        name: display name, ``[<port>]``.
+        registered: set on each successful registration, cleared when the connection drops.
+        drained: set once a DRAIN has been received and nothing is left to run or report.
+    """
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.port = settings.port or random.randint(20000, 60999)
+        self.name = f"[{self.port}]"
+        self.host = socket.gethostname()
+        self.worker_id = settings.worker_id or f"{self.host}:{self.port}"
+        self.registered = asyncio.Event()
+        self.drained = asyncio.Event()
+        self.registrations = 0
+        self._runner: ProcessRunner | None = None
+        self._peer: Peer | None = None  # the connection once registered on it
+        self._outbox: list[TaskStatus] = []
+        self._slots: dict[TaskRef, int] = {}
+        self._preparing: set[asyncio.Task[None]] = set()
+        self._main: asyncio.Task[None] | None = None
+        self._draining = False
+        self._crashed = False
+        self._closed = False
+        self._random = random.Random()
+        self._heartbeat_s = settings.heartbeat_interval_s
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.name} id={self.worker_id} running={len(self.running)}>"
+
+    # ------------------------------------------------------------------ public surface
+    @property
+    def running(self) -> Mapping[TaskRef, Attempt]:
+        """The attempts running here now, by task reference."""
+        return self._runner.running if self._runner is not None else {}
+
+    def running_pids(self) -> dict[TaskRef, int]:
+        """Pid (= process group id) of each running attempt."""
+        return {ref: attempt.pid for ref, attempt in self.running.items() if attempt.pid is not None}
+
+    @property
+    def load(self) -> int:
+        """Slots in use."""
+        return sum(self._slots.values())
+
+    @property
+    def outbox(self) -> list[TaskStatus]:
+        """Final results not yet delivered to the master (a copy)."""
+        return list(self._outbox)
+
+    async def start(self) -> None:
+        """Start the connection loop and return at once (await ``registered`` to know it is up)."""
+        if self._main is not None:
+            raise RuntimeError(f"worker {self.name} was already started")
+        extra = self.settings.extra_env
+        self._runner = ProcessRunner(
+            self.settings.workspace,
+            worker_id=self.worker_id,
+            base_env={**os.environ, **extra} if extra else None,
+            kill_grace_s=self.settings.kill_grace_s,
+        )
+        self._main = asyncio.create_task(self._connection_loop(), name=f"titan-worker-{self.port}")
+
+    async def aclose(self) -> None:
+        """Stop heartbeats and the connection, stop every attempt's process group and wait for them."""
+        if self._closed:
+            return
+        self._closed = True
+        self._draining = True
+        await self._cancel_background()
+        if self._runner is not None:
+            await self._runner.aclose()
+        self.registered.clear()
+
+    def simulate_crash(self) -> None:
+        """Die like ``kill -9``: abort the connection, SIGKILL every group, report nothing."""
+        self._crashed = True
+        self.registered.clear()
+        if self._peer is not None:
+            self._peer.abort()
+        if self._main is not None:
+            self._main.cancel()
+        for task in self._preparing:
+            task.cancel()
+        if self._runner is not None:
+            self._runner.kill_all()
+
+    # ------------------------------------------------------------------ connection loop
+    async def _connection_loop(self) -> None:
+        failures = 0
+        while True:
+            try:
+                peer = await self._dial()
+            except ConnectError as exc:
+                failures += 1
+                delay = self._backoff_s(failures)
+                log.warning("%s %s; retry %d in %.2fs", self.name, exc, failures, delay)
+                await asyncio.sleep(delay)
+                continue
+            try:
+                await self._register(peer)
+            except (TitanError, ProtocolError) as exc:
+                failures += 1
+                delay = self._backoff_s(failures)
+                log.warning("%s REGISTER failed: %s; retry %d in %.2fs", self.name, exc, failures, delay)
+            else:
+                failures = 0
+                delay = self._backoff_s(1)
+                await self._serve(peer)
+                log.warning("%s lost the connection to the master; reconnecting in %.2fs", self.name, delay)
+            finally:
+                self._peer = None
+                self.registered.clear()
+                await peer.aclose()
+            await asyncio.sleep(delay)
+
+    async def _dial(self) -> Peer:
+        settings = self.settings
+        handshake = asyncio.ensure_future(
+            dial(
+                settings.master_host,
+                settings.master_port,
+                role="worker",
+                name=self.name,
+                token=settings.token,
+                on_frame=self._on_frame,
+                max_body=settings.max_body,
+                timeout_s=settings.connect_timeout_s,
+            )
+        )
+        try:
+            peer, _ = await asyncio.shield(handshake)
+        except asyncio.CancelledError:
+            # dial() cleans up after its own errors, not after cancellation: let it
+            # finish (bounded by its timeout) so no half-open transport is leaked.
+            try:
+                peer, _ = await handshake
+            except Exception:
+                pass
+            else:
+                await peer.aclose()
+            raise
+        return peer
+
+    async def _register(self, peer: Peer) -> None:
+        settings = self.settings
+        assert self._runner is not None
+        finished = list(self._outbox)
+        message = Register(
+            worker_id=self.worker_id,
+            name=self.name,
+            host=self.host,
+            port=self.port,
+            capacity=settings.capacity,
+            skills=list(settings.skills),
+            parent=settings.parent,
+            pid=os.getpid(),
+            running=list(self._runner.running),
+            finished=finished,
+        )
+        reply = await peer.request(message, timeout_s=settings.connect_timeout_s)
+        if not isinstance(reply, RegisterReply):
+            raise ConnectError(f"unexpected answer to REGISTER: {type(reply).__name__}")
+        delivered = {id(status) for status in finished}
+        self._outbox = [status for status in self._outbox if id(status) not in delivered]
+        self._peer = peer
+        self.registrations += 1
+        self.registered.set()
+        log.info(
+            "%s registered with %s:%d as %s (%d running, %d finished reported)",
+            self.name,
+            settings.master_host,
+            settings.master_port,
+            self.worker_id,
+            len(message.running),
+            len(finished),
+        )
+        for ref in reply.stale:
+            if self._runner.stop(ref.job_id, ref.attempt, "stale attempt"):
+                log.info("%s %s#%d is stale; stopping it", self.name, ref.job_id, ref.attempt)
+        self._flush_outbox()
+        self._heartbeat_s = min(settings.heartbeat_interval_s, reply.heartbeat_interval_s or float("inf"))
+
+    async def _serve(self, peer: Peer) -> None:
+        """Heartbeat until the connection closes."""
+        while peer.is_open:
+            try:
+                async with asyncio.timeout(self._heartbeat_s):
+                    await peer.wait_closed()
+            except TimeoutError:
+                peer.send(Heartbeat(load=self.load, running=list(self.running)))
+
+    def _backoff_s(self, failures: int) -> float:
+        settings = self.settings
+        ceiling = min(settings.reconnect_max_s, settings.reconnect_initial_s * 2.0 ** min(failures - 1, 30))
+        # "equal jitter": never less than half the step, so retries stay spread but bounded
+        return ceiling / 2 + self._random.uniform(0, ceiling / 2)
+
+    async def _cancel_background(self) -> None:
+        tasks = [t for t in (self._main, *self._preparing) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ frames from the master
+    def _on_frame(self, peer: Peer, frame: Frame) -> None:
+        message = parse_request(frame, _FROM_MASTER)
+        if self._crashed:
+            return
+        if isinstance(message, TaskStart):
+            self._on_task_start(message)
+        elif isinstance(message, TaskStop):
+            self._on_task_stop(message)
+        elif isinstance(message, Drain):
+            self._on_drain(message)
+        elif isinstance(message, SpawnWorker):
+            log.warning("%s SPAWN_WORKER on port %d: child workers are not supported yet", self.name, message.port)
+
+    def _on_task_start(self, task: TaskStart) -> None:
+        ref = TaskRef(task.job_id, task.attempt)
+        if self._draining:
+            self._send_final(TaskStatus(task.job_id, task.attempt, "FAILED", error="draining"))
+            return
+        if ref in self.running:
+            log.info(
+                "%s %s#%d is already running; ignoring the repeated TASK_START", self.name, ref.job_id, ref.attempt
+            )
+            return
+        if task.payload is not None and len(task.payload) > _INLINE_PAYLOAD_BYTES:
+            self._spawn_background(self._store_then_launch(task))
+        else:
+            self._launch(task)
+
+    async def _store_then_launch(self, task: TaskStart) -> None:
+        assert self._runner is not None and task.payload is not None
+        payloads = self._runner.payloads
+        name = task.payload_name or task.data.rsplit("/", 1)[-1]
+        try:
+            path = await asyncio.to_thread(payloads.store, task.payload, name, task.payload_hash, task.payload_mode)
+        except LaunchError as exc:
+            self._send_final(TaskStatus(task.job_id, task.attempt, "FAILED", error=str(exc)))
+            return
+        # the cache directory is named by the hash: run from the cache without hashing again
+        self._launch(replace(task, payload=None, payload_name=name, payload_hash=path.rsplit("/", 2)[-2]))
+
+    def _launch(self, task: TaskStart) -> None:
+        assert self._runner is not None
+        if self._draining or self._crashed:
+            return
+        attempt = self._runner.start(task)
+        if attempt.result.done():  # it could not start: the result is the error
+            self._on_attempt_done(attempt)
+            return
+        self._slots[attempt.ref] = task.slots
+        if self._peer is not None:
+            self._peer.send(
+                TaskStatus(task.job_id, task.attempt, "RUNNING", started_at=attempt.started_at)
+            )  # if this is lost, the next REGISTER lists the attempt as running
+        log.debug("%s %s#%d started as pid %s", self.name, task.job_id, task.attempt, attempt.pid)
+        attempt.result.add_done_callback(lambda _: self._on_attempt_done(attempt))
+
+    def _on_attempt_done(self, attempt: Attempt) -> None:
+        self._slots.pop(attempt.ref, None)
+        if self._crashed:
+            return
+        result = attempt.result.result()
+        log.info(
+            "%s %s#%d %s%s",
+            self.name,
+            result.job_id,
+            result.attempt,
+            result.state,
+            f" ({result.error})" * bool(result.error),
+        )
+        self._send_final(result.to_status())
+        self._check_drained()
+
+    def _on_task_stop(self, stop: TaskStop) -> None:
+        assert self._runner is not None
+        if not self._runner.stop(stop.job_id, stop.attempt, stop.reason or "stopped by the master"):
+            log.debug("%s TASK_STOP for %s#%d, which is not running here", self.name, stop.job_id, stop.attempt)
+
+    def _on_drain(self, drain: Drain) -> None:
+        log.info("%s draining%s", self.name, f": {drain.reason}" if drain.reason else "")
+        self._draining = True
+        self._check_drained()
+
+    # ------------------------------------------------------------------ reporting
+    def _send_final(self, status: TaskStatus) -> None:
+        peer = self._peer
+        if peer is None or not peer.send(status):
+            self._outbox.append(status)
+
+    def _flush_outbox(self) -> None:
+        pending, self._outbox = self._outbox, []
+        for status in pending:
+            self._send_final(status)
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self._draining and not self._closed and not self.running and not self._preparing and not self._outbox:
+            self.drained.set()
+
+    def _spawn_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._preparing.add(task)
+
+        def forget(done: asyncio.Task[None]) -> None:
+            self._preparing.discard(done)
+            self._check_drained()
+
+        task.add_done_callback(forget)
