@@ -49,7 +49,8 @@ async def test_task_reports_running_then_completed(master: FakeMaster, make_work
     assert master.statuses_of("J1") == [("RUNNING", None, ""), ("COMPLETED", 0, "")]
     assert master.statuses_of("J2") == [("RUNNING", None, ""), ("FAILED", 5, "exit code 5")]
     running, done = (s for s in master.statuses if s.job_id == "J1")
-    assert running.started_at is not None and running.started_at == done.started_at <= done.finished_at
+    assert running.started_at is not None and done.started_at is not None and done.finished_at is not None
+    assert running.started_at == done.started_at <= done.finished_at
     out = worker.settings.workspace / "jobs" / "J1" / "attempt-1" / "stdout"
     assert out.read_text() == "hello\n"
     assert not worker.running and worker.load == 0
@@ -154,7 +155,8 @@ async def test_drain_refuses_new_tasks_and_signals_when_idle(master: FakeMaster,
     assert master.statuses_of("J2") == [("FAILED", None, "draining")]
     assert not worker.drained.is_set()
     await wait_until(worker.drained.is_set, what="drained once idle")
-    assert master.statuses_of("J1")[-1] == ("COMPLETED", 0, "")
+    assert not worker.running and worker.outbox == []  # the result went out before it said so
+    await wait_until(lambda: master.statuses_of("J1")[-1] == ("COMPLETED", 0, ""), what="result arrived")
 
 
 async def test_simulated_crash_kills_everything_and_reports_nothing(
