@@ -11,15 +11,15 @@ to the envelope, not to the message: see :func:`encode_message` and
 
 from __future__ import annotations
 
-import types
-import typing
-from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar, Literal, TypeVar, Union
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from .errors import SchemaError, UnknownOpcode
+from .errors import UnknownOpcode
 from .frame import FLAG_ERROR, FLAG_REPLY, Frame, encode_frame
 from .opcodes import Opcode
+from .schema import Message
+from .schema import require as _require
 
 __all__ = [
     "REPLIES",
@@ -32,7 +32,10 @@ __all__ = [
     "Heartbeat",
     "Hello",
     "JobInfo",
+    "AttemptInfo",
     "JobListReply",
+    "JobOutputs",
+    "JobOutputsReply",
     "JobReply",
     "JobSpec",
     "JobStatus",
@@ -66,174 +69,6 @@ __all__ = [
     "parse_reply",
     "parse_request",
 ]
-
-M = TypeVar("M", bound="Message")
-Converter = Callable[[Any, str], Any]
-
-
-class Message:
-    """Base of every body. Subclasses are frozen dataclasses."""
-
-    OPCODE: ClassVar[Opcode | None] = None
-    _converters: ClassVar[dict[str, tuple[Converter, bool]]]
-
-    def to_wire(self) -> dict[str, Any]:
-        """The body as a plain map, ready for msgpack."""
-        return {f.name: _to_wire_value(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
-
-    @classmethod
-    def from_wire(cls: type[M], body: Mapping[str, Any]) -> M:
-        """Validate ``body`` and build the message.
-
-        Raises:
-            SchemaError: a field is missing, mistyped or out of range.
-        """
-        if not isinstance(body, Mapping):
-            raise SchemaError(f"{cls.__name__}: expected a map, got {type(body).__name__}")
-        kwargs: dict[str, Any] = {}
-        for name, (convert, required) in _converters_of(cls).items():
-            if name in body:
-                kwargs[name] = convert(body[name], f"{cls.__name__}.{name}")
-            elif required:
-                raise SchemaError(f"{cls.__name__}: missing field '{name}'")
-        message = cls(**kwargs)
-        message.check()
-        return message
-
-    def check(self) -> None:
-        """Range checks beyond types; raise :class:`SchemaError`."""
-
-
-def _to_wire_value(value: Any) -> Any:
-    if isinstance(value, Message):
-        return value.to_wire()
-    if isinstance(value, list):
-        return [_to_wire_value(v) for v in value]
-    return value
-
-
-def _converters_of(cls: type[Message]) -> dict[str, tuple[Converter, bool]]:
-    cached = cls.__dict__.get("_converters")
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
-    hints = typing.get_type_hints(cls)
-    table: dict[str, tuple[Converter, bool]] = {}
-    for f in fields(cls):  # type: ignore[arg-type]
-        required = f.default is MISSING and f.default_factory is MISSING
-        table[f.name] = (_converter(hints[f.name]), required)
-    cls._converters = table
-    return table
-
-
-def _fail(where: str, expected: str, value: Any) -> SchemaError:
-    return SchemaError(f"{where}: expected {expected}, got {type(value).__name__}")
-
-
-def _converter(tp: Any) -> Converter:  # noqa: C901 - one branch per supported annotation
-    if tp is Any:
-        return lambda v, where: v
-    if tp is str:
-        return _check_str
-    if tp is bool:
-        return _check_bool
-    if tp is int:
-        return _check_int
-    if tp is float:
-        return _check_float
-    if tp is bytes:
-        return _check_bytes
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) != 1:
-            raise TypeError(f"unsupported union {tp}")
-        convert_inner = _converter(inner[0])
-        return lambda v, where: None if v is None else convert_inner(v, where)
-    if origin is Literal:
-        allowed = args
-        return lambda v, where: _check_literal(v, where, allowed)
-    if origin is list:
-        convert_item = _converter(args[0])
-        return lambda v, where: _check_list(v, where, convert_item)
-    if origin is dict:
-        convert_value = _converter(args[1])
-        return lambda v, where: _check_dict(v, where, convert_value)
-    if isinstance(tp, type) and issubclass(tp, Message):
-        return lambda v, where: _check_nested(v, where, tp)
-    raise TypeError(f"unsupported field type {tp!r}")
-
-
-def _check_str(v: Any, where: str) -> str:
-    if not isinstance(v, str):
-        raise _fail(where, "a string", v)
-    return v
-
-
-def _check_bool(v: Any, where: str) -> bool:
-    if not isinstance(v, bool):
-        raise _fail(where, "a boolean", v)
-    return v
-
-
-def _check_int(v: Any, where: str) -> int:
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise _fail(where, "an integer", v)
-    return v
-
-
-def _check_float(v: Any, where: str) -> float:
-    if not isinstance(v, int | float) or isinstance(v, bool):
-        raise _fail(where, "a number", v)
-    if v != v or v in (float("inf"), float("-inf")):
-        raise SchemaError(f"{where}: expected a finite number, got {v}")
-    try:
-        return float(v)
-    except OverflowError:  # an int beyond float range (not from msgpack, whose ints are 64-bit)
-        raise SchemaError(f"{where}: expected a finite number, got an integer out of range") from None
-
-
-def _check_bytes(v: Any, where: str) -> bytes:
-    if not isinstance(v, bytes):
-        raise _fail(where, "bytes", v)
-    return v
-
-
-def _check_literal(v: Any, where: str, allowed: tuple[Any, ...]) -> Any:
-    if v not in allowed or isinstance(v, bool) != any(isinstance(a, bool) for a in allowed):
-        raise SchemaError(f"{where}: expected one of {', '.join(map(str, allowed))}, got {v!r}")
-    return v
-
-
-def _check_list(v: Any, where: str, convert_item: Converter) -> list[Any]:
-    if not isinstance(v, list | tuple):
-        raise _fail(where, "an array", v)
-    return [convert_item(item, f"{where}[{i}]") for i, item in enumerate(v)]
-
-
-def _check_dict(v: Any, where: str, convert_value: Converter) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise _fail(where, "a map", v)
-    out: dict[str, Any] = {}
-    for key, item in v.items():
-        if not isinstance(key, str):
-            raise _fail(f"{where} key", "a string", key)
-        out[key] = convert_value(item, f"{where}[{key!r}]")
-    return out
-
-
-def _check_nested(v: Any, where: str, tp: type[Message]) -> Message:
-    if not isinstance(v, dict):
-        raise _fail(where, "a map", v)
-    try:
-        return tp.from_wire(v)
-    except SchemaError as exc:
-        raise SchemaError(f"{where}: {exc.message}") from exc
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise SchemaError(message)
 
 
 # --------------------------------------------------------------------------- handshake
@@ -428,6 +263,11 @@ class JobSpec(Message):
     affinity: bool = False
     port: int | None = None
     payload: bytes | None = None
+    # retry backoff: wait min(cap, base * factor ** (n - 1)) after failed attempt n, half of it jittered;
+    # None takes the master's default
+    backoff_base_s: float | None = None
+    backoff_factor: float | None = None
+    backoff_cap_s: float | None = None
 
     def check(self) -> None:
         _require(bool(self.type), "JobSpec.type: must not be empty")
@@ -448,6 +288,21 @@ class TransitionInfo(Message):
     finish: str
     stimulus: str
     t: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptInfo(Message):
+    """One attempt of a job: where and when it ran and how it ended."""
+
+    attempt: int
+    state: str
+    worker: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    error: str = ""
+    backoff_s: float | None = None
+    outputs: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,6 +328,8 @@ class JobInfo(Message):
     timeout_s: float | None = None
     skills: list[str] = field(default_factory=list)
     history: list[TransitionInfo] = field(default_factory=list)
+    dag: str | None = None
+    runs: list[AttemptInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,6 +376,7 @@ class SubmitDag(Message):
 class SubmitDagReply(Message):
     OPCODE = Opcode.SUBMIT_DAG
     job_ids: list[str]
+    dag_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,6 +398,7 @@ class ListJobs(Message):
     OPCODE = Opcode.LIST_JOBS
     state: str | None = None
     limit: int = 1000
+    dag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -577,6 +436,7 @@ class StatsReply(Message):
 class Cancel(Message):
     OPCODE = Opcode.CANCEL
     job_id: str
+    dag: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,6 +452,23 @@ class Wait(Message):
     OPCODE = Opcode.WAIT
     job_ids: list[str]
     timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutputs(Message):
+    """Ask for the output files a job's attempt kept (default: its latest attempt that has any)."""
+
+    OPCODE = Opcode.JOB_OUTPUTS
+    job_id: str
+    attempt: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutputsReply(Message):
+    OPCODE = Opcode.JOB_OUTPUTS
+    job_id: str
+    attempt: int
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -660,6 +537,7 @@ REQUESTS: Mapping[Opcode, type[Message]] = {
         Retry,
         Wait,
         LogsSubscribe,
+        JobOutputs,
         LogData,
         LogRecord,
     )  # fmt: skip
@@ -678,6 +556,7 @@ REPLIES: Mapping[Opcode, type[Message]] = {
     Opcode.RETRY: JobReply,
     Opcode.WAIT: JobListReply,
     Opcode.LOGS_SUBSCRIBE: LogsSubscribed,
+    Opcode.JOB_OUTPUTS: JobOutputsReply,
 }
 
 
