@@ -12,9 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## install, then start a local master + 2 workers with the titan> REPL attached
+## install, start a local master + 2 workers, render the Mandelbrot demo on them, then open the titan> REPL
 up: $(STAMP)
-	$(BIN)/titan up
+	$(BIN)/titan up --demo
 
 ## install, then run the whole test suite (what CI runs)
 test: $(STAMP)
@@ -33,6 +33,7 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(BIN)/python -m bench.spawn_limit
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.dag
 
 clean:
-	rm -rf $(VENV) titan_workspace/jobs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) titan_workspace/jobs mandelbrot.png .pytest_cache .mypy_cache .ruff_cache

@@ -28,6 +28,7 @@ from .frame import (
     pack_header,
     unpack_header,
 )
+from .logrecord import LOG_DATAGRAM_BYTES, encode_log_record, log_data_budget, log_key, log_record_mac
 from .messages import *  # noqa: F403 - re-export the message table
 from .messages import __all__ as _messages_all
 from .opcodes import Opcode
@@ -37,6 +38,7 @@ __all__ = [
     "FLAG_ERROR",
     "FLAG_REPLY",
     "HEADER_SIZE",
+    "LOG_DATAGRAM_BYTES",
     "NEED_DATA",
     "VERSION",
     "BadHeader",
@@ -54,6 +56,10 @@ __all__ = [
     "UnsupportedVersion",
     "decode_datagram",
     "encode_frame",
+    "encode_log_record",
+    "log_data_budget",
+    "log_key",
+    "log_record_mac",
     "pack_header",
     "unpack_header",
     *_messages_all,

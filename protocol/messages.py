@@ -11,11 +11,12 @@ to the envelope, not to the message: see :func:`encode_message` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Final, Literal, cast
 
-from .errors import UnknownOpcode
+from .errors import SchemaError, UnknownOpcode
 from .frame import FLAG_ERROR, FLAG_REPLY, Frame, encode_frame
 from .opcodes import Opcode
 from .schema import Message
@@ -29,6 +30,8 @@ __all__ = [
     "Challenge",
     "Drain",
     "ErrorReply",
+    "Gc",
+    "GcReply",
     "Heartbeat",
     "Hello",
     "JobInfo",
@@ -47,9 +50,14 @@ __all__ = [
     "Message",
     "Register",
     "RegisterReply",
+    "Retire",
+    "RetireReply",
     "Retry",
+    "Spawn",
+    "SpawnReply",
     "SpawnWorker",
     "Stats",
+    "Stop",
     "StatsReply",
     "Submit",
     "SubmitDag",
@@ -153,6 +161,11 @@ class TaskStatus(Message):
     stderr: bytes | None = None
     outputs: dict[str, bytes] = field(default_factory=dict)
     truncated: bool = False
+    # LOG_RECORD datagrams meant for this attempt (sequence numbers used, both streams)
+    log_datagrams: int = 0
+    # DEPLOY: the service is up (settled, or its port answers); restarts after crashes so far
+    up: bool = False
+    restarts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +183,10 @@ class Register(Message):
     pid: int = 0
     running: list[TaskRef] = field(default_factory=list)
     finished: list[TaskStatus] = field(default_factory=list)
+    # sha256 of the payloads in the worker's cache: the master does not ship those again
+    payloads: list[str] = field(default_factory=list)
+    # a child worker: the DEPLOY job id or the SPAWN_WORKER spawn_id it was started for
+    spawn_id: str = ""
 
     def check(self) -> None:
         _require(self.capacity >= 1, f"Register.capacity: must be at least 1, got {self.capacity}")
@@ -212,6 +229,8 @@ class TaskStart(Message):
     slots: int = 1
     # parents' output files, keyed "<parent id>/<relative path>", laid out under TITAN_INPUT_DIR
     inputs: dict[str, bytes] = field(default_factory=dict)
+    # DEPLOY of a script: the service's port; it is up once the port accepts connections
+    port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +250,12 @@ class SpawnWorker(Message):
     OPCODE = Opcode.SPAWN_WORKER
     port: int
     job_id: str | None = None
+    capacity: int = 0  # 0: the parent's own
+    spawn_id: str = ""  # echoed by the child in its REGISTER
+
+    def check(self) -> None:
+        _require(0 <= self.port <= 65535, f"SpawnWorker.port: out of range: {self.port}")
+        _require(self.capacity >= 0, f"SpawnWorker.capacity: must not be negative, got {self.capacity}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,15 +294,85 @@ class JobSpec(Message):
     backoff_factor: float | None = None
     backoff_cap_s: float | None = None
 
+    def to_wire(self) -> dict[str, Any]:
+        """Fields at their default are left out (the receiver fills them back in): a DAG of
+        100 000 jobs is then a few MiB instead of over the 16 MiB frame limit."""
+        names, defaults, values_of = _jobspec_defaults()
+        body: dict[str, Any] = {"type": self.type}
+        for name, default, value in zip(names, defaults, values_of(self), strict=True):
+            if value != default:
+                body[name] = value
+        return body
+
+    @classmethod
+    def from_wire(cls, body: Mapping[str, Any]) -> JobSpec:
+        """The generic validator, with a fast path for the usual shape (a DAG may bring 100 000).
+
+        Strings, integers and lists of strings are checked inline; any other field
+        or value goes through the generic path, which gives the precise error.
+        """
+        fast = _fast_jobspec(body)
+        return fast if fast is not None else super(JobSpec, cls).from_wire(body)
+
     def check(self) -> None:
-        _require(bool(self.type), "JobSpec.type: must not be empty")
-        _require(self.delay_ms >= 0, f"JobSpec.delay_ms: must not be negative, got {self.delay_ms}")
-        _require(self.max_attempts >= 1, f"JobSpec.max_attempts: must be at least 1, got {self.max_attempts}")
-        _require(self.slots >= 1, f"JobSpec.slots: must be at least 1, got {self.slots}")
-        _require(
-            self.timeout_s is None or self.timeout_s > 0, f"JobSpec.timeout_s: must be positive, got {self.timeout_s}"
-        )
-        _require(self.id is None or bool(self.id), "JobSpec.id: must not be empty")
+        # plain ifs: the messages are only formatted on failure (a DAG brings 100 000 specs)
+        if not self.type:
+            raise SchemaError("JobSpec.type: must not be empty")
+        if self.delay_ms < 0:
+            raise SchemaError(f"JobSpec.delay_ms: must not be negative, got {self.delay_ms}")
+        if self.max_attempts < 1:
+            raise SchemaError(f"JobSpec.max_attempts: must be at least 1, got {self.max_attempts}")
+        if self.slots < 1:
+            raise SchemaError(f"JobSpec.slots: must be at least 1, got {self.slots}")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise SchemaError(f"JobSpec.timeout_s: must be positive, got {self.timeout_s}")
+        if self.id is not None and not self.id:
+            raise SchemaError("JobSpec.id: must not be empty")
+
+
+_JOBSPEC_DEFAULTS: list[tuple[tuple[str, ...], tuple[Any, ...], Callable[[Any], tuple[Any, ...]]]] = []
+_FAST_STR: Final = frozenset({"type", "data", "id"})
+_FAST_INT: Final = frozenset({"priority", "delay_ms", "max_attempts", "slots"})
+_FAST_STR_LIST: Final = frozenset({"deps", "args", "skills"})
+
+
+def _fast_jobspec(body: Mapping[str, Any]) -> JobSpec | None:
+    """A JobSpec from a body of the usual shape, or None: use the generic validator."""
+    if type(body) is not dict:
+        return None
+    kwargs: dict[str, Any] = {}
+    for name, value in body.items():
+        if name in _FAST_STR:
+            ok = type(value) is str
+        elif name in _FAST_INT:
+            ok = type(value) is int
+        elif name in _FAST_STR_LIST:
+            ok = type(value) is list and all(type(item) is str for item in value)
+        elif name in JobSpec.__dataclass_fields__:
+            return None
+        else:
+            continue  # unknown keys are ignored, as everywhere
+        if not ok:
+            return None
+        kwargs[name] = value
+    if "type" not in kwargs:
+        return None
+    spec = JobSpec(**kwargs)
+    spec.check()
+    return spec
+
+
+def _jobspec_defaults() -> tuple[tuple[str, ...], tuple[Any, ...], Callable[[Any], tuple[Any, ...]]]:
+    """The optional JobSpec fields, their defaults, and one getter for all their values (computed once)."""
+    if not _JOBSPEC_DEFAULTS:
+        pairs = [
+            (f.name, f.default if f.default is not MISSING else cast(Callable[[], Any], f.default_factory)())
+            for f in fields(JobSpec)
+            if f.default is not MISSING or f.default_factory is not MISSING
+        ]
+        names = tuple(name for name, _ in pairs)
+        _JOBSPEC_DEFAULTS.append((names, tuple(default for _, default in pairs), operator.attrgetter(*names)))
+    return _JOBSPEC_DEFAULTS[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +398,10 @@ class AttemptInfo(Message):
     error: str = ""
     backoff_s: float | None = None
     outputs: list[str] = field(default_factory=list)
+    # live log datagrams that never reached the master (the stored log is exact regardless)
+    log_lost: int = 0
+    # the stored logs hold only the tail (over the size limit)
+    truncated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +429,9 @@ class JobInfo(Message):
     history: list[TransitionInfo] = field(default_factory=list)
     dag: str | None = None
     runs: list[AttemptInfo] = field(default_factory=list)
+    # DEPLOY: restarts of the current attempt's service, and whether it is up now
+    restarts: int = 0
+    up: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +451,8 @@ class WorkerInfo(Message):
     tasks: list[str] = field(default_factory=list)
     last_seen_s: float = 0.0
     pid: int = 0
+    # a child worker: the DEPLOY job id or the spawn request (AUTO-n: the autoscaler's) it was started for
+    spawn_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,6 +576,68 @@ class JobOutputsReply(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Gc(Message):
+    """Remove the workspace folders of jobs final for longer than ``older_than_s``."""
+
+    OPCODE = Opcode.GC
+    older_than_s: float
+
+    def check(self) -> None:
+        _require(self.older_than_s >= 0, f"Gc.older_than_s: must not be negative, got {self.older_than_s}")
+
+
+@dataclass(frozen=True, slots=True)
+class GcReply(Message):
+    OPCODE = Opcode.GC
+    removed: list[str]
+    freed_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Stop(Message):
+    """End a running service (a DEPLOY job): it becomes STOPPED."""
+
+    OPCODE = Opcode.STOP
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn(Message):
+    """Ask a worker (default: the least-loaded top-level one) to start a child worker."""
+
+    OPCODE = Opcode.SPAWN
+    worker: str | None = None
+    port: int = 0
+    capacity: int = 0
+
+    def check(self) -> None:
+        _require(0 <= self.port <= 65535, f"Spawn.port: out of range: {self.port}")
+        _require(self.capacity >= 0, f"Spawn.capacity: must not be negative, got {self.capacity}")
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnReply(Message):
+    OPCODE = Opcode.SPAWN
+    parent: str
+    spawn_id: str
+    port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Retire(Message):
+    """Drain a worker and its children; each leaves once idle."""
+
+    OPCODE = Opcode.RETIRE
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetireReply(Message):
+    OPCODE = Opcode.RETIRE
+    workers: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class LogsSubscribe(Message):
     OPCODE = Opcode.LOGS_SUBSCRIBE
     job_id: str
@@ -495,6 +661,8 @@ class LogData(Message):
     stream: Literal["stdout", "stderr"]
     data: bytes
     eof: bool = False
+    # set on the last frame when the master ended the subscription early (e.g. a follower too slow)
+    error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,7 +675,12 @@ class LogRecord(Message):
     stream: Literal["stdout", "stderr"]
     seq: int
     data: bytes
+    offset: int = 0
     mac: bytes | None = None
+
+    def check(self) -> None:
+        _require(self.seq >= 0, f"LogRecord.seq: must not be negative, got {self.seq}")
+        _require(self.offset >= 0, f"LogRecord.offset: must not be negative, got {self.offset}")
 
 
 # --------------------------------------------------------------------------- envelope
@@ -538,6 +711,10 @@ REQUESTS: Mapping[Opcode, type[Message]] = {
         Wait,
         LogsSubscribe,
         JobOutputs,
+        Gc,
+        Stop,
+        Spawn,
+        Retire,
         LogData,
         LogRecord,
     )  # fmt: skip
@@ -557,6 +734,10 @@ REPLIES: Mapping[Opcode, type[Message]] = {
     Opcode.WAIT: JobListReply,
     Opcode.LOGS_SUBSCRIBE: LogsSubscribed,
     Opcode.JOB_OUTPUTS: JobOutputsReply,
+    Opcode.GC: GcReply,
+    Opcode.STOP: JobReply,
+    Opcode.SPAWN: SpawnReply,
+    Opcode.RETIRE: RetireReply,
 }
 
 

@@ -40,6 +40,11 @@ class Opcode(IntEnum):
     RETRY = 0x36
     WAIT = 0x37
     LOGS_SUBSCRIBE = 0x38
+    JOB_OUTPUTS = 0x39
+    GC = 0x3A
+    STOP = 0x3B
+    SPAWN = 0x3C
+    RETIRE = 0x3D
 
     # master -> client (pushed on a subscription)
     LOG_DATA = 0x40

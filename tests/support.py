@@ -13,7 +13,11 @@ PERM_FILES = REPO / "perm_files"
 
 
 async def wait_until(
-    predicate: Callable[[], bool | Awaitable[bool]], *, timeout_s: float = 10.0, interval_s: float = 0.01, what: str = ""
+    predicate: Callable[[], bool | Awaitable[bool]],
+    *,
+    timeout_s: float = 10.0,
+    interval_s: float = 0.01,
+    what: str = "",
 ) -> None:
     """Poll ``predicate`` until it holds (distributed's ``async_poll_for``)."""
     deadline = time.monotonic() + timeout_s

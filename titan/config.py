@@ -62,9 +62,22 @@ class MasterSettings:
     validate: bool = False
     # fsync WAL writes; "off" trades crash safety for speed
     fsync: bool = True
+    # write a snapshot (and drop the log it covers) after this many WAL records, or this many bytes
+    snapshot_every_records: int = 200_000
+    snapshot_every_bytes: int = 256 * 1024 * 1024
+    # retry backoff defaults for jobs that do not set their own (JobSpec.backoff_*)
     retry_backoff_base_s: float = 1.0
+    retry_backoff_factor: float = 2.0
     retry_backoff_cap_s: float = 60.0
     max_payload_bytes: int = 8 * 1024 * 1024
+    # output files one attempt may hand back (TITAN_OUTPUT_DIR); more fails the attempt, nothing is kept
+    max_output_bytes: int = 8 * 1024 * 1024
+    # live logs: what the master keeps in memory per running attempt for LOGS and new followers,
+    # the write buffer over which a follower is cut off, and how long a finished job's followers
+    # wait for the exact log of an attempt still being reported
+    live_log_bytes: int = 1024 * 1024
+    follower_buffer_bytes: int = 4 * 1024 * 1024
+    log_linger_s: float = 5.0
     name: str = "titan-master"
 
 
@@ -87,6 +100,27 @@ class WorkerSettings:
     # seconds between SIGTERM and SIGKILL when a task's process group is stopped
     kill_grace_s: float = 2.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # output files one attempt may send back in its final TASK_STATUS; more fails the attempt
+    max_output_bytes: int = 8 * 1024 * 1024
+    # the most of each of stdout/stderr sent in a final TASK_STATUS: the tail is kept, ``truncated`` says so
+    max_log_bytes: int = 4 * 1024 * 1024
+    # live logs over UDP: how often running attempts' output is read and shipped, the datagram
+    # size (1 200 never fragments), and how far the shipper may fall behind a chatty job before it
+    # skips ahead (the skipped part is missing from the live view only)
+    log_interval_s: float = 0.005
+    log_datagram_bytes: int = 1200
+    log_backlog_bytes: int = 1024 * 1024
+    # services (DEPLOY) and child workers: a service is up once alive for ``service_settle_s`` (or its
+    # port answers); a crash restarts it after a backoff doubling from ``service_restart_backoff_s``
+    # up to the cap, at most ``service_max_restarts`` times; a stopped child worker gets
+    # ``child_drain_timeout_s`` to drain and leave before it is terminated
+    service_settle_s: float = 1.0
+    service_max_restarts: int = 5
+    service_restart_backoff_s: float = 0.5
+    service_restart_backoff_cap_s: float = 30.0
+    child_drain_timeout_s: float = 10.0
+    # a child worker: the DEPLOY job or spawn request it was started for (sent in REGISTER)
+    spawn_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ async def test_submit_json_with_options(fake_master: FakeMaster, capsys: pytest.
 async def test_submit_dag_json(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:
     dag = "A|RUN|a.py|1|0|[] ; W|DEPLOY|Worker.jar|8081|1|2|[A]"
     assert await titan("--master", fake_master.address, "submit-dag", dag, "--json") == 0
-    assert json.loads(capsys.readouterr().out) == {"ids": ["A", "W"]}
+    assert json.loads(capsys.readouterr().out) == {"ids": ["A", "W"], "dag": "DAG-00000001"}
 
 
 async def test_status_json_has_the_job_keys(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:

@@ -58,11 +58,11 @@ def test_pairs_outside_the_table_are_refused_without_touching_the_job(start: Job
 
 
 def test_the_table_has_the_designed_shape() -> None:
-    assert len(TRANSITIONS) == 21
-    # final states never change, except DEAD which RETRY requeues
+    assert len(TRANSITIONS) == 22
+    # final states never change, except DEAD which RETRY requeues and the SKIPPED jobs it un-skips
     for start, finish in TRANSITIONS:
         if start in FINAL_STATES:
-            assert (start, finish) == (S.DEAD, S.PENDING)
+            assert (start, finish) in ((S.DEAD, S.PENDING), (S.SKIPPED, S.BLOCKED))
     # every non-final state can be cancelled
     for state in set(JobState) - FINAL_STATES:
         assert (state, S.CANCELLED) in TRANSITIONS

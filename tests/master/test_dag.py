@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 
 from protocol import JobSpec
 from titan.errors import CycleError, ValidationError
-from titan.jobs import JobFinished, JobState
+from titan.jobs import Effect, JobFinished, JobState, SendTask, StopTask
 from titan.master import check_dag
 
 from .helpers import make_state, register, report, sent
@@ -110,3 +111,157 @@ def test_check_dag_alone() -> None:
     with pytest.raises(CycleError) as info:
         check_dag({"A": ["B"], "B": ["A"]}, set())
     assert info.value.ids in (["A", "B"], ["B", "A"])
+
+
+# --------------------------------------------------------------------------- DAG ids, cancel, retry
+
+
+def test_a_dag_gets_an_id_its_jobs_share() -> None:
+    state = make_state()
+    jobs, _ = state.submit_dag([node("A"), node("B", "A")], now=1.0)
+    dag = jobs[0].dag
+    assert dag is not None and dag.startswith("DAG-") and jobs[1].dag == dag
+    assert state.dag_jobs(dag) == jobs == state.dag_jobs("B")
+    assert [job.id for job in state.list_jobs(dag="A")] == ["A", "B"]
+    single, _ = state.submit(node("SOLO"), now=2.0)
+    assert single.dag is None
+    with pytest.raises(ValidationError, match="not submitted as part of a DAG"):
+        state.dag_jobs("SOLO")
+
+
+def test_cancelling_a_dag_cancels_only_its_unfinished_jobs() -> None:
+    state = make_state()
+    register(state, capacity=4)
+    (a, b, c, d), _ = state.submit_dag([node("A"), node("B"), node("C", "A"), node("D", "B", "C")], now=1.0)
+    other, _ = state.submit(node("OTHER"), now=1.0)
+    state.task_status("w1", report(a, "COMPLETED", exit_code=0), now=2.0)
+    assert (b.state, c.state) == (S.SCHEDULED, S.SCHEDULED)
+    job, effects = state.cancel("C", now=3.0, dag=True)
+    assert job is c
+    assert (a.state, b.state, c.state, d.state) == (S.COMPLETED, S.CANCELLED, S.CANCELLED, S.CANCELLED)
+    stopped = sorted(e.job_id for e in effects if isinstance(e, StopTask))
+    assert stopped == ["B", "C"]
+    assert other.state is S.SCHEDULED
+
+
+def test_retry_of_a_dead_job_unskips_the_jobs_it_skipped() -> None:
+    state = make_state()
+    register(state, capacity=4)
+    (a, b, c, d), _ = state.submit_dag(
+        [node("A", max_attempts=1), node("B", "A"), node("C", "B"), node("D", "A")], now=1.0
+    )
+    state.task_status("w1", report(a, "FAILED", exit_code=1), now=2.0)
+    assert (a.state, b.state, c.state, d.state) == (S.DEAD, S.SKIPPED, S.SKIPPED, S.SKIPPED)
+    job, effects = state.retry("A", now=3.0)
+    assert job is a and sent(effects) == [("w1", "A")]
+    assert (b.state, c.state, d.state) == (S.BLOCKED, S.BLOCKED, S.BLOCKED)
+    assert b.error == "" and [s.stimulus for s in b.story][-1] == "un-skipped: A was retried"
+    state.task_status("w1", report(a, "COMPLETED", exit_code=0), now=4.0)
+    assert sorted(j.id for j in (b, d) if j.state is S.SCHEDULED) == ["B", "D"]
+    assert a.attempts == 2 and [run.state for run in a.runs] == ["FAILED", "COMPLETED"]
+
+
+def test_retry_leaves_skipped_a_job_that_another_failure_still_skips() -> None:
+    state = make_state()
+    register(state, capacity=4)
+    (a, x, b, c), _ = state.submit_dag(
+        [node("A", max_attempts=1), node("X", max_attempts=1), node("B", "A", "X"), node("C", "B")], now=1.0
+    )
+    state.task_status("w1", report(a, "FAILED", exit_code=1), now=2.0)
+    state.task_status("w1", report(x, "FAILED", exit_code=1), now=2.0)
+    assert (b.state, c.state) == (S.SKIPPED, S.SKIPPED)
+    state.retry("A", now=3.0)
+    assert (b.state, c.state) == (S.SKIPPED, S.SKIPPED)  # X is still DEAD
+    state.retry("X", now=4.0)
+    assert (b.state, c.state) == (S.BLOCKED, S.BLOCKED)
+
+
+# --------------------------------------------------------------------------- scale and the admission trap
+
+
+def test_ten_thousand_job_dag_is_accepted_and_resolved() -> None:
+    state = make_state(validate=False)
+    register(state, capacity=64)
+    rng = random.Random(3)
+    specs: list[JobSpec] = []
+    width = 100
+    for i in range(10_000):
+        layer = i // width
+        previous = [f"J{k}" for k in range((layer - 1) * width, layer * width)] if layer else []
+        specs.append(node(f"J{i}", *rng.sample(previous, min(3, len(previous)))))
+    jobs, effects = state.submit_dag(specs, now=1.0)
+    assert len(jobs) == 10_000 and state.stats(now=1.0).blocked == 9_900
+    now, finished = 2.0, 0
+    while effects:
+        next_effects = []
+        for effect in [e for e in effects if isinstance(e, SendTask)]:
+            now += 0.001
+            next_effects += state.task_status("w1", report(effect.job, "COMPLETED", exit_code=0), now=now)
+            finished += 1
+        effects = next_effects
+    assert finished == 10_000
+    assert state.counts[S.COMPLETED] == 10_000 and len(state.room) == 0
+    state.validate()
+    # every job started after all of its dependencies completed
+    for job in jobs:
+        assert all(state.jobs[dep].finished_at <= job.started_at for dep in job.deps)  # type: ignore[operator]
+
+
+def test_sink_after_700_roots_finished_or_running_does_not_hang() -> None:
+    state = make_state(validate=False)
+    register(state, capacity=1000)
+    roots, _ = state.submit_dag([node(f"R{i}") for i in range(700)], now=1.0)
+    for root in roots[:500]:
+        state.task_status("w1", report(root, "COMPLETED", exit_code=0), now=2.0)
+    sink, _ = state.submit(node("SINK", *(f"R{i}" for i in range(700))), now=3.0)
+    assert sink.state is S.BLOCKED and state.room.missing("SINK") == 200
+    effects: list[Effect] = []
+    for root in roots[500:]:
+        effects = state.task_status("w1", report(root, "COMPLETED", exit_code=0), now=4.0)
+    assert sent(effects) == [("w1", "SINK")]
+
+
+def test_all_dependencies_already_completed_runs_at_once() -> None:
+    state = make_state()
+    register(state)
+    roots, _ = state.submit_dag([node("R1"), node("R2")], now=1.0)
+    for root in roots:
+        state.task_status("w1", report(root, "COMPLETED", exit_code=0), now=2.0)
+    jobs, effects = state.submit_dag([node("SINK", "R1", "R2")], now=3.0)
+    assert sent(effects) == [("w1", "SINK")]
+
+
+# --------------------------------------------------------------------------- retries
+
+
+def test_each_job_backs_off_by_its_own_options_and_keeps_each_attempt() -> None:
+    state = make_state()
+    register(state)
+    job, _ = state.submit(
+        node("FLAKY", max_attempts=4, backoff_base_s=2.0, backoff_factor=3.0, backoff_cap_s=10.0), now=0.0
+    )
+    waits = []
+    now = 1.0
+    for _ in range(3):
+        state.task_status("w1", report(job, "RUNNING"), now=now)
+        state.task_status("w1", report(job, "FAILED", exit_code=1), now=now + 0.5)
+        assert job.state is S.FAILED and job.due is not None
+        waits.append(job.due - (now + 0.5))
+        now = job.due
+        state.timers_due(now)
+    # equal jitter: between half and all of min(cap, base * factor ** (n - 1))
+    for wait, step in zip(waits, (2.0, 6.0, 10.0), strict=True):
+        assert step / 2 <= wait <= step
+    assert [run.attempt for run in job.runs] == [1, 2, 3, 4]
+    assert [run.state for run in job.runs[:3]] == ["FAILED"] * 3
+    assert [run.backoff_s for run in job.runs[:3]] == pytest.approx(waits)
+    assert job.to_info().runs[0].exit_code == 1
+
+
+def test_bad_backoff_options_are_refused() -> None:
+    state = make_state()
+    with pytest.raises(ValidationError, match="backoff factor must be at least 1"):
+        state.submit(node("X", backoff_factor=0.5), now=1.0)
+    with pytest.raises(ValidationError, match="backoff base must be positive"):
+        state.submit(node("X", backoff_base_s=0.0), now=1.0)
+    assert state.jobs == {}

@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 async def start_master(*args: str) -> asyncio.subprocess.Process:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    workspace = tempfile.mkdtemp(prefix="titan-master-main-")  # never the repo's own workspace
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "titan.master", "--perm-files", str(REPO / "perm_files"), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        sys.executable, "-m", "titan.master", "--perm-files", str(REPO / "perm_files"), "--workspace", workspace,
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
 
 

@@ -26,6 +26,8 @@ from protocol import (
     Message,
     Opcode,
     Register,
+    Spawn,
+    SpawnWorker,
     SchemaError,
     Submit,
     SubmitDag,
@@ -63,6 +65,13 @@ CONSTRAINED: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("JobSpec", "max_attempts"): st.integers(1, 100),
     ("JobSpec", "slots"): st.integers(1, 64),
     ("JobSpec", "timeout_s"): st.none() | st.floats(min_value=1e-3, max_value=1e6),
+    ("LogRecord", "seq"): st.integers(0, 2**40),
+    ("LogRecord", "offset"): st.integers(0, 2**40),
+    ("Gc", "older_than_s"): st.floats(min_value=0, max_value=1e9),
+    ("SpawnWorker", "port"): st.integers(0, 65535),
+    ("SpawnWorker", "capacity"): st.integers(0, 1 << 16),
+    ("Spawn", "port"): st.integers(0, 65535),
+    ("Spawn", "capacity"): st.integers(0, 1 << 16),
 }
 
 
@@ -288,6 +297,10 @@ def test_huge_integer_where_a_float_is_expected() -> None:
         (SubmitDag, {"jobs": []}, "SubmitDag.jobs"),
         (Hello, {"role": "admin"}, "Hello.role"),
         (TaskStatus, {"state": "running"}, "TaskStatus.state"),
+        (SpawnWorker, {"port": 65536}, "SpawnWorker.port"),
+        (SpawnWorker, {"capacity": -1}, "SpawnWorker.capacity"),
+        (Spawn, {"port": -1}, "Spawn.port"),
+        (Spawn, {"capacity": -2}, "Spawn.capacity"),
     ],
 )
 def test_out_of_range_values(cls: type[Message], changes: dict[str, Any], where: str) -> None:

@@ -17,9 +17,12 @@ from protocol import JobInfo
 from titan.client import TitanClient
 from titan.errors import RemoteError, TitanError
 
+from .dagview import dag_tree
+from .inline import attach_inline
 from .link import MasterLink
 from .parse import (
     CancelCommand,
+    CancelDagCommand,
     Command,
     DlqCommand,
     ExitCommand,
@@ -31,11 +34,13 @@ from .parse import (
     StatusCommand,
     SubmitCommand,
     SubmitDagCommand,
+    WatchCommand,
     WorkersCommand,
 )
+from .progress import follow_jobs
 from .render import help_view, job_detail, job_table, state_text, stats_view, workers_table
 
-__all__ = ["CommandRunner", "LogsUnavailable", "logs_refusal"]
+__all__ = ["CommandRunner", "LogsUnavailable", "log_note", "logs_refusal"]
 
 # codes with which a master that does not (yet) serve logs refuses LOGS_SUBSCRIBE
 _NO_LOGS_CODES: Final = frozenset({"UNKNOWN_OPCODE", "UNEXPECTED", "NOT_IMPLEMENTED", "UNSUPPORTED"})
@@ -45,6 +50,19 @@ class LogsUnavailable(TitanError):
     """The master does not serve job logs."""
 
     code = "LOGS_UNAVAILABLE"
+
+
+def log_note(job: JobInfo) -> str:
+    """What to say after a job's log: the stored log was cut, or the live view missed datagrams."""
+    run = job.runs[-1] if job.runs else None
+    if run is None:
+        return ""
+    notes = []
+    if run.truncated:
+        notes.append("the log was over the size limit: only its tail is kept")
+    if run.log_lost:
+        notes.append(f"{run.log_lost} live datagram(s) were lost on the way (the stored log is exact)")
+    return f"[attempt {run.attempt}: {'; '.join(notes)}]" if notes else ""
 
 
 def logs_refusal(exc: RemoteError, address: str) -> TitanError:
@@ -78,6 +96,8 @@ class CommandRunner:
                 self.console.print(help_view(topic))
             case LogsCommand(job_id=job_id, follow=follow):
                 await self._logs(job_id, follow)
+            case WatchCommand(job_id=job_id):
+                await self._watch(job_id, await self.link.client())
             case ListCommand() | DlqCommand() | StatusCommand():
                 await self._show_jobs(command, await self.link.client())
             case _:
@@ -90,6 +110,10 @@ class CommandRunner:
                 job = await client.status(job_id)
                 self._remember([job])
                 self.console.print(job_detail(job))
+                if job.dag:
+                    members = await client.dag_jobs(job.dag)
+                    self._remember(members)
+                    self.console.print(dag_tree(members))
             case ListCommand(state=state):
                 jobs = await client.list_jobs(state)
                 self._remember(jobs)
@@ -103,13 +127,16 @@ class CommandRunner:
         console = self.console
         match command:
             case SubmitCommand(spec=spec):
-                job_id = await client.submit(spec)
+                job_id = await client.submit(attach_inline(spec))
                 self.known_ids.add(job_id)
                 console.print(Text.assemble("submitted ", (job_id, "bold green")))
             case SubmitDagCommand(specs=specs):
-                ids = await client.submit_dag(specs)
-                self.known_ids.update(ids)
-                console.print(Text.assemble(f"DAG accepted, {len(ids)} jobs: ", (", ".join(ids), "bold green")))
+                reply = await client.submit_dag_info([attach_inline(spec) for spec in specs])
+                ids = reply.job_ids
+                self.known_ids.update([*ids, reply.dag_id])
+                console.print(
+                    Text.assemble(f"DAG {reply.dag_id} accepted, {len(ids)} jobs: ", (", ".join(ids), "bold green"))
+                )
             case StatsCommand():
                 console.print(stats_view(await client.stats()))
             case WorkersCommand():
@@ -117,18 +144,40 @@ class CommandRunner:
             case CancelCommand(job_id=job_id):
                 job = await client.cancel(job_id)
                 console.print(Text.assemble(f"{job.id} is now ", state_text(job.state)))
+            case CancelDagCommand(ref=ref):
+                job = await client.cancel(ref, dag=True)
+                members = await client.dag_jobs(job.dag or ref)
+                cancelled = sum(1 for member in members if member.state == "CANCELLED")
+                console.print(f"DAG {job.dag}: {cancelled} of {len(members)} jobs are CANCELLED")
+                console.print(dag_tree(members))
             case RetryCommand(job_id=job_id):
                 job = await client.retry(job_id)
                 console.print(Text.assemble(f"{job.id} requeued: ", state_text(job.state)))
+
+    async def _watch(self, job_id: str, client: TitanClient) -> None:
+        """A live progress bar over the job, or over its whole DAG, until all are final."""
+        job = await client.status(job_id)
+        members = await client.dag_jobs(job.dag) if job.dag else [job]
+        self._remember(members)
+        title = f"DAG {job.dag}" if job.dag else job.id
+        jobs = await follow_jobs(client, [member.id for member in members], self.console, title=title)
+        self.console.print(dag_tree(jobs) if job.dag else job_table(jobs))
 
     async def _logs(self, job_id: str, follow: bool) -> None:
         client = await self.link.client()
         try:
             async with client.logs(job_id, follow=follow) as stream:
+                attempt = stream.attempt
                 async for chunk in stream:
+                    if chunk.attempt != attempt and chunk.attempt:
+                        attempt = chunk.attempt
+                        self.console.print(Text(f"--- attempt {attempt} ---", style="dim"))
                     text = Text(chunk.data.decode("utf-8", errors="replace"))
                     if chunk.stream == "stderr":
                         text.stylize("red")
                     self.console.print(text, end="", soft_wrap=True, highlight=False)
         except RemoteError as exc:
             raise logs_refusal(exc, client.address) from None
+        note = log_note(await client.status(job_id))
+        if note:
+            self.console.print(Text(note, style="yellow"))

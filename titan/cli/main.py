@@ -23,6 +23,7 @@ from titan.config import DEFAULT_PORT, ClientSettings
 from titan.errors import TitanError, UsageError
 from titan.runtime import configure_logging, run
 
+from .demo import add_demo_options
 from .oneshot import run_oneshot
 from .repl import Repl
 
@@ -67,26 +68,46 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workspace", type=Path, default=Path("titan_workspace"), help="master workspace and logs")
     up.add_argument("--first-worker-port", type=int, default=8081, help="port of the first worker (default 8081)")
     up.add_argument("--ready-timeout", type=float, default=20.0, help="seconds each process has to report ready")
+    up.add_argument(
+        "--demo", action="store_true", help="render the Mandelbrot demo on the new cluster before the REPL opens"
+    )
+    add_demo_options(up, standalone=False)
+
+    demo = command("demo", "run a demo DAG and show it; starts a local cluster if no master answers")
+    demo.add_argument("name", choices=["mandelbrot"], help="the demo to run")
+    add_demo_options(demo, standalone=True)
 
     submit = command("submit", "submit one job; prints its id")
-    submit.add_argument("job", metavar="'TYPE|DATA|PRIORITY|DELAY_MS'")
-    submit.add_argument("--attempts", type=int, help="max attempts (default 3)")
-    submit.add_argument("--timeout", type=float, help="seconds before an attempt is killed")
+    submit.add_argument("job", nargs="?", metavar="'TYPE|DATA|PRIORITY|DELAY_MS'")
+    submit.add_argument(
+        "--file", metavar="PATH", help="send this local script inline (RUN by default; DATA is its name)"
+    )
+    _job_options(submit)
     submit.add_argument("--skills", metavar="A,B", help="required worker skills (default GENERAL)")
     submit.add_argument("--json", action="store_true", help='print {"id": ...}')
 
-    dag = command("submit-dag", "submit a DAG; prints the ids")
+    dag = command("submit-dag", "submit a DAG (accepted whole or not at all); prints the ids")
     dag.add_argument("dag", metavar="'ID|TYPE|DATA[|PORT]|PRIORITY|DELAY_MS|[DEPS] ; ...'")
-    dag.add_argument("--json", action="store_true", help='print {"ids": [...]}')
+    _job_options(dag, every=" of every job")
+    dag.add_argument("--json", action="store_true", help='print {"ids": [...], "dag": "DAG-..."}')
 
     for name, help in (("status", "show one job"), ("cancel", "cancel a job"), ("retry", "requeue a job from the DLQ")):
         one = command(name, help)
         one.add_argument("id")
         one.add_argument("--json", action="store_true", help="print the job as JSON")
+        if name == "cancel":
+            one.add_argument("--dag", action="store_true", help="cancel every unfinished job of the job's DAG")
 
     listing = command("list", "list jobs")
     listing.add_argument("state", nargs="?", help="only jobs in this state")
+    listing.add_argument("--dag", metavar="ID", help="only the jobs of this DAG (a DAG id or any of its job ids)")
     listing.add_argument("--json", action="store_true", help="print a JSON array of jobs")
+
+    outputs = command("outputs", "save the output files a job kept to DEST/<id>/")
+    outputs.add_argument("id")
+    outputs.add_argument("--attempt", type=int, help="which attempt (default: the latest that kept any)")
+    outputs.add_argument("--dest", default=".", help="folder to write into (default .)")
+    outputs.add_argument("--json", action="store_true", help="print the written paths as JSON")
 
     for name, help in (("stats", "cluster counts and the worker tree"), ("workers", "the workers")):
         command(name, help).add_argument("--json", action="store_true", help="print JSON")
@@ -95,11 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("id")
     logs.add_argument("-f", "--follow", action="store_true", help="keep following while the job runs")
 
+    gc = command("gc", "remove the workspace folders of jobs finished long ago (never an unfinished job's)")
+    gc.add_argument("--older-than", default="7d", metavar="AGE", help="e.g. 12h, 7d (default 7d)")
+    gc.add_argument("--json", action="store_true", help='print {"removed": [...], "freed_bytes": N}')
+
     wait = command("wait", "block until the jobs are final; exit 0 only if all COMPLETED")
     wait.add_argument("ids", nargs="+", metavar="ID")
     wait.add_argument("--timeout", type=float, help="give up after this many seconds")
     wait.add_argument("--json", action="store_true", help="print a JSON array of the jobs")
     return parser
+
+
+def _job_options(parser: argparse.ArgumentParser, every: str = "") -> None:
+    parser.add_argument("--attempts", type=int, help=f"max attempts{every} (default 3)")
+    parser.add_argument("--timeout", type=float, help=f"seconds before an attempt{every} is killed")
+    parser.add_argument("--backoff-base", type=float, metavar="S", help="retry backoff after the first failure (1 s)")
+    parser.add_argument("--backoff-factor", type=float, metavar="F", help="backoff growth per failed attempt (2)")
+    parser.add_argument("--backoff-cap", type=float, metavar="S", help="longest retry backoff (60 s)")
 
 
 def _settings(args: argparse.Namespace) -> ClientSettings:
@@ -119,6 +152,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
         from .up import run_up  # keeps the subprocess machinery out of the plain client paths
 
         return await run_up(args, token=args.token)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return await run_demo(args, _settings(args), Console(), explicit_master=args.master is not None)
     return await run_oneshot(args, _settings(args), Console())
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Final
 
 from rich.console import Console
@@ -22,9 +23,12 @@ from titan.client import TitanClient, WaitTimeout
 from titan.config import ClientSettings
 from titan.errors import RemoteError, UsageError
 
-from .executor import logs_refusal
+from .dagview import dag_tree
+from .executor import log_note, logs_refusal
+from .inline import attach_inline, inline_spec, parse_duration
 from .jsonview import job_json, stats_json, worker_json
 from .parse import JOB_STATES, parse_dag, parse_submit
+from .progress import follow_jobs
 from .render import job_detail, job_table, state_text, stats_view, workers_table
 
 __all__ = ["ONESHOT_COMMANDS", "check_arguments", "run_oneshot"]
@@ -36,8 +40,8 @@ def _emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, separators=(",", ":")) + "\n")
 
 
-def _submit_spec(args: argparse.Namespace) -> JobSpec:
-    spec = parse_submit(args.job)
+def _job_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--attempts``, ``--timeout``, ``--backoff-*`` as JobSpec fields (only those given)."""
     changes: dict[str, Any] = {}
     if args.attempts is not None:
         if args.attempts < 1:
@@ -47,6 +51,32 @@ def _submit_spec(args: argparse.Namespace) -> JobSpec:
         if args.timeout <= 0:
             raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
         changes["timeout_s"] = args.timeout
+    for option, name, minimum in (
+        ("backoff_base", "backoff_base_s", 0.0),
+        ("backoff_factor", "backoff_factor", 1.0),
+        ("backoff_cap", "backoff_cap_s", 0.0),
+    ):
+        value = getattr(args, option, None)
+        if value is None:
+            continue
+        flag = "--" + option.replace("_", "-")
+        if minimum == 0.0 and not value > 0:
+            raise UsageError(f"{flag} must be positive, got {value:g}")
+        if value < minimum:
+            raise UsageError(f"{flag} must be at least {minimum:g}, got {value:g}")
+        changes[name] = value
+    return changes
+
+
+def _submit_spec(args: argparse.Namespace) -> JobSpec:
+    if args.file is not None:
+        job = args.job or "RUN"
+        spec = inline_spec(parse_submit(job if "|" in job else f"{job}|{args.file}"), args.file)
+    elif args.job is None:
+        raise UsageError("submit expects 'TYPE|DATA[|PRIORITY[|DELAY_MS]]' or --file PATH")
+    else:
+        spec = attach_inline(parse_submit(args.job))
+    changes = _job_options(args)
     if args.skills is not None:
         skills = [skill.strip().upper() for skill in args.skills.split(",") if skill.strip()]
         if not skills:
@@ -60,11 +90,14 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.command == "submit":
         args.spec = _submit_spec(args)
     elif args.command == "submit-dag":
-        args.specs = parse_dag(args.dag)
+        options = _job_options(args)
+        args.specs = [dataclasses.replace(spec, **options) for spec in parse_dag(args.dag)]
     elif args.command == "list" and args.state:
         args.state = args.state.upper()
         if args.state not in JOB_STATES:
             raise UsageError(f"list expects [STATE] with STATE one of {', '.join(JOB_STATES)}; got '{args.state}'")
+    elif args.command == "gc":
+        args.older_than_s = parse_duration(args.older_than)
     elif args.command == "wait" and args.timeout is not None and args.timeout <= 0:
         raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
 
@@ -79,9 +112,10 @@ async def _submit(client: TitanClient, args: argparse.Namespace, out: Console) -
 
 
 async def _submit_dag(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
-    ids = await client.submit_dag(args.specs)
+    reply = await client.submit_dag_info(args.specs)
+    ids = reply.job_ids
     if args.json:
-        _emit_json({"ids": ids})
+        _emit_json({"ids": ids, "dag": reply.dag_id})
     else:
         sys.stdout.write("".join(job_id + "\n" for job_id in ids))
     return 0
@@ -93,11 +127,13 @@ async def _status(client: TitanClient, args: argparse.Namespace, out: Console) -
         _emit_json(job_json(job))
     else:
         out.print(job_detail(job))
+        if job.dag:
+            out.print(dag_tree(await client.dag_jobs(job.dag)))
     return 0
 
 
 async def _list(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
-    jobs = await client.list_jobs(args.state or None)
+    jobs = await client.list_jobs(args.state or None, dag=args.dag)
     if args.json:
         _emit_json([job_json(job) for job in jobs])
     else:
@@ -124,7 +160,10 @@ async def _workers(client: TitanClient, args: argparse.Namespace, out: Console) 
 
 
 async def _job_change(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
-    job = await (client.cancel(args.id) if args.command == "cancel" else client.retry(args.id))
+    if args.command == "cancel":
+        job = await client.cancel(args.id, dag=args.dag)
+    else:
+        job = await client.retry(args.id)
     if args.json:
         _emit_json(job_json(job))
     else:
@@ -134,7 +173,11 @@ async def _job_change(client: TitanClient, args: argparse.Namespace, out: Consol
 
 async def _wait(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
     try:
-        jobs = await client.wait(args.ids, timeout_s=args.timeout)
+        if out.is_terminal and not args.json:
+            title = f"{len(args.ids)} jobs" if len(args.ids) > 1 else args.ids[0]
+            jobs = await follow_jobs(client, args.ids, out, title=title, timeout_s=args.timeout)
+        else:
+            jobs = await client.wait(args.ids, timeout_s=args.timeout)
     except WaitTimeout as exc:
         jobs = exc.jobs
         error: WaitTimeout | None = exc
@@ -150,15 +193,50 @@ async def _wait(client: TitanClient, args: argparse.Namespace, out: Console) -> 
     return 0 if jobs and all(job.state == "COMPLETED" for job in jobs) else 1
 
 
+async def _outputs(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
+    reply = await client.outputs(args.id, args.attempt)
+    dest = Path(args.dest) / reply.job_id
+    written: list[str] = []
+    for name, data in sorted(reply.files.items()):
+        path = dest / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        written.append(str(path))
+    if args.json:
+        _emit_json({"id": reply.job_id, "attempt": reply.attempt, "files": written})
+    elif not written:
+        out.print(f"{reply.job_id} kept no output files")
+    else:
+        sys.stdout.write("".join(path + "\n" for path in written))
+    return 0
+
+
 async def _logs(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
     try:
         async with client.logs(args.id, follow=args.follow) as stream:
+            attempt = stream.attempt
             async for chunk in stream:
+                if chunk.attempt != attempt and chunk.attempt:
+                    attempt = chunk.attempt
+                    sys.stderr.write(f"--- attempt {attempt} ---\n")
                 target = sys.stderr if chunk.stream == "stderr" else sys.stdout
-                target.write(chunk.data.decode("utf-8", errors="replace"))
                 target.flush()
+                target.buffer.write(chunk.data)  # the bytes as the job wrote them
+                target.buffer.flush()
     except RemoteError as exc:
         raise logs_refusal(exc, client.address) from None
+    note = log_note(await client.status(args.id))
+    if note:
+        sys.stderr.write(note + "\n")
+    return 0
+
+
+async def _gc(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
+    reply = await client.gc(args.older_than_s)
+    if args.json:
+        _emit_json({"removed": reply.removed, "freed_bytes": reply.freed_bytes})
+    else:
+        out.print(f"removed {len(reply.removed)} job folder(s), {reply.freed_bytes} bytes")
     return 0
 
 
@@ -173,6 +251,8 @@ ONESHOT_COMMANDS: Final[dict[str, Handler]] = {
     "retry": _job_change,
     "wait": _wait,
     "logs": _logs,
+    "gc": _gc,
+    "outputs": _outputs,
 }
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "JOB_STATES",
     "SUBMIT_FORM",
     "CancelCommand",
+    "CancelDagCommand",
     "Command",
     "DlqCommand",
     "ExitCommand",
@@ -32,6 +33,7 @@ __all__ = [
     "StatusCommand",
     "SubmitCommand",
     "SubmitDagCommand",
+    "WatchCommand",
     "WorkersCommand",
     "is_worker_artifact",
     "parse_dag",
@@ -112,6 +114,20 @@ class CancelCommand:
 
 
 @dataclass(frozen=True)
+class CancelDagCommand:
+    """``CANCEL_DAG <id>``: cancel every unfinished job of the DAG (a DAG id or any of its job ids)."""
+
+    ref: str
+
+
+@dataclass(frozen=True)
+class WatchCommand:
+    """``WATCH <id>``: a live progress bar until the job (or its whole DAG) is final."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
 class RetryCommand:
     """``RETRY <id>``: requeue a job from the dead-letter queue."""
 
@@ -148,6 +164,8 @@ Command = (
     | ListCommand
     | LogsCommand
     | CancelCommand
+    | CancelDagCommand
+    | WatchCommand
     | RetryCommand
     | DlqCommand
     | WorkersCommand
@@ -377,6 +395,8 @@ _PARSERS: Final[dict[str, Callable[[str], Command]]] = {
     "LIST": _parse_list,
     "LOGS": _parse_logs,
     "CANCEL": lambda rest: _one_id("CANCEL", rest, CancelCommand),
+    "CANCEL_DAG": lambda rest: _one_id("CANCEL_DAG", rest, CancelDagCommand),
+    "WATCH": lambda rest: _one_id("WATCH", rest, WatchCommand),
     "RETRY": lambda rest: _one_id("RETRY", rest, RetryCommand),
     "DLQ": lambda rest: _no_args("DLQ", rest, DlqCommand()),
     "WORKERS": lambda rest: _no_args("WORKERS", rest, WorkersCommand()),

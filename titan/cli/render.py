@@ -9,9 +9,9 @@ than markup strings because worker ports and skills are written in brackets
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -23,6 +23,8 @@ from protocol import JobInfo, StatsReply, WorkerInfo
 
 __all__ = [
     "HELP_ENTRIES",
+    "STATE_STYLES",
+    "attempts_table",
     "format_age",
     "help_view",
     "is_active",
@@ -43,6 +45,7 @@ STATE_STYLES: Final = {
     "DELAYED": "magenta",
     "BLOCKED": "blue",
     "DEAD": "bold red",
+    "FAILED": "red",
     "CANCELLED": "dim",
     "SKIPPED": "dim",
     "STOPPED": "dim",
@@ -63,8 +66,14 @@ HELP_ENTRIES: Final[tuple[tuple[str, str, str], ...]] = (
     ("STATUS", "STATUS <id>", "STATUS TSK-1a2b3c4d"),
     ("LIST", "LIST [STATE]", "LIST RUNNING"),
     ("LOGS", "LOGS <id> [-f]", "LOGS TSK-1a2b3c4d -f"),
+    ("WATCH", "WATCH <id>   (a live progress bar until the job, or its whole DAG, is final)", "WATCH RUN_CALC"),
     ("CANCEL", "CANCEL <id>", "CANCEL TSK-1a2b3c4d"),
-    ("RETRY", "RETRY <id>   (requeue from the dead-letter queue)", "RETRY TSK-1a2b3c4d"),
+    (
+        "CANCEL_DAG",
+        "CANCEL_DAG <id>   (cancel every unfinished job of the DAG; a DAG id or any of its job ids)",
+        "CANCEL_DAG RUN_CALC",
+    ),
+    ("RETRY", "RETRY <id>   (requeue from the dead-letter queue; un-skips its dependants)", "RETRY TSK-1a2b3c4d"),
     ("DLQ", "DLQ   (the dead-letter queue)", "DLQ"),
     ("WORKERS", "WORKERS", "WORKERS"),
     ("HELP", "HELP [command]", "HELP SUBMIT_DAG"),
@@ -108,14 +117,23 @@ def is_active(worker: WorkerInfo) -> bool:
 # --------------------------------------------------------------------------- jobs
 
 
+_ERROR_STATES: Final = frozenset({"DEAD", "FAILED", "SKIPPED", "CANCELLED"})
+
+
 def job_table(jobs: Sequence[JobInfo], *, now: float | None = None, title: str | None = None) -> Table:
-    """One row per job: id, type, data, state (coloured), attempts, worker, exit code, age."""
+    """One row per job: id, type, data, state (coloured), attempts, worker, exit code, age.
+
+    A LAST ERROR column is added when a listed job is DEAD, FAILED, SKIPPED or
+    CANCELLED with a reason (the dead-letter queue, ``LIST DEAD``).
+    """
     now = time.time() if now is None else now
+    errors = any(job.error and job.state in _ERROR_STATES for job in jobs)
     table = Table(title=title, header_style="bold", expand=False)
-    for name in ("ID", "TYPE", "DATA", "STATE", "ATTEMPTS", "WORKER", "EXIT", "AGE"):
+    names = ["ID", "TYPE", "DATA", "STATE", "ATTEMPTS", "WORKER", "EXIT", "AGE"] + ["LAST ERROR"] * errors
+    for name in names:
         table.add_column(name, no_wrap=name in ("ID", "STATE"), overflow="fold")
     for job in jobs:
-        table.add_row(
+        row: list[Text | str] = [
             job.id,
             job.type,
             Text(job.data),
@@ -124,7 +142,10 @@ def job_table(jobs: Sequence[JobInfo], *, now: float | None = None, title: str |
             _dash(job.worker),
             _dash(job.exit_code),
             format_age(now - job.submitted_at),
-        )
+        ]
+        if errors:
+            row.append(Text(job.error, style="red") if job.state in _ERROR_STATES else "")
+        table.add_row(*row)
     if not jobs:
         table.caption = "no jobs"
     return table
@@ -147,6 +168,7 @@ def job_detail(job: JobInfo, *, now: float | None = None) -> Panel:
         ("Exit code", _dash(job.exit_code)),
         ("Error", Text(job.error, style="red") if job.error else "-"),
         ("Depends on", Text(", ".join(job.deps)) if job.deps else "-"),
+        ("DAG", _dash(job.dag)),
         ("Skills", Text(", ".join(job.skills)) if job.skills else "-"),
         ("Delay", f"{job.delay_ms} ms"),
         ("Timeout", "-" if job.timeout_s is None else f"{job.timeout_s:g} s"),
@@ -157,6 +179,8 @@ def job_detail(job: JobInfo, *, now: float | None = None) -> Panel:
     for name, value in rows:
         fields.add_row(name, value)
     parts: list[RenderableType] = [fields]
+    if job.runs:
+        parts.append(attempts_table(job))
     if job.history:
         story = Table(title="History", title_justify="left", header_style="bold")
         for name in ("TIME", "FROM", "TO", "CAUSE"):
@@ -170,6 +194,33 @@ def job_detail(job: JobInfo, *, now: float | None = None) -> Panel:
             )
         parts.append(story)
     return Panel(Group(*parts), title=Text(f"Job {job.id}", style="bold"), title_align="left", expand=False)
+
+
+def attempts_table(job: JobInfo) -> Table:
+    """One row per attempt: where, how it ended, how long it ran, the backoff after it."""
+    table = Table(title="Attempts", title_justify="left", header_style="bold")
+    for name in ("#", "WORKER", "STATE", "EXIT", "STARTED", "RAN", "BACKOFF", "ERROR / OUTPUTS"):
+        table.add_column(name, overflow="fold")
+    for run in job.runs:
+        ran = "-"
+        if run.started_at is not None and run.finished_at is not None:
+            ran = f"{max(0.0, run.finished_at - run.started_at):.2f}s"
+        note = Text(run.error, style="red") if run.error else Text(", ".join(run.outputs))
+        if run.log_lost:
+            note.append(f" [{run.log_lost} live log datagram(s) lost]", style="yellow")
+        if run.truncated:
+            note.append(" [log truncated: tail kept]", style="yellow")
+        table.add_row(
+            str(run.attempt),
+            _dash(run.worker),
+            state_text(run.state),
+            _dash(run.exit_code),
+            "-" if run.started_at is None else datetime.fromtimestamp(run.started_at).strftime("%H:%M:%S.%f")[:-3],
+            ran,
+            "-" if run.backoff_s is None else f"{run.backoff_s:.2f}s",
+            note,
+        )
+    return table
 
 
 # --------------------------------------------------------------------------- workers
@@ -219,6 +270,34 @@ def worker_tree(workers: Iterable[WorkerInfo]) -> list[Tree]:
     return trees
 
 
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
+
+
+def durability_rows(extra: Mapping[str, Any], now: float | None = None) -> list[tuple[str, Text]]:
+    """The WAL and the last recovery, from ``StatsReply.extra`` (nothing if the master keeps no WAL)."""
+    if "wal_fsync" not in extra:
+        return []
+    now = time.time() if now is None else now
+    snapshot_at = extra.get("wal_last_snapshot_at")
+    snapshot = f"snapshot {format_age(max(0.0, now - snapshot_at))} ago" if snapshot_at else "no snapshot yet"
+    fsync = extra["wal_fsync"]
+    wal = Text(f"{_megabytes(int(extra.get('wal_bytes', 0)))}, {snapshot}, fsync ")
+    wal.append(fsync, style="" if fsync == "on" else "bold red")
+    if extra.get("wal_warning"):
+        wal.append(f" ({extra['wal_warning']})", style="red")
+    rows = [("WAL", wal)]
+    if extra.get("recovery_records") or extra.get("recovery_jobs") or extra.get("recovery_dropped"):
+        recovery = Text(
+            f"{extra.get('recovery_jobs', 0)} jobs from {extra.get('recovery_records', 0)} records"
+            f" in {extra.get('recovery_s', 0):.2f}s"
+        )
+        if extra.get("recovery_dropped"):
+            recovery.append(f"; dropped {extra['recovery_dropped']}", style="bold red")
+        rows.append(("Recovered", recovery))
+    return rows
+
+
 def stats_view(stats: StatsReply) -> Group:
     """The classic monitor: the counts, then the worker tree with services and tasks."""
     header = Table.grid(padding=(0, 2))
@@ -234,6 +313,8 @@ def stats_view(stats: StatsReply) -> Group:
     )
     for name, value in counts:
         header.add_row(f"{name}:", Text(str(value), style="bold red" if name.startswith("Dead") and value else ""))
+    for name, text in durability_rows(stats.extra):
+        header.add_row(f"{name}:", text)
     parts: list[RenderableType] = [
         Panel(header, title=Text("TITAN CLUSTER", style="bold"), title_align="left", expand=False)
     ]

@@ -102,6 +102,8 @@ def build_completer(ids: set[str]) -> CommandCompleter:
             "STATUS": job_ids,
             "LOGS": job_ids,
             "CANCEL": job_ids,
+            "CANCEL_DAG": job_ids,
+            "WATCH": job_ids,
             "RETRY": job_ids,
             "LIST": WordCompleter(list(JOB_STATES), ignore_case=True),
             "HELP": WordCompleter([name for name, _, _ in HELP_ENTRIES], ignore_case=True),

@@ -321,6 +321,19 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--ready-timeout must be positive, got {args.ready_timeout:g}")
 
 
+async def _demo(settings: ClientSettings, args: argparse.Namespace, console: Console) -> None:
+    """``titan up --demo``: render the Mandelbrot demo on the new cluster; a failure is one line."""
+    from titan.client import TitanClient
+
+    from .demo import render_mandelbrot
+
+    try:
+        async with await TitanClient.connect(settings) as client:
+            await render_mandelbrot(client, args, console)
+    except TitanError as exc:
+        console.print(f"[bold red]demo failed:[/bold red] {exc}")
+
+
 async def run_up(args: argparse.Namespace, *, token: str | None = None, console: Console | None = None) -> int:
     """``titan up``: start the cluster, run the REPL against it, stop the cluster."""
     from .repl import Repl  # the REPL pulls in prompt_toolkit; LocalCluster alone does not need it
@@ -365,6 +378,8 @@ async def run_up(args: argparse.Namespace, *, token: str | None = None, console:
         async with cluster:
             host, port = cluster.master_address or (args.host, args.port)
             settings = ClientSettings(host=host, port=port, token=token)
+            if getattr(args, "demo", False):
+                await _demo(settings, args, console)
             status = await Repl(settings, debug=args.debug, title="Titan (local)").run()
             console.print("stopping the local cluster...")
             return status

@@ -20,8 +20,12 @@ from typing import Final, TypeVar
 from protocol import (
     Cancel,
     Frame,
+    Gc,
+    GcReply,
     JobInfo,
     JobListReply,
+    JobOutputs,
+    JobOutputsReply,
     JobReply,
     JobSpec,
     JobStatus,
@@ -44,8 +48,9 @@ from protocol import (
     Welcome,
 )
 from titan.config import ClientSettings, parse_address
-from titan.errors import PeerClosed, RequestTimeout, UsageError
+from titan.errors import PeerClosed, RemoteError, RequestTimeout, UsageError
 from titan.net import Peer, dial
+from titan.runtime import paused_gc
 
 __all__ = ["FINAL_STATES", "LogStream", "TitanClient", "WaitTimeout"]
 
@@ -77,7 +82,12 @@ class LogStream:
 
     Use as ``async with client.logs(job_id) as stream: async for chunk in stream``.
     Iteration ends at the chunk marked ``eof``. Without ``follow`` the master sends the
-    stored log and then ``eof``; with it, the stream stays open while the job runs.
+    stored log and then ``eof``; with it, the stream stays open until the job is final
+    (across its retries: each chunk names its ``attempt``).
+
+    Raises (while iterating):
+        RemoteError: code ``FOLLOWER_CUT_OFF``: this connection fell too far behind and
+            the master ended the subscription.
     """
 
     def __init__(self, client: TitanClient, job_id: str, *, follow: bool, idle_timeout_s: float | None) -> None:
@@ -127,6 +137,8 @@ class LogStream:
             raise PeerClosed(f"connection to the master closed while reading the log of {self.job_id}")
         if chunk.eof:
             self._done = True
+            if chunk.error:
+                raise RemoteError("FOLLOWER_CUT_OFF", chunk.error)
             if not chunk.data:
                 raise StopAsyncIteration
         return chunk
@@ -267,26 +279,43 @@ class TitanClient:
 
     async def submit_dag(self, specs: Iterable[JobSpec]) -> list[str]:
         """Submit a DAG, accepted whole or not at all; returns the ids in order."""
-        reply = await self._call(SubmitDag(jobs=list(specs)), SubmitDagReply)
-        return reply.job_ids
+        return (await self.submit_dag_info(specs)).job_ids
+
+    async def submit_dag_info(self, specs: Iterable[JobSpec]) -> SubmitDagReply:
+        """Like :meth:`submit_dag`, but the whole answer: the ids and the DAG's id.
+
+        A DAG of thousands of jobs is encoded with the cyclic GC held off (see
+        :func:`titan.runtime.paused_gc`), until the master's answer is in.
+        """
+        jobs = list(specs)
+        with paused_gc(len(jobs) >= 1000):
+            return await self._call(SubmitDag(jobs=jobs), SubmitDagReply)
 
     async def status(self, job_id: str) -> JobInfo:
         """The job with its story (``history``)."""
         reply = await self._call(JobStatus(job_id=job_id), JobReply)
         return reply.job
 
-    async def list_jobs(self, state: str | None = None, limit: int = 1000) -> list[JobInfo]:
-        """Jobs, optionally only those in ``state``."""
-        reply = await self._call(ListJobs(state=state, limit=limit), JobListReply)
+    async def list_jobs(self, state: str | None = None, limit: int = 1000, *, dag: str | None = None) -> list[JobInfo]:
+        """Jobs, optionally only those in ``state``, or only those of a DAG (a DAG id or any of its job ids)."""
+        reply = await self._call(ListJobs(state=state, limit=limit, dag=dag), JobListReply)
         return reply.jobs
+
+    async def dag_jobs(self, ref: str) -> list[JobInfo]:
+        """Every job of a DAG, in submission order; ``ref`` is the DAG id or the id of one of its jobs."""
+        return await self.list_jobs(limit=2**31 - 1, dag=ref)
 
     async def stats(self) -> StatsReply:
         """Counts per state and every worker."""
         return await self._call(Stats(), StatsReply)
 
-    async def cancel(self, job_id: str) -> JobInfo:
-        """Cancel a job that is not final; returns it as it is now."""
-        reply = await self._call(Cancel(job_id=job_id), JobReply)
+    async def cancel(self, job_id: str, *, dag: bool = False) -> JobInfo:
+        """Cancel a job that is not final; returns it as it is now.
+
+        With ``dag``, cancel every unfinished job of the DAG that ``job_id`` belongs
+        to (``job_id`` may also be the DAG id).
+        """
+        reply = await self._call(Cancel(job_id=job_id, dag=dag), JobReply)
         return reply.job
 
     async def retry(self, job_id: str) -> JobInfo:
@@ -309,6 +338,14 @@ class TitanClient:
             pending = [job.id for job in reply.jobs if job.state not in FINAL_STATES]
             raise WaitTimeout(pending or ids, reply.jobs)
         return reply.jobs
+
+    async def outputs(self, job_id: str, attempt: int | None = None) -> JobOutputsReply:
+        """The files an attempt wrote under ``TITAN_OUTPUT_DIR`` (default: its latest attempt that has any)."""
+        return await self._call(JobOutputs(job_id=job_id, attempt=attempt), JobOutputsReply)
+
+    async def gc(self, older_than_s: float) -> GcReply:
+        """Remove the workspace folders of jobs final for longer than ``older_than_s`` (never an unfinished job's)."""
+        return await self._call(Gc(older_than_s=older_than_s), GcReply)
 
     def logs(self, job_id: str, *, follow: bool = False) -> LogStream:
         """A :class:`LogStream` of the job's output (``async with`` it)."""

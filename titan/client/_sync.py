@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
 
-from protocol import JobInfo, JobSpec, LogData, StatsReply
+from protocol import GcReply, JobInfo, JobOutputsReply, JobSpec, LogData, StatsReply, SubmitDagReply
 from titan.config import ClientSettings
 
 from ._client import TitanClient
@@ -126,17 +126,29 @@ class Client:
     def submit_dag(self, specs: Iterable[JobSpec]) -> list[str]:
         return self._run(self._client.submit_dag(list(specs)))
 
+    def submit_dag_info(self, specs: Iterable[JobSpec]) -> SubmitDagReply:
+        return self._run(self._client.submit_dag_info(list(specs)))
+
     def status(self, job_id: str) -> JobInfo:
         return self._run(self._client.status(job_id))
 
-    def list_jobs(self, state: str | None = None, limit: int = 1000) -> list[JobInfo]:
-        return self._run(self._client.list_jobs(state, limit))
+    def list_jobs(self, state: str | None = None, limit: int = 1000, *, dag: str | None = None) -> list[JobInfo]:
+        return self._run(self._client.list_jobs(state, limit, dag=dag))
+
+    def dag_jobs(self, ref: str) -> list[JobInfo]:
+        return self._run(self._client.dag_jobs(ref))
+
+    def outputs(self, job_id: str, attempt: int | None = None) -> JobOutputsReply:
+        return self._run(self._client.outputs(job_id, attempt))
 
     def stats(self) -> StatsReply:
         return self._run(self._client.stats())
 
-    def cancel(self, job_id: str) -> JobInfo:
-        return self._run(self._client.cancel(job_id))
+    def gc(self, older_than_s: float) -> GcReply:
+        return self._run(self._client.gc(older_than_s))
+
+    def cancel(self, job_id: str, *, dag: bool = False) -> JobInfo:
+        return self._run(self._client.cancel(job_id, dag=dag))
 
     def retry(self, job_id: str) -> JobInfo:
         return self._run(self._client.retry(job_id))

@@ -236,7 +236,7 @@ class FakeMaster:
             raise UnknownJob(job_id)
         return job
 
-    def _store(self, spec: JobSpec, job_id: str) -> None:
+    def _store(self, spec: JobSpec, job_id: str, dag: str | None = None) -> None:
         state = "BLOCKED" if spec.deps else "DELAYED" if spec.delay_ms else "PENDING"
         self.add_job(
             job_id,
@@ -248,6 +248,7 @@ class FakeMaster:
             deps=list(spec.deps),
             delay_ms=spec.delay_ms,
             skills=list(spec.skills),
+            dag=dag,
         )
 
     def _submit(self, request: Submit) -> SubmitReply:
@@ -257,15 +258,23 @@ class FakeMaster:
 
     def _submit_dag(self, request: SubmitDag) -> SubmitDagReply:
         ids = [spec.id or f"TSK-{next(self._ids):08x}" for spec in request.jobs]
+        dag = f"DAG-{next(self._ids):08x}"
         for spec, job_id in zip(request.jobs, ids, strict=True):
-            self._store(spec, job_id)
-        return SubmitDagReply(job_ids=ids)
+            self._store(spec, job_id, dag)
+        return SubmitDagReply(job_ids=ids, dag_id=dag)
 
     def _status(self, request: JobStatus) -> JobReply:
         return JobReply(job=self._job(request.job_id))
 
     def _list(self, request: ListJobs) -> JobListReply:
-        jobs = [job for job in self.jobs.values() if request.state is None or job.state == request.state]
+        jobs = [
+            job
+            for job in self.jobs.values()
+            if (request.state is None or job.state == request.state)
+            and (request.dag is None or request.dag in (job.dag, job.id))
+        ]
+        if request.dag is not None and jobs and jobs[0].dag is not None:
+            jobs = [job for job in self.jobs.values() if job.dag == jobs[0].dag]
         return JobListReply(jobs=jobs[: request.limit])
 
     def _stats(self, request: Stats) -> StatsReply:

@@ -15,6 +15,7 @@ from typing import Final
 
 from protocol import JobInfo, JobSpec, TransitionInfo
 
+from .attempts import AttemptRecord
 from .states import FINAL_STATES, JobState, Step
 
 __all__ = ["Job", "check_job_id", "new_job_id"]
@@ -34,6 +35,20 @@ def check_job_id(job_id: str) -> str | None:
     return (
         f"job id '{job_id}' is not allowed: use up to 64 letters, digits, '_', '-' or '.', not starting with '.' or '-'"
     )
+
+
+_SKILL_SETS: dict[tuple[str, ...], frozenset[str]] = {}
+
+
+def _skills(names: list[str]) -> frozenset[str]:
+    """The normalized skill set; a few distinct sets serve every job (interned)."""
+    key = tuple(names)
+    found = _SKILL_SETS.get(key)
+    if found is None:
+        found = frozenset(s.strip().upper() for s in names if s.strip())
+        if len(_SKILL_SETS) < 1024:
+            _SKILL_SETS[key] = found
+    return found
 
 
 @dataclass(slots=True, eq=False)
@@ -68,6 +83,11 @@ class Job:
     affinity: bool = False
     port: int | None = None
     payload: bytes | None = None  # a script sent inline by the client
+    dag: str | None = None  # the DAG it was submitted in
+    # retry backoff (resolved at admission: the job's own values or the master's defaults)
+    backoff_base_s: float = 1.0
+    backoff_factor: float = 2.0
+    backoff_cap_s: float = 60.0
     # runtime
     attempts: int = 0
     retry_base: int = 0
@@ -80,6 +100,8 @@ class Job:
     due: float | None = None  # when a DELAYED or FAILED job becomes PENDING
     ticket: int = 0  # bumped on every enqueue; older queue entries are stale
     story: deque[Step] = field(default_factory=lambda: deque(maxlen=50))
+    runs: list[AttemptRecord] = field(default_factory=list)  # one per attempt, oldest first
+    outputs: list[str] = field(default_factory=list)  # files kept from the attempt that COMPLETED it
 
     @classmethod
     def from_spec(
@@ -95,6 +117,8 @@ class Job:
         run_args: list[str],
         story_limit: int = 50,
         stimulus: str = "submit",
+        dag: str | None = None,
+        backoff: tuple[float, float, float] = (1.0, 2.0, 60.0),
     ) -> Job:
         """Build a job in its first state; the story starts with its creation."""
         job = cls(
@@ -115,10 +139,14 @@ class Job:
             timeout_s=spec.timeout_s,
             slots=spec.slots,
             memory_mb=spec.memory_mb,
-            skills=frozenset(s.strip().upper() for s in spec.skills if s.strip()),
+            skills=_skills(spec.skills),
             affinity=spec.affinity,
             port=spec.port,
             payload=spec.payload,
+            dag=dag,
+            backoff_base_s=backoff[0],
+            backoff_factor=backoff[1],
+            backoff_cap_s=backoff[2],
             story=deque(maxlen=max(1, story_limit)),
         )
         job.story.append(Step(None, state, stimulus, now))
@@ -131,6 +159,11 @@ class Job:
     @property
     def is_final(self) -> bool:
         return self.state in FINAL_STATES
+
+    @property
+    def current_run(self) -> AttemptRecord | None:
+        """The record of the latest attempt, if the job has started one."""
+        return self.runs[-1] if self.runs else None
 
     def note(self, stimulus: str, now: float) -> None:
         """Record something that happened without a state change (e.g. a fenced report)."""
@@ -166,4 +199,6 @@ class Job:
                 )
                 for step in self.story
             ],
+            dag=self.dag,
+            runs=[run.to_info() for run in self.runs],
         )

@@ -25,13 +25,15 @@ Life of a job::
     DEAD --RETRY--> PENDING                   (fresh attempts)
     any non-final --cancel--> CANCELLED       (SCHEDULED/RUNNING also stop the task)
     BLOCKED --a dependency is DEAD/CANCELLED/SKIPPED--> SKIPPED
+    SKIPPED --the DEAD job that skipped it is RETRIED--> BLOCKED   (back in the waiting room)
     service RUNNING --stop--> STOPPED
 
 FAILED is not final: it is a job waiting out its retry backoff. The policy that
 picks FAILED's successor (retry or dead letter) lives outside the table, in
 :mod:`titan.master.retry`; its answer feeds ``transition()``.
 
-Every change is appended to the job's bounded story ``(start, finish, stimulus, t)``.
+Every change is appended to the job's bounded story ``(start, finish, stimulus, t)``,
+and the handlers keep one :class:`~titan.jobs.attempts.AttemptRecord` per attempt.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple, TypeAlias
 
 from titan.errors import InvalidTransition
 
+from .attempts import AttemptRecord
 from .effects import (
     Assign,
     Delay,
@@ -150,12 +153,27 @@ def _schedule(job: Job, change: Change) -> list[Effect]:
     job.error = ""
     job.started_at = None
     job.finished_at = None
+    job.runs.append(AttemptRecord(job.attempts, job.worker_name))
     return [Assign(change.worker, job), SendTask(change.worker, job)]
 
 
 def _start(job: Job, change: Change) -> list[Effect]:
     job.started_at = change.now
+    run = job.current_run
+    if run is not None:
+        run.state = R.value
+        run.started_at = change.now
     return []
+
+
+def _end_run(job: Job, state: str, now: float) -> None:
+    """Close the record of the attempt a worker held."""
+    run = job.current_run
+    if run is not None and run.finished_at is None:
+        run.state = state
+        run.finished_at = now
+        run.exit_code = job.exit_code
+        run.error = job.error
 
 
 def _release_worker(job: Job) -> list[Effect]:
@@ -166,6 +184,7 @@ def _complete(job: Job, change: Change) -> list[Effect]:
     job.exit_code = 0 if change.exit_code is None else change.exit_code
     job.error = ""
     job.finished_at = change.now
+    _end_run(job, C.value, change.now)
     return [*_release_worker(job), JobFinished(job), ReleaseDependants(job.id, satisfied=True)]
 
 
@@ -178,9 +197,13 @@ def _fail(job: Job, change: Change) -> list[Effect]:
     else:
         job.error = "failed"
     job.finished_at = change.now
+    _end_run(job, F.value, change.now)
     effects = _release_worker(job)
     if change.due is not None:
         job.due = change.due
+        run = job.current_run
+        if run is not None:
+            run.backoff_s = max(0.0, change.due - change.now)
         effects.append(Delay(job, change.due))
     return effects
 
@@ -189,12 +212,20 @@ def _requeue_lost(job: Job, change: Change) -> list[Effect]:
     # the attempt counts (its number is spent) but the job goes straight back to the queue
     job.error = change.error or "worker lost"
     job.exit_code = None
+    _end_run(job, "LOST", change.now)
     return [*_release_worker(job), Enqueue(job)]
 
 
 def _to_dead_letter(job: Job, change: Change) -> list[Effect]:
     job.due = None
     return [JobFinished(job), ReleaseDependants(job.id, satisfied=False, reason=f"dependency {job.id} is DEAD")]
+
+
+def _unskip(job: Job, change: Change) -> list[Effect]:
+    # the caller seats it in the waiting room again; its dependencies decide from there
+    job.error = ""
+    job.finished_at = None
+    return []
 
 
 def _resurrect(job: Job, change: Change) -> list[Effect]:
@@ -226,6 +257,7 @@ def _end_active(reason_state: JobState) -> Handler:
     def handler(job: Job, change: Change) -> list[Effect]:
         job.finished_at = change.now
         job.error = change.error or reason_state.value.lower()
+        _end_run(job, reason_state.value, change.now)
         effects: list[Effect] = []
         if job.worker is not None:
             effects.append(StopTask(job.worker, job.id, job.attempts, job.error))
@@ -265,6 +297,7 @@ TRANSITIONS: Final[Mapping[tuple[JobState, JobState], Handler]] = {
     (F, D): _to_dead_letter,
     (F, X): _cancel_idle,
     (D, P): _resurrect,
+    (K, B): _unskip,
 }
 
 

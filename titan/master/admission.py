@@ -38,13 +38,22 @@ _HANDLER_NAME: Final = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 class Admission:
     """Validates specs and builds jobs; stores nothing."""
 
-    def __init__(self, files: FileCatalog, *, rng: random.Random, max_payload_bytes: int, story_limit: int) -> None:
+    def __init__(
+        self,
+        files: FileCatalog,
+        *,
+        rng: random.Random,
+        max_payload_bytes: int,
+        story_limit: int,
+        backoff: tuple[float, float, float] = (1.0, 2.0, 60.0),
+    ) -> None:
         self.files = files
         self.rng = rng
         self.max_payload_bytes = max_payload_bytes
         self.story_limit = story_limit
+        self.backoff = backoff  # (base_s, factor, cap_s) for jobs that set none
 
-    def build(self, spec: JobSpec, *, seq: int, now: float, taken: Container[str]) -> Job:
+    def build(self, spec: JobSpec, *, seq: int, now: float, taken: Container[str], dag: str | None = None) -> Job:
         """A new job in its first state (BLOCKED with deps, DELAYED with a delay, else PENDING).
 
         Raises:
@@ -54,6 +63,7 @@ class Admission:
         run_kind, run_data, run_args = self.resolve(spec)
         if spec.id is not None and spec.id in spec.deps:
             raise ValidationError(f"job '{job_id}' depends on itself")
+        backoff = self._backoff(job_id, spec)
         if spec.deps:
             state = JobState.BLOCKED
         elif spec.delay_ms > 0:
@@ -70,10 +80,32 @@ class Admission:
             run_data=run_data,
             run_args=run_args,
             story_limit=self.story_limit,
+            dag=dag,
+            backoff=backoff,
         )
+        if len(set(job.deps)) != len(job.deps):
+            job.deps = list(dict.fromkeys(job.deps))  # [A, A] means [A]
         if state is JobState.DELAYED:
             job.due = now + spec.delay_ms / 1000
         return job
+
+    def _backoff(self, job_id: str, spec: JobSpec) -> tuple[float, float, float]:
+        if spec.backoff_base_s is None and spec.backoff_factor is None and spec.backoff_cap_s is None:
+            return self.backoff
+        base, factor, cap = self.backoff
+        if spec.backoff_base_s is not None:
+            if not spec.backoff_base_s > 0:
+                raise ValidationError(f"job '{job_id}': backoff base must be positive, got {spec.backoff_base_s:g}")
+            base = spec.backoff_base_s
+        if spec.backoff_factor is not None:
+            if not spec.backoff_factor >= 1:
+                raise ValidationError(f"job '{job_id}': backoff factor must be at least 1, got {spec.backoff_factor:g}")
+            factor = spec.backoff_factor
+        if spec.backoff_cap_s is not None:
+            if not spec.backoff_cap_s > 0:
+                raise ValidationError(f"job '{job_id}': backoff cap must be positive, got {spec.backoff_cap_s:g}")
+            cap = spec.backoff_cap_s
+        return base, factor, cap
 
     def _job_id(self, spec: JobSpec, taken: Container[str]) -> str:
         if spec.id is None:

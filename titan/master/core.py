@@ -47,6 +47,7 @@ from titan.jobs import (
 from .admission import Admission
 from .files import FileCatalog
 from .invariants import check_invariants
+from .journal import Journal
 from .registry import WorkerRegistry
 from .retry import next_retry
 from .scheduler import DelayHeap, JobClass, LeastConnections, ReadyQueue
@@ -73,9 +74,14 @@ class MasterState:
         self.settings = settings
         self.rng = rng if rng is not None else random.Random()
         self.admission = Admission(
-            files, rng=self.rng, max_payload_bytes=settings.max_payload_bytes, story_limit=settings.story_limit
+            files,
+            rng=self.rng,
+            max_payload_bytes=settings.max_payload_bytes,
+            story_limit=settings.story_limit,
+            backoff=(settings.retry_backoff_base_s, settings.retry_backoff_factor, settings.retry_backoff_cap_s),
         )
         self.jobs: dict[str, Job] = {}  # in submission order
+        self.dags: dict[str, list[Job]] = {}  # DAG id -> its jobs, in submission order
         self.registry = WorkerRegistry()
         self.ready = ReadyQueue()
         self.delays = DelayHeap()
@@ -87,6 +93,8 @@ class MasterState:
         self._seq = itertools.count(1)
         self._pending: deque[Effect] = deque()
         self._out: list[Effect] = []
+        # set by the shell that keeps a WAL: every change is recorded there (see journal.py)
+        self.journal: Journal | None = None
 
     # ------------------------------------------------------------------ client stimuli
     def submit(self, spec: JobSpec, now: float) -> tuple[Job, list[Effect]]:
@@ -103,36 +111,48 @@ class MasterState:
         return job, self._done(now)
 
     def submit_dag(self, specs: list[JobSpec], now: float) -> tuple[list[Job], list[Effect]]:
-        """Admit a DAG whole, or nothing.
+        """Admit a DAG whole, or nothing; its jobs share a new DAG id (``job.dag``).
 
         Raises:
             ValidationError: a job is refused, or a dependency is unknown.
             CycleError: the DAG has a cycle (names its ids).
         """
+        dag_id = self._new_dag_id()
         new: dict[str, Job] = {}
+        taken = _Either(self.jobs, new)
+        build = self.admission.build
         for spec in specs:
-            job = self.admission.build(spec, seq=next(self._seq), now=now, taken=_Either(self.jobs, new))
+            job = build(spec, seq=next(self._seq), now=now, taken=taken, dag=dag_id)
             new[job.id] = job
         check_dag({job.id: job.deps for job in new.values()}, self.jobs)
-        for job in new.values():
+        jobs = list(new.values())
+        self.dags[dag_id] = jobs
+        for job in jobs:
             self._store(job, now, new)
-        return list(new.values()), self._done(now)
+        return jobs, self._done(now)
 
-    def cancel(self, job_id: str, now: float) -> tuple[Job, list[Effect]]:
+    def cancel(self, job_id: str, now: float, *, dag: bool = False) -> tuple[Job, list[Effect]]:
         """Cancel a job that is not final; a SCHEDULED/RUNNING one is stopped on its worker.
 
+        With ``dag``, cancel every unfinished job of the DAG that ``job_id`` (a job
+        or DAG id) names; the answer is that job (or the DAG's first).
+
         Raises:
-            UnknownJob, InvalidTransition (the job is already final).
+            UnknownJob, InvalidTransition (the job is already final), ValidationError
+            (``dag`` for a job submitted on its own).
         """
-        job = self.job(job_id)
-        was_blocked = job.state is S.BLOCKED
-        self._move(job, S.CANCELLED, "cancel", now, error="cancelled")
-        if was_blocked:
-            self.room.forget(job.id)
-        return job, self._done(now)
+        if not dag:
+            job = self.job(job_id)
+            self._cancel(job, now, "cancel")
+            return job, self._done(now)
+        jobs = self.dag_jobs(job_id)
+        for member in jobs:
+            if not member.is_final:
+                self._cancel(member, now, f"cancel of DAG {member.dag}")
+        return self.jobs.get(job_id) or jobs[0], self._done(now)
 
     def retry(self, job_id: str, now: float) -> tuple[Job, list[Effect]]:
-        """Requeue a DEAD job with a fresh set of attempts.
+        """Requeue a DEAD job with a fresh set of attempts; the jobs it skipped wait for it again.
 
         Raises:
             UnknownJob, ValidationError (the job is not DEAD).
@@ -141,6 +161,7 @@ class MasterState:
         if job.state is not S.DEAD:
             raise ValidationError(f"job '{job_id}' is {job.state.value}: RETRY requeues DEAD jobs only")
         self._move(job, S.PENDING, "retry from the dead-letter queue", now)
+        self._unskip_downstream(job, now)
         return job, self._done(now)
 
     # ------------------------------------------------------------------ worker stimuli
@@ -228,8 +249,22 @@ class MasterState:
             raise UnknownJob(job_id)
         return job
 
-    def list_jobs(self, state: str | None = None, limit: int = 1000) -> list[Job]:
-        """Most recent first, optionally only jobs in ``state``."""
+    def dag_jobs(self, ref: str) -> list[Job]:
+        """The jobs of a DAG, in submission order; ``ref`` is a DAG id or the id of one of its jobs.
+
+        Raises:
+            UnknownJob, ValidationError (the job was submitted on its own).
+        """
+        jobs = self.dags.get(ref)
+        if jobs is not None:
+            return jobs
+        job = self.job(ref)
+        if job.dag is None:
+            raise ValidationError(f"job '{ref}' was not submitted as part of a DAG")
+        return self.dags[job.dag]
+
+    def list_jobs(self, state: str | None = None, limit: int = 1000, dag: str | None = None) -> list[Job]:
+        """Most recent first (a DAG's jobs: in submission order), optionally only jobs in ``state``."""
         wanted: JobState | None = None
         if state:
             try:
@@ -239,7 +274,7 @@ class MasterState:
         found: list[Job] = []
         if limit <= 0:
             return found
-        for job in reversed(self.jobs.values()):
+        for job in self.dag_jobs(dag) if dag else reversed(self.jobs.values()):
             if wanted is None or job.state is wanted:
                 found.append(job)
                 if len(found) >= limit:
@@ -272,10 +307,70 @@ class MasterState:
         """Raise AssertionError if an invariant does not hold."""
         check_invariants(self.jobs, self.registry, self.room, self.counts)
 
+    def restore(self, jobs: dict[str, Job], *, failed_attempts: int, now: float) -> list[Effect]:
+        """Adopt a job table rebuilt from the WAL (``journal.py``) and rebuild what derives from it.
+
+        Counts, DAGs, the ready queue, the delay heap (original due times) and the
+        waiting room come from the jobs' states. A SCHEDULED or RUNNING job is held
+        for its worker, which counts as disconnected from ``now``: it has one
+        heartbeat timeout to register and report before its attempts are lost.
+        """
+        self.jobs = jobs
+        self.failed_attempts = failed_attempts
+        self._seq = itertools.count(max((job.seq for job in jobs.values()), default=0) + 1)
+        counts = self.counts = dict.fromkeys(JobState, 0)
+        delays, registry = self.delays, self.registry
+        pending: list[Job] = []
+        for job in jobs.values():
+            state = job.state
+            counts[state] += 1
+            if job.dag is not None:
+                self.dags.setdefault(job.dag, []).append(job)
+            if state is S.PENDING:
+                pending.append(job)
+            elif state is S.DELAYED or state is S.FAILED:
+                delays.push(job, now if job.due is None else job.due)
+            elif state in ACTIVE_STATES and job.worker is not None:
+                if registry.get(job.worker) is None:
+                    registry.expect(job.worker, job.worker_name or job.worker, now)
+                registry.assign(job.worker, job)
+        self.ready.extend(pending)
+        for verdict in self.room.rebuild(jobs):
+            self._decide(verdict, now)
+        return self._done(now)
+
     # ------------------------------------------------------------------ internals
+    def _new_dag_id(self) -> str:
+        dag_id = f"DAG-{self.rng.getrandbits(32):08x}"
+        while dag_id in self.dags:
+            dag_id = f"DAG-{self.rng.getrandbits(32):08x}"
+        return dag_id
+
+    def _cancel(self, job: Job, now: float, stimulus: str) -> None:
+        was_blocked = job.state is S.BLOCKED
+        self._move(job, S.CANCELLED, stimulus, now, error="cancelled")
+        if was_blocked:
+            self.room.forget(job.id)
+
+    def _unskip_downstream(self, root: Job, now: float) -> None:
+        """Seat again the jobs skipped because of ``root``, unless another failure still skips them."""
+        jobs = self.jobs
+        for job in self.room.skipped_downstream(root.id):
+            deps = [jobs[d] for d in job.deps]
+            if any(dep.is_final and dep.state is not S.COMPLETED for dep in deps):
+                continue  # another dependency is DEAD, CANCELLED or still SKIPPED
+            self._move(job, S.BLOCKED, f"un-skipped: {root.id} was retried", now)
+            verdict = self.room.admit(job, deps)
+            if verdict is not None:
+                self._decide(verdict, now)
+
     def _store(self, job: Job, now: float, new: dict[str, Job] | None = None) -> None:
+        if self.journal is not None:
+            self.journal.accepted(job)  # before any transition of it
         self.jobs[job.id] = job
         self.counts[job.state] += 1
+        if job.deps:
+            self.room.link(job)
         if job.state is S.BLOCKED:
             deps = [(new.get(d) if new else None) or self.jobs[d] for d in job.deps]
             verdict = self.room.admit(job, deps)
@@ -315,6 +410,8 @@ class MasterState:
         counts = self.counts
         counts[start] -= 1
         counts[finish] += 1
+        if self.journal is not None:
+            self.journal.changed(job, stimulus, now)
         self._pending.extend(effects)
 
     def _settle(self, now: float) -> None:
@@ -386,10 +483,19 @@ class MasterState:
         if job.worker != worker_id or job.attempts != status.attempt or job.state not in ACTIVE_STATES:
             note = f"ignored {status.state} of attempt {status.attempt} from {worker_id}{via}"
             job.note(note, now)
-            log.debug("%s %s (job is %s, attempt %d)", job.id, note, job.state.value, job.attempts)
+            if self.journal is not None:
+                self.journal.noted(job, note, now)
+            log.info("%s %s (job is %s, attempt %d)", job.id, note, job.state.value, job.attempts)
             return
         if job.state is S.SCHEDULED:
             self._move(job, S.RUNNING, f"started on {job.worker_name}{via}", now)
+        if status.outputs and status.state != "RUNNING":
+            kept = sorted(status.outputs)
+            run = job.current_run
+            if run is not None:
+                run.outputs = kept
+            if status.state == "COMPLETED":
+                job.outputs = kept
         if status.state == "COMPLETED":
             self._move(job, S.COMPLETED, f"exit 0{via}", now, exit_code=status.exit_code or 0)
         elif status.state == "FAILED":
@@ -401,8 +507,9 @@ class MasterState:
         delay = next_retry(
             job.attempts - job.retry_base,
             job.max_attempts,
-            base_s=self.settings.retry_backoff_base_s,
-            cap_s=self.settings.retry_backoff_cap_s,
+            base_s=job.backoff_base_s,
+            cap_s=job.backoff_cap_s,
+            factor=job.backoff_factor,
             rng=self.rng,
         )
         used = job.attempts - job.retry_base

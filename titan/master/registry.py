@@ -136,6 +136,29 @@ class WorkerRegistry:
         record.last_seen = now
         return record
 
+    def expect(self, worker_id: str, name: str, now: float) -> WorkerRecord:
+        """A worker that held tasks before the master restarted: DISCONNECTED from ``now``.
+
+        Its tasks can be assigned to it at once; it gets one heartbeat timeout to
+        register (which takes this record back) before it is declared lost.
+        """
+        record = WorkerRecord(
+            id=worker_id,
+            name=name,
+            host="",
+            port=0,
+            capacity=0,
+            skills=frozenset(),
+            parent=None,
+            pid=0,
+            last_seen=now,
+            connected=False,
+            health=Health.DISCONNECTED,
+            since=now,
+        )
+        self._workers[worker_id] = record
+        return record
+
     def touch(self, worker_id: str, now: float) -> None:
         record = self._workers.get(worker_id)
         if record is not None:

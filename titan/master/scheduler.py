@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from titan.jobs import Job, JobState
 
@@ -54,6 +54,20 @@ class ReadyQueue:
             heap = self._heaps[key] = []
         heapq.heappush(heap, (-job.priority, job.seq, job.ticket, job))
         self._entries += 1
+
+    def extend(self, jobs: Iterable[Job]) -> None:
+        """Push many jobs at once (a restart refilling the queue): one heapify per class, not a push each."""
+        heaps = self._heaps
+        for job in jobs:
+            job.ticket += 1
+            key = (job.skills, job.slots)
+            heap = heaps.get(key)
+            if heap is None:
+                heap = heaps[key] = []
+            heap.append((-job.priority, job.seq, job.ticket, job))
+            self._entries += 1
+        for heap in heaps.values():
+            heapq.heapify(heap)
 
     def best(self, skip: set[JobClass] | None = None) -> tuple[JobClass, Job] | None:
         """The highest-priority, oldest live head among classes not in ``skip``."""

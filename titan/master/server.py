@@ -1,30 +1,45 @@
 """``Master``: the asyncio shell around :class:`~titan.master.core.MasterState`.
 
-It owns the listening socket, the connections, one delay timer and the health
-check; it turns frames into stimuli and effects into frames. No scheduling
+It owns the listening socket, the connections, the WAL, one delay timer and the
+health check; it turns frames into stimuli and effects into frames. No scheduling
 decision is made here. Dispatch happens synchronously in the callback that
-received the stimulus, so a SUBMIT reaches a worker in the same loop iteration.
+received the stimulus.
+
+Durability: after every stimulus the changes the core recorded are committed to
+the WAL as one record (:class:`~titan.master.durable.DurableLog`), and every
+frame the master sends waits until the records before it are on disk. A SUBMIT
+is answered, and a TASK_START leaves, only once what they depend on is durable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 
 from protocol import (
     Cancel,
     Frame,
+    Gc,
+    GcReply,
     Heartbeat,
     Hello,
     JobListReply,
+    JobOutputs,
+    JobOutputsReply,
     JobReply,
     JobStatus,
     ListJobs,
+    LogsSubscribe,
+    LogsSubscribed,
+    Message,
     Opcode,
     Register,
     RegisterReply,
@@ -39,20 +54,34 @@ from protocol import (
     TaskStop,
     UnknownOpcode,
     Wait,
+    encode_message,
 )
 from titan.config import MasterSettings
 from titan.errors import ValidationError
-from titan.jobs import CloseWorker, Effect, Job, JobFinished, SendTask, StopTask
+from titan.jobs import ACTIVE_STATES, CloseWorker, Effect, Job, JobFinished, SendTask, StopTask
 from titan.net import HandshakeGate, Peer
+from titan.runtime import paused_gc
 
+from .artifacts import ArtifactStore
 from .core import MasterState
+from .durable import DurableLog
 from .files import PermFiles
+from .gc import collectable, remove
+from .logs import LogHub
+from .logstore import LogStore
+from .payload_ledger import PayloadLedger
+from .runtimes import require_runtime
 
 __all__ = ["Master"]
 
 log = logging.getLogger(__name__)
 
-FrameMethod = Callable[[Peer, Frame], None]
+# room left in a TASK_START for its own fields besides the script and the inputs
+_FRAME_HEADROOM = 64 * 1024
+# a DAG this large is admitted with the cyclic GC held off (see titan.runtime.paused_gc)
+_BULK_DAG = 1000
+
+FrameMethod = Callable[[Peer, Frame], Awaitable[None] | None]
 
 
 @dataclass(eq=False)
@@ -86,6 +115,24 @@ class Master:
         self.clock = clock
         self.files = PermFiles(settings.perm_files, max_bytes=settings.max_payload_bytes)
         self.state = MasterState(settings, self.files, now=clock())
+        self.wal = DurableLog(
+            settings.workspace / "wal",
+            self.state,
+            fsync=settings.fsync,
+            snapshot_every_records=settings.snapshot_every_records,
+            snapshot_every_bytes=settings.snapshot_every_bytes,
+            on_failure=self._on_wal_failure,
+        )
+        self.failure: BaseException | None = None  # why the master stopped on its own
+        self._fatal: asyncio.Task[None] | None = None
+        self.artifacts = ArtifactStore(
+            settings.workspace,
+            max_output_bytes=settings.max_output_bytes,
+            max_inputs_bytes=settings.max_body - _FRAME_HEADROOM,
+        )
+        self.logs: LogHub | None = None  # bound in start(), on the UDP port of the TCP port's number
+        self.log_store = LogStore(settings.workspace)
+        self.payloads = PayloadLedger()
         self.port = settings.port
         self._server: asyncio.Server | None = None
         self._peers: set[Peer] = set()
@@ -112,6 +159,9 @@ class Master:
             Opcode.CANCEL: self._on_cancel,
             Opcode.RETRY: self._on_retry,
             Opcode.WAIT: self._on_wait,
+            Opcode.JOB_OUTPUTS: self._on_job_outputs,
+            Opcode.LOGS_SUBSCRIBE: self._on_logs_subscribe,
+            Opcode.GC: self._on_gc,
         }
         self._worker_handlers: dict[int, FrameMethod] = {
             Opcode.HEARTBEAT: self._on_heartbeat,
@@ -120,12 +170,50 @@ class Master:
 
     # ------------------------------------------------------------------ lifetime
     async def start(self) -> None:
-        """Bind and listen. Raises OSError when the address is taken."""
+        """Recover from the WAL, then bind and listen. Raises OSError when the address is taken."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._make_peer, self.settings.host, self.settings.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        # bound first (a taken port fails fast), accepting only once the state is rebuilt
+        server, self.logs = await self._bind(loop)
+        try:
+            effects = self.wal.recover(self.clock())
+            await self.wal.start()
+        except BaseException:
+            server.close()
+            self.logs.close()
+            raise
+        self._server = server
+        self.port = server.sockets[0].getsockname()[1]
+        self._apply(effects)
+        await server.start_serving()
         self._schedule_health()
         log.info("listening on %s:%d", self.settings.host, self.port)
+
+    async def _bind(self, loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Server, LogHub]:
+        """The TCP server and the UDP log receiver on the same port number (port 0: a free one for both)."""
+        settings = self.settings
+        for tries_left in range(20, -1, -1):
+            server = await loop.create_server(self._make_peer, settings.host, settings.port, start_serving=False)
+            hub = LogHub(
+                self.log_store,
+                self._is_current,
+                token=settings.token,
+                live_log_bytes=settings.live_log_bytes,
+                follower_buffer_bytes=settings.follower_buffer_bytes,
+                linger_s=settings.log_linger_s,
+            )
+            try:
+                hub.bind(settings.host, server.sockets[0].getsockname()[1])
+            except OSError:
+                server.close()
+                if settings.port or not tries_left:
+                    raise
+                continue  # the free TCP port's number is taken on UDP: pick another
+            return server, hub
+        raise AssertionError("unreachable")
+
+    def _is_current(self, job_id: str, attempt: int) -> bool:
+        job = self.state.jobs.get(job_id)
+        return job is not None and job.attempts == attempt and job.state in ACTIVE_STATES
 
     async def serve_forever(self) -> None:
         """Serve until :meth:`aclose` is called (starting first if needed)."""
@@ -141,6 +229,8 @@ class Master:
         self._closing = True
         if self._server is not None:
             self._server.close()
+        if self.logs is not None:
+            self.logs.close()
         for handle in (self._timer, self._health):
             if handle is not None:
                 handle.cancel()
@@ -150,10 +240,21 @@ class Master:
                 if waiter.timer is not None:
                     waiter.timer.cancel()
         self._waiters.clear()
+        await self.wal.aclose()  # held frames go out once the log is synced, before the connections close
         await asyncio.gather(*(peer.aclose() for peer in list(self._peers)), return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
         self._stopped.set()
+
+    def _on_wal_failure(self, exc: BaseException) -> None:
+        """The log cannot be written: stop rather than acknowledge what would be lost."""
+        self.failure = exc
+        if not self._closing:
+            self._fatal = asyncio.get_running_loop().create_task(self.aclose(), name="master-stop")
+
+    async def wait_closed(self) -> None:
+        """Return once the master has stopped (after :meth:`aclose`, or on its own after a WAL failure)."""
+        await self._stopped.wait()
 
     async def __aenter__(self) -> Master:
         await self.start()
@@ -182,12 +283,15 @@ class Master:
         self._peers.discard(peer)
         self._gate.forget(peer)
         context = peer.context
+        if self.logs is not None:
+            self.logs.forget_peer(peer)
         if isinstance(context, _ClientSession):
             for waiter in context.waiters:
                 self._drop_waiter(waiter)
             context.waiters.clear()
         elif isinstance(context, str) and self._workers.get(context) is peer:
             del self._workers[context]
+            self.payloads.disconnected(context)
             if not self._closing:
                 self._apply(self.state.worker_disconnected(context, self.clock()))
 
@@ -208,11 +312,17 @@ class Master:
         msg = Register.from_wire(frame.body)
         if peer.context is not None:
             raise ValidationError(f"this connection is already registered as worker '{peer.context}'")
+        if any(status.outputs for status in msg.finished):
+            msg = dataclasses.replace(msg, finished=[self._keep_outputs(status) for status in msg.finished])
         stale, effects = self.state.worker_registered(msg, self.clock())
+        for status in msg.finished:
+            self._attempt_ended(status)
         peer.context = msg.worker_id
         self._workers[msg.worker_id] = peer
+        self.payloads.registered(msg.worker_id, msg.payloads)
         # the answer goes first: tasks for this worker follow it on the wire
-        peer.reply(
+        self._reply(
+            peer,
             frame,
             RegisterReply(
                 worker_id=msg.worker_id, heartbeat_interval_s=self.settings.heartbeat_interval_s, stale=stale
@@ -227,51 +337,129 @@ class Master:
 
     def _on_task_status(self, peer: Peer, frame: Frame) -> None:
         status = TaskStatus.from_wire(frame.body)
-        self._apply(self.state.task_status(peer.context, status, self.clock()))
+        if status.outputs:
+            status = self._keep_outputs(status)
+        effects = self.state.task_status(peer.context, status, self.clock())
+        if status.state != "RUNNING":
+            self._attempt_ended(status)  # before the effects: followers get the last bytes, then the end
+        self._apply(effects)
+
+    def _attempt_ended(self, status: TaskStatus) -> None:
+        """Keep an ended attempt's exact logs and result (even if the report itself was fenced)."""
+        self.payloads.ended(status.job_id, status.attempt, failed=status.state == "FAILED")
+        if self.logs is not None and status.job_id in self.state.jobs:
+            self.logs.attempt_ended(status, self.state.jobs[status.job_id])
+
+    def _keep_outputs(self, status: TaskStatus) -> TaskStatus:
+        """Store an attempt's output files; over the limit (or unwritable) fails the attempt."""
+        problem = self.artifacts.problem(status.outputs)
+        if problem is None:
+            try:
+                self.artifacts.save(status.job_id, status.attempt, status.outputs)
+                return status
+            except OSError as exc:
+                problem = f"cannot keep the outputs: {exc.strerror or exc}"
+        log.warning("%s attempt %d: %s", status.job_id, status.attempt, problem)
+        if status.state == "COMPLETED":
+            return dataclasses.replace(status, state="FAILED", error=problem, outputs={})
+        return dataclasses.replace(status, outputs={})
 
     # ------------------------------------------------------------------ client frames
-    def _on_client_frame(self, peer: Peer, frame: Frame) -> None:
+    def _on_client_frame(self, peer: Peer, frame: Frame) -> Awaitable[None] | None:
         handler = self._client_handlers.get(frame.opcode)
         if handler is None or frame.is_reply:
             raise UnknownOpcode(f"opcode {frame.opcode:#04x} is not accepted from a client")
-        handler(peer, frame)
+        return handler(peer, frame)  # an async handler (GC) is awaited by the peer
 
     def _on_submit(self, peer: Peer, frame: Frame) -> None:
         msg = Submit.from_wire(frame.body)
-        job, effects = self.state.submit(msg.job, self.clock())
+        workers = self.state.registry.infos(self.clock())
+        job, effects = self.state.submit(require_runtime(msg.job, workers), self.clock())
         self._apply(effects)
-        peer.reply(frame, SubmitReply(job_id=job.id))
+        self._reply(peer, frame, SubmitReply(job_id=job.id))
 
     def _on_submit_dag(self, peer: Peer, frame: Frame) -> None:
-        msg = SubmitDag.from_wire(frame.body)
-        jobs, effects = self.state.submit_dag(msg.jobs, self.clock())
+        with paused_gc(len(frame.body.get("jobs", ())) >= _BULK_DAG):
+            msg = SubmitDag.from_wire(frame.body)
+            workers = self.state.registry.infos(self.clock())
+            specs = [require_runtime(spec, workers) for spec in msg.jobs]
+            jobs, effects = self.state.submit_dag(specs, self.clock())
         self._apply(effects)
-        peer.reply(frame, SubmitDagReply(job_ids=[job.id for job in jobs]))
+        self._reply(peer, frame, SubmitDagReply(job_ids=[job.id for job in jobs], dag_id=jobs[0].dag or ""))
 
     def _on_job_status(self, peer: Peer, frame: Frame) -> None:
         msg = JobStatus.from_wire(frame.body)
-        peer.reply(frame, JobReply(job=self.state.job(msg.job_id).to_info()))
+        info = self.state.job(msg.job_id).to_info()
+        runs = []
+        for run in info.runs:
+            stats = self.log_store.stats(info.id, run.attempt)
+            runs.append(dataclasses.replace(run, log_lost=stats.log_lost, truncated=stats.truncated))
+        self._reply(peer, frame, JobReply(job=dataclasses.replace(info, runs=runs)))
+
+    def _on_logs_subscribe(self, peer: Peer, frame: Frame) -> None:
+        msg = LogsSubscribe.from_wire(frame.body)
+        job = self.state.job(msg.job_id)
+        assert self.logs is not None
+        attempt = self.logs.subscribe(peer, job, msg.follow)
+        peer.reply(frame, LogsSubscribed(job_id=job.id, attempt=attempt))
+
+    async def _on_gc(self, peer: Peer, frame: Frame) -> None:
+        msg = Gc.from_wire(frame.body)
+        jobs_dir = self.log_store.jobs_dir
+        try:
+            names = [entry.name for entry in os.scandir(jobs_dir) if entry.is_dir()]
+        except FileNotFoundError:
+            names = []
+        doomed = collectable(
+            names, self.state.jobs, self.clock() - msg.older_than_s, lambda name: _mtime(jobs_dir, name)
+        )
+        freed = await asyncio.to_thread(remove, jobs_dir, doomed)
+        for job_id in doomed:
+            if self.logs is not None:
+                self.logs.forget_job(job_id)
+        log.info("gc: removed %d job folder(s), %d bytes", len(doomed), freed)
+        peer.reply(frame, GcReply(removed=doomed, freed_bytes=freed))
 
     def _on_list_jobs(self, peer: Peer, frame: Frame) -> None:
         msg = ListJobs.from_wire(frame.body)
-        jobs = self.state.list_jobs(msg.state, msg.limit)
-        peer.reply(frame, JobListReply(jobs=[job.to_info() for job in jobs]))
+        jobs = self.state.list_jobs(msg.state, msg.limit, msg.dag)
+        self._reply(peer, frame, JobListReply(jobs=[job.to_info() for job in jobs]))
 
     def _on_stats(self, peer: Peer, frame: Frame) -> None:
         Stats.from_wire(frame.body)
-        peer.reply(frame, self.state.stats(self.clock()))
+        stats = self.state.stats(self.clock())
+        stats.extra.update(self.wal.extra())
+        if self.logs is not None:
+            stats.extra.update(self.logs.extra())
+        stats.extra.update(
+            payload_bytes_shipped=self.payloads.bytes_shipped, payload_bytes_spared=self.payloads.bytes_spared
+        )
+        self._reply(peer, frame, stats)
 
     def _on_cancel(self, peer: Peer, frame: Frame) -> None:
         msg = Cancel.from_wire(frame.body)
-        job, effects = self.state.cancel(msg.job_id, self.clock())
+        job, effects = self.state.cancel(msg.job_id, self.clock(), dag=msg.dag)
         self._apply(effects)
-        peer.reply(frame, JobReply(job=job.to_info()))
+        self._reply(peer, frame, JobReply(job=job.to_info()))
 
     def _on_retry(self, peer: Peer, frame: Frame) -> None:
         msg = Retry.from_wire(frame.body)
         job, effects = self.state.retry(msg.job_id, self.clock())
         self._apply(effects)
-        peer.reply(frame, JobReply(job=job.to_info()))
+        self._reply(peer, frame, JobReply(job=job.to_info()))
+
+    def _on_job_outputs(self, peer: Peer, frame: Frame) -> None:
+        msg = JobOutputs.from_wire(frame.body)
+        job = self.state.job(msg.job_id)
+        runs = [run for run in job.runs if run.outputs and msg.attempt in (None, run.attempt)]
+        if not runs:
+            if msg.attempt is not None and all(run.attempt != msg.attempt for run in job.runs):
+                raise ValidationError(f"job '{job.id}' has no attempt {msg.attempt}")
+            self._reply(peer, frame, JobOutputsReply(job_id=job.id, attempt=msg.attempt or 0))
+            return
+        run = runs[-1]
+        files = self.artifacts.load(job.id, run.attempt, run.outputs)
+        self._reply(peer, frame, JobOutputsReply(job_id=job.id, attempt=run.attempt, files=files))
 
     def _on_wait(self, peer: Peer, frame: Frame) -> None:
         msg = Wait.from_wire(frame.body)
@@ -295,8 +483,10 @@ class Master:
             return
         self._drop_waiter(waiter)
         jobs = self.state.jobs
-        waiter.peer.reply(
-            waiter.request, JobListReply(jobs=[jobs[i].to_info() for i in waiter.job_ids], timed_out=timed_out)
+        self._reply(
+            waiter.peer,
+            waiter.request,
+            JobListReply(jobs=[jobs[i].to_info() for i in waiter.job_ids], timed_out=timed_out),
         )
 
     def _drop_waiter(self, waiter: _Waiter) -> None:
@@ -314,7 +504,13 @@ class Master:
             waiter.peer.context.waiters.discard(waiter)
 
     # ------------------------------------------------------------------ effects
+    def _reply(self, peer: Peer, request: Frame, message: Message) -> None:
+        """Answer once every change made so far is durable (see the module docstring)."""
+        self.wal.commit()
+        self.wal.send(peer, encode_message(message, rid=request.rid, reply_to=Opcode(request.opcode)))
+
     def _apply(self, effects: list[Effect]) -> None:
+        self.wal.commit()
         for effect in effects:
             if isinstance(effect, SendTask):
                 self._send_task(effect.worker_id, effect.job)
@@ -323,7 +519,8 @@ class Master:
             elif isinstance(effect, StopTask):
                 peer = self._workers.get(effect.worker_id)
                 if peer is not None:
-                    peer.send(TaskStop(job_id=effect.job_id, attempt=effect.attempt, reason=effect.reason))
+                    stop = TaskStop(job_id=effect.job_id, attempt=effect.attempt, reason=effect.reason)
+                    self.wal.send(peer, encode_message(stop))
             elif isinstance(effect, CloseWorker):
                 peer = self._workers.pop(effect.worker_id, None)
                 if peer is not None:
@@ -345,7 +542,18 @@ class Master:
             report = TaskStatus(job_id=job.id, attempt=job.attempts, state="FAILED", error=str(exc))
             self._apply(self.state.task_status(worker_id, report, self.clock()))
             return
-        peer.send(start)
+        # built now (this attempt), sent on this connection once the job's acceptance and dispatch are durable
+        self.wal.send(peer, encode_message(start))
+
+    def _inputs(self, job: Job, script_bytes: int) -> dict[str, bytes]:
+        """The parents' kept outputs for a dependant's TASK_START."""
+        if not job.deps:
+            return {}
+        jobs = self.state.jobs
+        parents = [(dep, jobs[dep].attempts, jobs[dep].outputs) for dep in job.deps]
+        if not any(names for _, _, names in parents):
+            return {}
+        return self.artifacts.inputs(job.id, parents, self.settings.max_body - _FRAME_HEADROOM - script_bytes)
 
     def _task_start(self, job: Job) -> TaskStart:
         if job.run_kind != "RUN":
@@ -357,12 +565,17 @@ class Master:
                 args=job.run_args,
                 timeout_s=job.timeout_s,
                 slots=job.slots,
+                inputs=self._inputs(job, 0),
             )
         if job.payload is not None:
             data, digest, mode, name = job.payload, hashlib.sha256(job.payload).hexdigest(), 0o755, job.run_data
         else:
             payload = self.files.load(job.run_data)
             data, digest, mode, name = payload.data, payload.sha256, payload.mode, payload.name
+        assert job.worker is not None
+        shipped: bytes | None = data
+        if not self.payloads.must_ship(job.worker, job.id, job.attempts, digest, len(data)):
+            shipped = None  # the worker has it in its cache: the hash is enough
         return TaskStart(
             job_id=job.id,
             attempt=job.attempts,
@@ -370,14 +583,17 @@ class Master:
             data=job.run_data,
             args=job.run_args,
             timeout_s=job.timeout_s,
-            payload=data,
+            payload=shipped,
             payload_name=name,
             payload_hash=digest,
             payload_mode=mode,
             slots=job.slots,
+            inputs=self._inputs(job, len(data)),
         )
 
     def _finished(self, job: Job) -> None:
+        if self.logs is not None:
+            self.logs.job_final(job.id)
         waiters = self._waiters.pop(job.id, None)
         if not waiters:
             return
@@ -415,3 +631,10 @@ class Master:
         except Exception:  # a bug here must not stop future checks
             log.exception("health check failed")
         self._schedule_health()
+
+
+def _mtime(folder: Path, name: str) -> float:
+    try:
+        return os.stat(folder / name).st_mtime
+    except OSError:
+        return float("inf")  # gone already: nothing to remove

@@ -1,111 +1,206 @@
 """The waiting room: BLOCKED jobs and the dependants index. Pure.
 
-Each blocked job carries a count of dependencies not yet COMPLETED; each job id
-maps to the blocked jobs that wait on it. A completion therefore touches exactly
-its own dependants, never the whole room. A dependency that ends any other final
-way (DEAD, CANCELLED, SKIPPED) skips its dependants, and their own dependants in
-turn, since each skip is again a final state reported back here.
+Theory of operation
+-------------------
+Each blocked job carries the set of its dependencies that are not COMPLETED
+yet; each job id maps to the blocked jobs seated on it. A completion therefore
+touches exactly its own dependants, never the whole room: it takes its id out
+of each dependant's set, and a dependant whose set empties is released. A
+dependency that ends any other final way (DEAD, CANCELLED, SKIPPED) skips its
+dependants, and their own dependants in turn, since each skip is again a final
+state reported back here.
+
+Entries in the dependants index may go stale (a job skipped by one dependency
+still sits in the list of another); a set member can be removed only once, so
+a stale or repeated entry never counts twice.
+
+A second, permanent index keeps every edge ever admitted (parent -> children).
+RETRY of a DEAD job walks it to find the jobs that were SKIPPED because of it
+and seats them again, in dependency order (:meth:`WaitingRoom.skipped_downstream`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections import deque
+from collections.abc import Container, Mapping, Sequence
 
 from titan.errors import CycleError, ValidationError
-from titan.jobs import Job, JobState
+from titan.jobs import FINAL_STATES, Job, JobState
 
 __all__ = ["Verdict", "WaitingRoom", "check_dag"]
 
 Verdict = tuple[Job, bool, str]  # (dependant, all deps done?, reason when skipped)
 
 
-def check_dag(new: Mapping[str, list[str]], known: Container[str]) -> None:
+def check_dag(new: Mapping[str, Sequence[str]], known: Container[str]) -> None:
     """Refuse a DAG with unknown dependencies or a cycle, naming the offenders.
+
+    Kahn's algorithm over the new jobs only (jobs stored earlier cannot depend
+    on new ones): O(jobs + edges). Only when some jobs are left over is a cycle
+    traced among them, to name it.
 
     Args:
         new: each new job id and its dependency ids.
-        known: ids of jobs already stored (they cannot depend on new ones).
+        known: ids of jobs already stored.
 
     Raises:
         ValidationError: unknown dependency ids.
-        CycleError: the ids along one cycle.
+        CycleError: the ids along one cycle, in dependency order.
     """
-    unknown = sorted({d for deps in new.values() for d in deps if d not in new and d not in known})
+    unknown: set[str] = set()
+    waiting: dict[str, int] = {}
+    children: dict[str, list[str]] = {}
+    for job_id, deps in new.items():
+        inner = 0
+        for dep in deps:
+            if dep in new:
+                inner += 1
+                children.setdefault(dep, []).append(job_id)
+            elif dep not in known:
+                unknown.add(dep)
+        waiting[job_id] = inner
     if unknown:
-        raise ValidationError(f"unknown dependencies: {', '.join(unknown)}")
-    # iterative three-colour DFS over the new jobs only
-    colour: dict[str, int] = {}
-    for root in new:
-        if colour.get(root):
-            continue
-        path: list[str] = []
-        stack: list[tuple[str, int]] = [(root, 0)]
-        while stack:
-            node, i = stack.pop()
-            if i == 0:
-                colour[node] = 1
-                path.append(node)
-            deps = [d for d in new.get(node, ()) if d in new]
-            if i < len(deps):
-                stack.append((node, i + 1))
-                child = deps[i]
-                if colour.get(child) == 1:
-                    raise CycleError(path[path.index(child) :])
-                if not colour.get(child):
-                    stack.append((child, 0))
-            else:
-                colour[node] = 2
-                path.pop()
+        raise ValidationError(f"unknown dependencies: {', '.join(sorted(unknown))}")
+    ready = [job_id for job_id, count in waiting.items() if count == 0]
+    done = 0
+    while ready:
+        job_id = ready.pop()
+        done += 1
+        for child in children.get(job_id, ()):
+            left = waiting[child] - 1
+            waiting[child] = left
+            if left == 0:
+                ready.append(child)
+    if done < len(new):
+        raise CycleError(_trace_cycle(new, {job_id for job_id, count in waiting.items() if count > 0}))
+
+
+def _trace_cycle(new: Mapping[str, Sequence[str]], left: set[str]) -> list[str]:
+    """One cycle among ``left``, where every job still waits on another job of ``left``."""
+    node = min(left)
+    path: list[str] = []
+    position: dict[str, int] = {}
+    while node not in position:
+        position[node] = len(path)
+        path.append(node)
+        node = next(dep for dep in new[node] if dep in left)
+    return path[position[node] :]
 
 
 class WaitingRoom:
-    """Blocked jobs and who waits on whom."""
+    """Blocked jobs, who waits on whom, and every dependency edge (for RETRY)."""
 
     def __init__(self) -> None:
-        self._missing: dict[str, int] = {}  # blocked job id -> deps not yet completed
-        self._dependants: dict[str, list[Job]] = {}
+        self._waiting: dict[str, set[str]] = {}  # blocked job id -> ids of deps not yet COMPLETED
+        self._dependants: dict[str, list[Job]] = {}  # dep id -> blocked jobs seated on it
+        self._children: dict[str, list[Job]] = {}  # job id -> every job that depends on it
 
     def __len__(self) -> int:
-        return len(self._missing)
+        return len(self._waiting)
 
     def __contains__(self, job_id: str) -> bool:
-        return job_id in self._missing
+        return job_id in self._waiting
 
-    def admit(self, job: Job, deps: list[Job]) -> Verdict | None:
-        """Seat a BLOCKED job. Returns a verdict at once if its deps already decide it."""
-        missing = 0
-        for dep in deps:
-            if dep.state is JobState.COMPLETED:
+    def link(self, job: Job) -> None:
+        """Remember the job's edges for good (once per job, at submission)."""
+        children = self._children
+        for dep in job.deps:
+            found = children.get(dep)
+            if found is None:
+                children[dep] = [job]
+            else:
+                found.append(job)
+
+    def rebuild(self, jobs: Mapping[str, Job]) -> list[Verdict]:
+        """Refill the room from a restored job table (the master restarted).
+
+        Links every job's edges and seats every BLOCKED job on its dependencies,
+        in submission order; returns the verdicts of those the table already decides.
+        """
+        verdicts: list[Verdict] = []
+        for job in jobs.values():
+            if not job.deps:
                 continue
-            if dep.is_final:
-                return job, False, f"dependency {dep.id} is {dep.state.value}"
-            missing += 1
-            self._dependants.setdefault(dep.id, []).append(job)
-        if missing == 0:
+            self.link(job)
+            if job.state is JobState.BLOCKED:
+                verdict = self.admit(job, [jobs[dep] for dep in job.deps])
+                if verdict is not None:
+                    verdicts.append(verdict)
+        return verdicts
+
+    def admit(self, job: Job, deps: Sequence[Job]) -> Verdict | None:
+        """Seat a BLOCKED job. Returns a verdict at once if its deps already decide it."""
+        missing: set[str] = set()
+        completed = JobState.COMPLETED
+        for dep in deps:
+            state = dep.state
+            if state is completed:
+                continue
+            if state in FINAL_STATES:
+                return job, False, f"dependency {dep.id} is {state.value}"
+            missing.add(dep.id)
+        if not missing:
             return job, True, ""
-        self._missing[job.id] = missing
+        self._waiting[job.id] = missing
+        dependants = self._dependants
+        for dep_id in missing:
+            seated = dependants.get(dep_id)
+            if seated is None:
+                dependants[dep_id] = [job]
+            else:
+                seated.append(job)
         return None
 
     def release(self, job_id: str, satisfied: bool, reason: str) -> list[Verdict]:
         """``job_id`` is final: the dependants it decides, in the order they were seated."""
         verdicts: list[Verdict] = []
+        waiting = self._waiting
         for dependant in self._dependants.pop(job_id, ()):
-            count = self._missing.get(dependant.id)
-            if count is None or dependant.state is not JobState.BLOCKED:
-                continue  # already decided (skipped by another dep, or cancelled)
+            missing = waiting.get(dependant.id)
+            if missing is None or job_id not in missing or dependant.state is not JobState.BLOCKED:
+                continue  # already decided (skipped by another dep, cancelled) or a stale entry
             if not satisfied:
-                del self._missing[dependant.id]
+                del waiting[dependant.id]
                 verdicts.append((dependant, False, reason))
-            elif count == 1:
-                del self._missing[dependant.id]
+                continue
+            missing.discard(job_id)
+            if not missing:
+                del waiting[dependant.id]
                 verdicts.append((dependant, True, ""))
-            else:
-                self._missing[dependant.id] = count - 1
         return verdicts
 
     def forget(self, job_id: str) -> None:
         """A blocked job left the room another way (cancelled)."""
-        self._missing.pop(job_id, None)
+        self._waiting.pop(job_id, None)
 
     def missing(self, job_id: str) -> int:
-        return self._missing.get(job_id, 0)
+        """How many of the job's dependencies are not COMPLETED yet (0 if it is not waiting)."""
+        return len(self._waiting.get(job_id, ()))
+
+    def children(self, job_id: str) -> list[Job]:
+        """Every job that depends on ``job_id``, in submission order."""
+        return list(self._children.get(job_id, ()))
+
+    def skipped_downstream(self, job_id: str) -> list[Job]:
+        """The SKIPPED jobs reachable from ``job_id`` through SKIPPED jobs, parents before children."""
+        children = self._children
+        found: dict[str, Job] = {}
+        queue: deque[str] = deque([job_id])
+        while queue:
+            for child in children.get(queue.popleft(), ()):
+                if child.state is JobState.SKIPPED and child.id not in found:
+                    found[child.id] = child
+                    queue.append(child.id)
+        # Kahn within the found set, so a job comes after every found job it depends on
+        parents = {job.id: sum(1 for dep in set(job.deps) if dep in found) for job in found.values()}
+        ready: deque[Job] = deque(job for job in found.values() if parents[job.id] == 0)
+        order: list[Job] = []
+        while ready:
+            job = ready.popleft()
+            order.append(job)
+            for child in children.get(job.id, ()):
+                if child.id in parents:
+                    parents[child.id] -= 1
+                    if parents[child.id] == 0:
+                        ready.append(child)
+        return order

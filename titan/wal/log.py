@@ -82,6 +82,8 @@ class _Batch:
     records: int = 0
     # set when this batch ends its segment: the writer opens this one next
     next_segment: int | None = None
+    # shared by everyone who asked for it (see WalWriter.barrier)
+    barrier: asyncio.Future[None] | None = None
 
 
 class WalWriter:
@@ -244,6 +246,23 @@ class WalWriter:
         self._open.waiters.append(waiter)
         self._wake.set()
         return waiter
+
+    def barrier(self) -> asyncio.Future[None]:
+        """One future per batch: resolves once everything in the open batch so far is durable.
+
+        Calling it after every :meth:`append_nowait` costs one future per
+        *batch*, not per record: callers learn which records are durable by
+        counting. The future is shared, so attach callbacks to it; never
+        cancel it or ``await`` it from a task that may be cancelled.
+        """
+        if not self._accepting:
+            raise self._failure or WalClosed("the WAL writer is not running")
+        batch = self._open
+        if batch.barrier is None:
+            batch.barrier = self._loop.create_future()
+            batch.waiters.append(batch.barrier)
+            self._wake.set()
+        return batch.barrier
 
     # -- segments and snapshots ---------------------------------------------
 

@@ -54,6 +54,7 @@ from titan.net import Peer, dial
 
 from .command import LaunchError
 from .engine import Attempt, ProcessRunner
+from .logship import LogShipper, read_logs
 
 __all__ = ["Worker"]
 
@@ -68,6 +69,10 @@ _FROM_MASTER: Final[Mapping[Opcode, type[Message]]] = {
 }
 # Payloads above this are hashed and written in a thread, not on the event loop.
 _INLINE_PAYLOAD_BYTES: Final = 256 * 1024
+# room left in a final TASK_STATUS for its own fields besides the logs and the outputs
+_STATUS_HEADROOM: Final = 64 * 1024
+# advertised when a ``java`` is on the PATH: ``.jar`` jobs need it (see titan/master/runtimes.py)
+_JAVA_SKILL: Final = "JAVA"
 
 
 class Worker:
@@ -90,6 +95,8 @@ class Worker:
         self.drained = asyncio.Event()
         self.registrations = 0
         self._runner: ProcessRunner | None = None
+        self.shipper: LogShipper | None = None
+        self._storing: dict[str, asyncio.Future[str]] = {}  # payload hash -> its store in a thread
         self._peer: Peer | None = None  # the connection once registered on it
         self._outbox: list[TaskStatus] = []
         self._slots: dict[TaskRef, int] = {}
@@ -134,7 +141,18 @@ class Worker:
             worker_id=self.worker_id,
             base_env={**os.environ, **extra} if extra else None,
             kill_grace_s=self.settings.kill_grace_s,
+            max_output_bytes=self.settings.max_output_bytes,
         )
+        settings = self.settings
+        self.shipper = LogShipper(
+            settings.master_host,
+            settings.master_port,
+            token=settings.token,
+            interval_s=settings.log_interval_s,
+            datagram_bytes=settings.log_datagram_bytes,
+            backlog_bytes=settings.log_backlog_bytes,
+        )
+        await self.shipper.start()
         self._main = asyncio.create_task(self._connection_loop(), name=f"titan-worker-{self.port}")
 
     async def aclose(self) -> None:
@@ -146,6 +164,8 @@ class Worker:
         await self._cancel_background()
         if self._runner is not None:
             await self._runner.aclose()
+        if self.shipper is not None:
+            self.shipper.close()
         self.registered.clear()
 
     def simulate_crash(self) -> None:
@@ -160,6 +180,8 @@ class Worker:
             task.cancel()
         if self._runner is not None:
             self._runner.kill_all()
+        if self.shipper is not None:
+            self.shipper.close()
 
     # ------------------------------------------------------------------ connection loop
     async def _connection_loop(self) -> None:
@@ -221,18 +243,20 @@ class Worker:
     async def _register(self, peer: Peer) -> None:
         settings = self.settings
         assert self._runner is not None
-        finished = list(self._outbox)
+        finished, deferred = _fit_in_one_frame(self._outbox, settings.max_body // 2)
         message = Register(
             worker_id=self.worker_id,
             name=self.name,
             host=self.host,
             port=self.port,
             capacity=settings.capacity,
-            skills=list(settings.skills),
+            skills=self._skills(),
             parent=settings.parent,
             pid=os.getpid(),
-            running=list(self._runner.running),
+            # reports too big to ride along are sent right after the answer: until then they count as running
+            running=[*self._runner.running, *(TaskRef(status.job_id, status.attempt) for status in deferred)],
             finished=finished,
+            payloads=self._runner.payloads.hashes(),
         )
         reply = await peer.request(message, timeout_s=settings.connect_timeout_s)
         if not isinstance(reply, RegisterReply):
@@ -265,6 +289,13 @@ class Worker:
                     await peer.wait_closed()
             except TimeoutError:
                 peer.send(Heartbeat(load=self.load, running=list(self.running)))
+
+    def _skills(self) -> list[str]:
+        assert self._runner is not None
+        skills = list(self.settings.skills)
+        if _JAVA_SKILL not in skills and self._runner.commands.which("java") is not None:
+            skills.append(_JAVA_SKILL)
+        return skills
 
     def _backoff_s(self, failures: int) -> float:
         settings = self.settings
@@ -305,6 +336,9 @@ class Worker:
             return
         if task.payload is not None and len(task.payload) > _INLINE_PAYLOAD_BYTES:
             self._spawn_background(self._store_then_launch(task))
+        elif task.payload is None and task.payload_hash in self._storing:
+            # sent by hash only, right behind the TASK_START that ships it: wait for that store
+            self._spawn_background(self._launch_after_store(task, self._storing[task.payload_hash]))
         else:
             self._launch(task)
 
@@ -312,23 +346,40 @@ class Worker:
         assert self._runner is not None and task.payload is not None
         payloads = self._runner.payloads
         name = task.payload_name or task.data.rsplit("/", 1)[-1]
+        store = asyncio.ensure_future(
+            asyncio.to_thread(payloads.store, task.payload, name, task.payload_hash, task.payload_mode)
+        )
+        if task.payload_hash:
+            self._storing[task.payload_hash] = store
         try:
-            path = await asyncio.to_thread(payloads.store, task.payload, name, task.payload_hash, task.payload_mode)
+            path = await asyncio.shield(store)
         except LaunchError as exc:
             self._send_final(TaskStatus(task.job_id, task.attempt, "FAILED", error=str(exc)))
             return
+        finally:
+            if self._storing.get(task.payload_hash) is store:
+                del self._storing[task.payload_hash]
         # the cache directory is named by the hash: run from the cache without hashing again
         self._launch(replace(task, payload=None, payload_name=name, payload_hash=path.rsplit("/", 2)[-2]))
 
+    async def _launch_after_store(self, task: TaskStart, store: asyncio.Future[str]) -> None:
+        try:
+            await asyncio.shield(store)
+        except LaunchError:
+            pass  # the launch below fails with "not in this worker's cache"
+        self._launch(task)
+
     def _launch(self, task: TaskStart) -> None:
         assert self._runner is not None
-        if self._draining or self._crashed:
-            return
+        if self._closed or self._crashed:
+            return  # a task accepted before a DRAIN still runs; one racing a shutdown does not
         attempt = self._runner.start(task)
         if attempt.result.done():  # it could not start: the result is the error
             self._on_attempt_done(attempt)
             return
         self._slots[attempt.ref] = task.slots
+        if self.shipper is not None:
+            self.shipper.watch(attempt.ref, attempt.directory)
         if self._peer is not None:
             self._peer.send(
                 TaskStatus(task.job_id, task.attempt, "RUNNING", started_at=attempt.started_at)
@@ -341,16 +392,26 @@ class Worker:
         if self._crashed:
             return
         result = attempt.result.result()
-        log.info(
-            "%s %s#%d %s%s",
-            self.name,
-            result.job_id,
-            result.attempt,
-            result.state,
-            f" ({result.error})" * bool(result.error),
-        )
-        self._send_final(result.to_status())
+        if result.error:  # successes are the bulk at high rates: only failures at INFO
+            log.info("%s %s#%d FAILED (%s)", self.name, result.job_id, result.attempt, result.error)
+        else:
+            log.debug("%s %s#%d COMPLETED", self.name, result.job_id, result.attempt)
+        self._send_final(self._with_logs(attempt, result.to_status()))
         self._check_drained()
+
+    def _with_logs(self, attempt: Attempt, status: TaskStatus) -> TaskStatus:
+        """The final report with the attempt's exact logs (tails, within what one frame can carry)."""
+        datagrams = self.shipper.finish(attempt.ref) if self.shipper is not None else 0
+        settings = self.settings
+        room = settings.max_body - _STATUS_HEADROOM - sum(len(data) for data in status.outputs.values())
+        capture = read_logs(attempt.directory, max(0, min(settings.max_log_bytes, room // 2)), datagrams)
+        return replace(
+            status,
+            stdout=capture.stdout,
+            stderr=capture.stderr,
+            truncated=status.truncated or capture.truncated,
+            log_datagrams=capture.datagrams,
+        )
 
     def _on_task_stop(self, stop: TaskStop) -> None:
         assert self._runner is not None
@@ -387,3 +448,18 @@ class Worker:
             self._check_drained()
 
         task.add_done_callback(forget)
+
+
+def _fit_in_one_frame(outbox: list[TaskStatus], budget: int) -> tuple[list[TaskStatus], list[TaskStatus]]:
+    """Split final reports into those a REGISTER can carry (logs and outputs within ``budget``) and the rest."""
+    fits: list[TaskStatus] = []
+    rest: list[TaskStatus] = []
+    used = 0
+    for status in outbox:
+        size = len(status.stdout or b"") + len(status.stderr or b"") + sum(map(len, status.outputs.values()))
+        if used + size <= budget:
+            used += size
+            fits.append(status)
+        else:
+            rest.append(status)
+    return fits, rest

@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 Each attempt gets ``<workspace>/jobs/<job_id>/attempt-<n>/`` with ``stdout``,
-``stderr`` and an ``outputs/`` directory. The process is started with
+``stderr`` and an ``outputs/`` directory (made ahead of time where possible:
+see ``dirs.py``). The process is started with
 ``os.posix_spawn`` (glibc does a vfork-style clone and exec; no Python runs in
 the child) in a new session, so its pid is also its process group id and a
 kill reaches everything it started. stdin is ``/dev/null``; stdout and stderr
@@ -36,13 +37,15 @@ import os
 import signal
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
 from protocol import TaskRef, TaskStart, TaskStatus
 
+from .artifacts import collect_artifacts, write_inputs
 from .command import CommandBuilder, LaunchError
+from .dirs import AttemptDirs
 from .payloads import PayloadCache
 
 __all__ = ["Attempt", "AttemptResult", "ProcessRunner"]
@@ -54,6 +57,8 @@ _OUT_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 # `yes | head` in it would spin on EPIPE instead of ending.
 _RESET_SIGNALS: Final = (signal.SIGPIPE, signal.SIGXFSZ)
 _PAYLOAD_KINDS: Final = frozenset({"RUN", "DEPLOY"})
+# DEPLOY names of the built-in worker artifact (DESIGN §3): a child worker, not a file
+_WORKER_ARTIFACTS: Final = frozenset({"worker", "Worker.jar"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,7 @@ class AttemptResult:
     error: str
     started_at: float
     finished_at: float
+    outputs: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def state(self) -> Literal["COMPLETED", "FAILED"]:
@@ -80,6 +86,7 @@ class AttemptResult:
             error=self.error,
             started_at=self.started_at,
             finished_at=self.finished_at,
+            outputs=self.outputs,
         )
 
 
@@ -199,7 +206,14 @@ class Attempt:
         elif not error and exit_code:
             error = _describe_exit(exit_code)
         self._runner._forget(self)
-        result = AttemptResult(self.ref.job_id, self.ref.attempt, exit_code, error, self.started_at, time.time())
+        outputs: dict[str, bytes] = {}
+        if self.directory:
+            artifacts = collect_artifacts(self.directory, max_output_bytes=self._runner.max_output_bytes)
+            outputs = artifacts.outputs
+            error = error or artifacts.error
+        result = AttemptResult(
+            self.ref.job_id, self.ref.attempt, exit_code, error, self.started_at, time.time(), outputs
+        )
         self.result.set_result(result)
 
 
@@ -211,6 +225,8 @@ class ProcessRunner:
         worker_id: exported to jobs as ``TITAN_WORKER``.
         base_env: the environment every job starts from (default: this process's).
         kill_grace_s: seconds between SIGTERM and SIGKILL.
+        spare_dirs: the most attempt directories to keep made ahead of time (see ``dirs.py``).
+        max_output_bytes: the output files one attempt may send back (see ``artifacts.py``).
     """
 
     def __init__(
@@ -220,12 +236,14 @@ class ProcessRunner:
         worker_id: str = "",
         base_env: Mapping[str, str] | None = None,
         kill_grace_s: float = 2.0,
+        spare_dirs: int = 64,
+        max_output_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.workspace = workspace.absolute()
         self.kill_grace_s = kill_grace_s
-        self._jobs_dir = f"{self.workspace}/jobs"
-        os.makedirs(self._jobs_dir, exist_ok=True)
+        self.max_output_bytes = max_output_bytes
+        self._dirs = AttemptDirs(str(self.workspace), max_spares=spare_dirs)
         self.payloads = PayloadCache(self.workspace / "cache")
         env = dict(os.environ if base_env is None else base_env)
         env["TITAN_WORKER"] = worker_id
@@ -258,6 +276,9 @@ class ProcessRunner:
             argv, env = self._prepare(task)
             attempt.directory = directory = self._make_directory(task.job_id, task.attempt)
             env["TITAN_OUTPUT_DIR"] = f"{directory}/outputs"
+            env["TITAN_INPUT_DIR"] = f"{directory}/inputs"
+            if task.inputs:
+                write_inputs(directory, task.inputs)
             pid = self._spawn(argv, env, directory)
         except LaunchError as exc:
             attempt._finish(None, str(exc))
@@ -286,6 +307,7 @@ class ProcessRunner:
             attempt.stop(reason)
         if attempts:
             await asyncio.gather(*(asyncio.shield(a.result) for a in attempts))
+        await self._dirs.aclose()
         if self._home_fd is not None:
             os.close(self._home_fd)
             self._home_fd = None
@@ -303,6 +325,8 @@ class ProcessRunner:
             return self.commands.for_shell(task.data, task.args, path), env
         if task.kind in _PAYLOAD_KINDS and (task.payload is not None or task.payload_hash):
             return self.commands.for_file(self._payload_file(task), task.args), env
+        if task.kind == "DEPLOY" and task.data in _WORKER_ARTIFACTS:
+            raise LaunchError(f"DEPLOY of the worker artifact {task.data!r} is not supported by this worker")
         if task.kind in _PAYLOAD_KINDS:
             raise LaunchError(f"no file was shipped with {task.kind} {task.data!r}")
         raise LaunchError(f"job type {task.kind} cannot run on this worker")
@@ -319,21 +343,10 @@ class ProcessRunner:
     def _make_directory(self, job_id: str, attempt: int) -> str:
         if not job_id or job_id in (".", "..") or "/" in job_id or "\0" in job_id:
             raise LaunchError(f"job id {job_id!r} cannot name a directory")
-        job_dir = f"{self._jobs_dir}/{job_id}"
-        directory = f"{job_dir}/attempt-{attempt}"
         try:
-            # One mkdir per level, no stat first: each costs tens of microseconds here.
-            if attempt <= 1:
-                _mkdir(job_dir)
-            try:
-                _mkdir(directory)
-            except FileNotFoundError:
-                _mkdir(job_dir)
-                _mkdir(directory)
-            _mkdir(f"{directory}/outputs")
+            return self._dirs.make(job_id, attempt)
         except OSError as exc:
-            raise LaunchError(f"cannot create {directory}: {exc.strerror or exc}") from exc
-        return directory
+            raise LaunchError(f"cannot create the directory of {job_id}#{attempt}: {exc.strerror or exc}") from exc
 
     def _spawn(self, argv: list[str], env: dict[str, str], directory: str) -> int:
         assert self._home_fd is not None
@@ -354,13 +367,6 @@ class ProcessRunner:
     def _forget(self, attempt: Attempt) -> None:
         if self._running.get(attempt.ref) is attempt:
             del self._running[attempt.ref]
-
-
-def _mkdir(path: str) -> None:
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        pass  # a rerun of the same attempt (at-least-once) reuses its directory
 
 
 def _signal_group(pgid: int, signum: int) -> None:

@@ -24,6 +24,8 @@ __all__ = ["PayloadCache"]
 _HEX: Final = frozenset(string.hexdigits.lower())
 # Permission bits only: a shipped file never becomes setuid here.
 _MODE_MASK: Final = 0o777
+# the most hashes a REGISTER carries (about 70 bytes each)
+_ADVERTISED: Final = 4096
 
 
 class PayloadCache:
@@ -46,12 +48,39 @@ class PayloadCache:
             raise LaunchError(f"bad payload name {name!r}")
         return f"{self.root}/{sha256}/{name}"
 
+    def hashes(self, limit: int = _ADVERTISED) -> list[str]:
+        """The hashes held here (at most ``limit``), which the worker advertises in REGISTER."""
+        try:
+            entries = os.listdir(self.root)
+        except OSError:
+            return []
+        found = [entry for entry in entries if len(entry) == 64 and _HEX.issuperset(entry)]
+        return found[:limit]
+
     def lookup(self, sha256: str, name: str) -> str | None:
         """The cached file, or None when it has not been stored yet."""
         path = self.path_for(sha256.lower(), name)
         if path in self._known:
             return path
         if os.path.isfile(path):
+            self._known.add(path)
+            return path
+        return self._under_another_name(path)
+
+    def _under_another_name(self, path: str) -> str | None:
+        """The same bytes cached under another name: link them to this one (interpreters go by suffix)."""
+        directory = path.rpartition("/")[0]
+        try:
+            others = [entry for entry in os.listdir(directory) if not entry.startswith(".")]
+        except OSError:
+            return None
+        for other in others:
+            try:
+                os.link(f"{directory}/{other}", path)
+            except FileExistsError:
+                pass
+            except OSError:
+                continue
             self._known.add(path)
             return path
         return None

@@ -1,0 +1,184 @@
+"""Seeing DAGs from the REPL and the command line: parse, tree, progress, DLQ, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from typing import Any
+
+import pytest
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+from rich.console import Console
+
+from protocol import AttemptInfo, Cancel, JobInfo, ListJobs
+from titan.cli.dagview import dag_tree, state_summary
+from titan.cli.main import main
+from titan.cli.parse import CancelDagCommand, WatchCommand, parse_dag, parse_line
+from titan.cli.progress import follow_jobs
+from titan.cli.render import job_detail, job_table
+from titan.cli.repl import Repl
+from titan.client import TitanClient
+from titan.client.testing import FakeMaster
+from titan.config import ClientSettings
+from titan.errors import UsageError
+
+from .test_cli_render import NOW, text_of
+
+
+def info(job_id: str, state: str = "COMPLETED", *deps: str, **fields: Any) -> JobInfo:
+    values: dict[str, Any] = {"type": "SHELL", "data": "true", "priority": 1, "attempts": 1, "max_attempts": 3}
+    values.update(fields)
+    return JobInfo(id=job_id, state=state, submitted_at=NOW, deps=list(deps), dag="DAG-1", **values)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_watch_and_cancel_dag_parse() -> None:
+    assert parse_line("watch RUN_CALC") == WatchCommand("RUN_CALC")
+    assert parse_line("CANCEL_DAG DAG-1a2b3c4d") == CancelDagCommand("DAG-1a2b3c4d")
+    with pytest.raises(UsageError, match="CANCEL_DAG expects one job id"):
+        parse_line("CANCEL_DAG")
+    with pytest.raises(UsageError, match="WATCH expects one job id"):
+        parse_line("WATCH a b")
+
+
+def test_the_design_dag_line_parses_with_and_without_spaces_in_deps() -> None:
+    line = (
+        "START_DASH|DEPLOY|server_dashboard.py|1|0|[] ; WORKER_A|DEPLOY|Worker.jar|8081|1|2|[START_DASH] ; "
+        "RUN_CALC|RUN|calc.py|2|0|[WORKER_A,START_DASH]|AFFINITY"
+    )
+    dash, worker, calc = parse_dag(line)
+    assert (worker.port, worker.deps, worker.delay_ms) == (8081, ["START_DASH"], 2)
+    assert (calc.deps, calc.affinity, calc.priority) == (["WORKER_A", "START_DASH"], True, 2)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def test_dag_tree_draws_each_job_once_and_references_shared_children() -> None:
+    jobs = [
+        info("A"),
+        info("B", "RUNNING", "A", worker="[8081]"),
+        info("C", "DEAD", "A", attempts=3, error="exit code 1"),
+        info("D", "SKIPPED", "B", "C", error="dependency C is DEAD"),
+        info("E", "BLOCKED", "OLD"),
+    ]
+    text = text_of(dag_tree(jobs))
+    lines = text.splitlines()
+    assert lines[0] == "DAG DAG-1  5 jobs  1 COMPLETED · 1 RUNNING · 1 BLOCKED · 1 DEAD · 1 SKIPPED"
+    assert "├── A  COMPLETED" in text
+    assert "B  RUNNING  [[8081]]" in text
+    assert "C  DEAD  attempt 3/3  exit code 1" in text
+    assert sum("D  SKIPPED  dependency C is DEAD" in line for line in lines) == 1
+    assert sum("↑ D SKIPPED" in line for line in lines) == 1
+    assert "E  BLOCKED  after OLD" in text
+
+
+def test_dag_tree_is_cut_for_huge_dags() -> None:
+    jobs = [info(f"J{i}") for i in range(500)]
+    text = text_of(dag_tree(jobs, max_lines=50))
+    assert "… 450 more jobs not shown" in text
+
+
+def test_dlq_table_shows_the_last_error_and_detail_shows_attempts() -> None:
+    runs = [
+        AttemptInfo(attempt=1, state="FAILED", worker="[8081]", exit_code=1, error="exit code 1", backoff_s=1.25),
+        AttemptInfo(attempt=2, state="FAILED", worker="[8082]", exit_code=1, error="exit code 1"),
+    ]
+    dead = info("X", "DEAD", attempts=2, max_attempts=2, error="exit code 1", runs=runs)
+    table = text_of(job_table([dead], now=NOW, title="Dead letter queue"))
+    assert "LAST ERROR" in table and "exit code 1" in table
+    assert "LAST ERROR" not in text_of(job_table([info("OK")], now=NOW))
+    detail = text_of(job_detail(dead, now=NOW))
+    assert "Attempts" in detail and "1.25s" in detail and "[8082]" in detail and "DAG-1" in detail
+
+
+def test_state_summary_orders_and_counts() -> None:
+    summary = state_summary([info("A", "RUNNING"), info("B"), info("C"), info("D", "BLOCKED")])
+    assert summary.plain == "2 COMPLETED · 1 RUNNING · 1 BLOCKED"
+
+
+# --------------------------------------------------------------------------- against a master
+
+
+async def test_follow_jobs_draws_progress_until_final(fake_master: FakeMaster) -> None:
+    fake_master.add_job("A", state="RUNNING")
+    fake_master.add_job("B", state="BLOCKED")
+    out = io.StringIO()
+    async with await TitanClient.connect(master=fake_master.address) as client:
+        follower = asyncio.create_task(follow_jobs(client, ["A", "B"], Console(file=out, width=100), interval_s=0.02))
+        fake_master.set_state("A", "COMPLETED")
+        fake_master.set_state("B", "SKIPPED")
+        jobs = await follower
+    assert [job.state for job in jobs] == ["COMPLETED", "SKIPPED"]
+    assert "2/2" in out.getvalue() and "1 COMPLETED · 1 SKIPPED" in out.getvalue()
+
+
+async def test_repl_status_of_a_dag_job_shows_the_tree_and_cancel_dag(fake_master: FakeMaster) -> None:
+    out = io.StringIO()
+    with create_pipe_input() as pipe:
+        pipe.send_text("SUBMIT_DAG A|SHELL|true|1|0|[] ; B|SHELL|true|1|0|[A]\rSTATUS B\rCANCEL_DAG B\rDLQ\rEXIT\r")
+        repl = Repl(
+            ClientSettings(host="127.0.0.1", port=fake_master.port),
+            console=Console(file=out, width=120, color_system=None),
+            history_path=None,
+            input=pipe,
+            output=DummyOutput(),
+        )
+        assert await repl.run() == 0
+    text = out.getvalue()
+    assert "DAG DAG-00000001 accepted, 2 jobs: A, B" in text
+    assert "DAG DAG-00000001  2 jobs" in text and "└── B  BLOCKED" in text
+    cancels = [r for r in fake_master.received if isinstance(r, Cancel)]
+    assert cancels == [Cancel(job_id="B", dag=True)]
+    assert ListJobs(state=None, limit=2**31 - 1, dag="DAG-00000001") in fake_master.received
+    assert "Dead letter queue" in text
+
+
+async def test_cli_cancel_dag_and_list_dag(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_master.add_job("A", dag="DAG-9")
+    fake_master.add_job("B", dag="DAG-9")
+    fake_master.add_job("SOLO")
+    assert await asyncio.to_thread(main, ["--master", fake_master.address, "cancel", "A", "--dag"]) == 0
+    assert Cancel(job_id="A", dag=True) in fake_master.received
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["--master", fake_master.address, "list", "--dag", "A", "--json"]) == 0
+    assert [job["id"] for job in json.loads(capsys.readouterr().out)] == ["A", "B"]
+
+
+async def test_cli_submit_dag_applies_job_options_to_every_job(fake_master: FakeMaster) -> None:
+    argv = ["--master", fake_master.address, "submit-dag", "A|SHELL|true|1|0|[] ; B|SHELL|true|1|0|[A]"]
+    argv += ["--attempts", "5", "--backoff-base", "0.5", "--backoff-factor", "3"]
+    assert await asyncio.to_thread(main, argv) == 0
+    (request,) = [r for r in fake_master.received if type(r).__name__ == "SubmitDag"]
+    assert {(s.max_attempts, s.backoff_base_s, s.backoff_factor, s.backoff_cap_s) for s in request.jobs} == {
+        (5, 0.5, 3.0, None)
+    }
+
+
+def test_cli_refuses_bad_backoff_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["submit", "SHELL|true", "--backoff-factor", "0.5"]) == 2
+    assert capsys.readouterr().err == "titan: error: --backoff-factor must be at least 1, got 0.5\n"
+
+
+async def test_repl_watch_follows_the_whole_dag_until_final(fake_master: FakeMaster) -> None:
+    fake_master.add_job("A", state="COMPLETED", dag="DAG-9")
+    fake_master.add_job("B", state="RUNNING", dag="DAG-9", deps=["A"])
+    out = io.StringIO()
+    with create_pipe_input() as pipe:
+        pipe.send_text("WATCH A\rEXIT\r")
+        repl = Repl(
+            ClientSettings(host="127.0.0.1", port=fake_master.port),
+            console=Console(file=out, width=120, color_system=None),
+            history_path=None,
+            input=pipe,
+            output=DummyOutput(),
+        )
+        session = asyncio.create_task(repl.run())
+        fake_master.set_state("B", "COMPLETED")  # before or after WATCH asks: it ends either way
+        assert await session == 0
+    text = out.getvalue()
+    assert "DAG DAG-9" in text and "2/2" in text and "└── B  COMPLETED" in text

@@ -1,0 +1,48 @@
+"""Local scripts sent inline, and the ages ``titan gc`` accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from protocol import JobSpec
+from titan.cli.inline import attach_inline, parse_duration
+from titan.cli.main import build_parser
+from titan.cli.oneshot import check_arguments
+from titan.cli.parse import SubmitCommand, parse_line
+from titan.errors import UsageError
+
+
+def test_at_path_sends_the_local_file_inline(tmp_path: Path) -> None:
+    script = tmp_path / "job.py"
+    script.write_bytes(b"print('hi')\n")
+    command = parse_line(f"SUBMIT RUN|@{script}")
+    assert isinstance(command, SubmitCommand)
+    spec = attach_inline(command.spec)
+    assert (spec.type, spec.data, spec.payload) == ("RUN", "job.py", b"print('hi')\n")
+    assert attach_inline(JobSpec(type="SHELL", data="@x")) == JobSpec(type="SHELL", data="@x")
+    with pytest.raises(UsageError, match="cannot read"):
+        attach_inline(JobSpec(type="RUN", data=f"@{tmp_path / 'missing.py'}"))
+
+
+def test_titan_submit_file_and_gc_older_than(tmp_path: Path) -> None:
+    script = tmp_path / "job.sh"
+    script.write_bytes(b"echo hi\n")
+    args = build_parser().parse_args(["submit", "--file", str(script)])
+    check_arguments(args)
+    assert (args.spec.type, args.spec.data, args.spec.payload) == ("RUN", "job.sh", b"echo hi\n")
+    args = build_parser().parse_args(["gc", "--older-than", "7d"])
+    check_arguments(args)
+    assert args.older_than_s == 7 * 86400
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("45s", 45), ("30m", 1800), ("12h", 43200), ("2w", 1209600)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "7 days", "-1d", "d"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(UsageError, match="expected a number"):
+        parse_duration(text)

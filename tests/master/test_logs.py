@@ -1,0 +1,147 @@
+"""The master's log hub, driven datagram by datagram without a socket."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from protocol import LogData, LogRecord, TaskStatus, encode_log_record, log_key, log_record_mac
+from titan.master.gc import collectable
+from titan.master.logs import LogHub
+from titan.master.logstore import LogStore
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.buffered = 0
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+class FakePeer:
+    label = "fake"
+
+    def __init__(self) -> None:
+        self.transport = FakeTransport()
+        self.sent: list[LogData] = []
+
+    def send(self, message: Any, **_: Any) -> bool:
+        self.sent.append(message)
+        return True
+
+    def text(self, stream: str) -> bytes:
+        return b"".join(m.data for m in self.sent if m.stream == stream)
+
+
+def job(job_id: str = "J", attempts: int = 1, final: bool = False) -> Any:
+    return SimpleNamespace(id=job_id, attempts=attempts, is_final=final, runs=[], worker_name="[1]")
+
+
+def record(seq: int, data: bytes, offset: int, stream: str = "stdout", key: bytes | None = None, **kw: Any) -> bytes:
+    rec = LogRecord(job_id=kw.get("job_id", "J"), attempt=1, stream=stream, seq=seq, data=data, offset=offset)  # type: ignore[arg-type]
+    if key is not None:
+        rec = LogRecord(rec.job_id, rec.attempt, rec.stream, rec.seq, rec.data, rec.offset, log_record_mac(key, rec))
+    return encode_log_record(rec)
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> LogHub:
+    return LogHub(LogStore(tmp_path), lambda job_id, attempt: job_id == "J" and attempt == 1)
+
+
+async def test_records_reach_followers_in_order_and_replays_are_dropped(hub: LogHub) -> None:
+    peer = FakePeer()
+    assert hub.subscribe(peer, job(), follow=True) == 1  # type: ignore[arg-type]
+    hub.datagram(record(0, b"hello ", 0))
+    hub.datagram(record(1, b"world\n", 6))
+    hub.datagram(record(1, b"world\n", 6))  # replayed
+    hub.datagram(record(0, b"oops\n", 0, stream="stderr"))
+    hub._flush()
+    assert peer.text("stdout") == b"hello world\n"
+    assert peer.text("stderr") == b"oops\n"
+    assert hub.counts["received"] == 3
+    assert hub.counts["replayed"] == 1
+
+
+async def test_unknown_attempts_and_garbage_are_counted_not_taken(hub: LogHub) -> None:
+    hub.datagram(record(0, b"x", 0, job_id="OTHER"))
+    hub.datagram(b"\x01\x60\x00\x00\x00\x00\x00\x01\xc1")
+    hub.datagram(b"not a frame at all")
+    assert hub.counts == {**hub.counts, "unknown": 1, "malformed": 2, "received": 0}
+
+
+async def test_with_a_token_forged_records_are_dropped(tmp_path: Path) -> None:
+    hub = LogHub(LogStore(tmp_path), lambda *_: True, token="s3cret")
+    key = log_key("s3cret")
+    hub.datagram(record(0, b"good\n", 0, key=key))
+    hub.datagram(record(1, b"forged\n", 5))  # no mac
+    hub.datagram(record(1, b"forged\n", 5, key=log_key("guess")))  # wrong key
+    tampered = bytearray(record(1, b"tamper\n", 5, key=key))
+    tampered[-40] ^= 1  # a byte of the data, under the mac
+    hub.datagram(bytes(tampered))
+    assert hub.counts["received"] == 1
+    assert hub.counts["forged"] + hub.counts["malformed"] == 3
+    assert hub.counts["forged"] >= 2
+
+
+async def test_a_lost_datagram_leaves_a_gap_live_and_the_exact_log_replaces_it(hub: LogHub, tmp_path: Path) -> None:
+    peer = FakePeer()
+    hub.subscribe(peer, job(), follow=True)  # type: ignore[arg-type]
+    hub.datagram(record(0, b"one\n", 0))
+    hub.datagram(record(2, b"three\n", 8))  # seq 1 ("two\n") never arrives
+    hub._flush()
+    assert peer.text("stdout") == b"one\nthree\n"
+    live_copy = tmp_path / "jobs" / "J" / "attempt-1" / "stdout"
+    assert live_copy.read_bytes() == b"one\nthree\n"
+    exact = b"one\ntwo\nthree\nfour\n"
+    status = TaskStatus("J", 1, "COMPLETED", exit_code=0, stdout=exact, stderr=b"", log_datagrams=3)
+    stats = hub.attempt_ended(status, job(final=True))  # type: ignore[arg-type]
+    assert stats.log_lost == 1
+    assert live_copy.read_bytes() == exact
+    assert peer.text("stdout") == b"one\nthree\nfour\n"  # the gap stays, the tail comes from the exact log
+    hub.job_final("J")
+    assert peer.sent[-1].eof
+    result = json.loads((tmp_path / "jobs" / "J" / "attempt-1" / "result.json").read_text())
+    assert result["state"] == "COMPLETED" and result["log_lost"] == 1 and result["stdout_bytes"] == len(exact)
+
+
+async def test_a_slow_follower_is_cut_off_with_a_reason(hub: LogHub) -> None:
+    slow, fast = FakePeer(), FakePeer()
+    hub.subscribe(slow, job(), follow=True)  # type: ignore[arg-type]
+    hub.subscribe(fast, job(), follow=True)  # type: ignore[arg-type]
+    slow.transport.buffered = hub.follower_buffer_bytes + 1
+    hub.datagram(record(0, b"data\n", 0))
+    hub._flush()
+    assert slow.sent[-1].eof and "cut off" in slow.sent[-1].error
+    assert fast.text("stdout") == b"data\n"
+    hub.datagram(record(1, b"more\n", 5))
+    hub._flush()
+    assert len(slow.sent) == 1 and fast.text("stdout") == b"data\nmore\n"
+    assert hub.counts["followers_cut"] == 1
+
+
+async def test_logs_of_a_finished_job_are_the_stored_ones_then_eof(hub: LogHub) -> None:
+    status = TaskStatus("J", 1, "FAILED", exit_code=1, stdout=b"out\n", stderr=b"err\n")
+    hub.attempt_ended(status, job())  # type: ignore[arg-type]
+    peer = FakePeer()
+    hub.subscribe(peer, job(final=True), follow=True)  # type: ignore[arg-type]
+    assert peer.text("stdout") == b"out\n" and peer.text("stderr") == b"err\n"
+    assert peer.sent[-1].eof
+
+
+def test_gc_keeps_unfinished_jobs_whatever_their_age() -> None:
+    jobs: dict[str, Any] = {
+        "old-done": SimpleNamespace(is_final=True, finished_at=100.0),
+        "new-done": SimpleNamespace(is_final=True, finished_at=1000.0),
+        "old-running": SimpleNamespace(is_final=False, finished_at=None),
+        "old-backing-off": SimpleNamespace(is_final=False, finished_at=None),
+    }
+    names = [*jobs, "orphan-old", "orphan-new"]
+    mtimes = {"orphan-old": 50.0, "orphan-new": 2000.0}
+    chosen = collectable(names, jobs, cutoff=500.0, mtime=lambda n: mtimes.get(n, 0.0))
+    assert chosen == ["old-done", "orphan-old"]

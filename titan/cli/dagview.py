@@ -1,0 +1,101 @@
+"""Seeing a DAG: its jobs as a rich tree, and a one-line summary of their states. Pure.
+
+The tree runs from the DAG's roots (jobs with no dependency inside the DAG)
+down to their dependants. A job with several parents is drawn in full under
+the first of them and as a one-line reference (``↑``) under the others, so a
+fan-in of a hundred parents is still a hundred lines, not a hundred copies.
+Very large DAGs are cut after ``max_lines`` lines with a count of the rest.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+from rich.text import Text
+from rich.tree import Tree
+
+from protocol import JobInfo
+
+from .render import STATE_STYLES, state_text
+
+__all__ = ["STATE_ORDER", "dag_tree", "job_line", "state_summary"]
+
+#: the order states are listed in summaries: finished kinds first, then what is still to come
+STATE_ORDER: Final = (
+    "COMPLETED",
+    "RUNNING",
+    "SCHEDULED",
+    "PENDING",
+    "DELAYED",
+    "BLOCKED",
+    "FAILED",
+    "DEAD",
+    "SKIPPED",
+    "CANCELLED",
+    "STOPPED",
+)
+
+
+def state_summary(jobs: Iterable[JobInfo]) -> Text:
+    """``3 COMPLETED · 1 RUNNING · 2 BLOCKED``, coloured by state."""
+    counts = Counter(job.state for job in jobs)
+    text = Text()
+    for state in (*STATE_ORDER, *sorted(set(counts) - set(STATE_ORDER))):
+        if counts.get(state):
+            if text:
+                text.append(" · ", style="dim")
+            text.append(f"{counts[state]} {state}", style=STATE_STYLES.get(state, ""))
+    return text
+
+
+def job_line(job: JobInfo, outside: Sequence[str] = ()) -> Text:
+    """``ID  STATE  [worker]  attempt 2/3  error``: one job in a tree or a list."""
+    text = Text.assemble((job.id, "bold"), "  ", state_text(job.state))
+    if job.worker:
+        text.append(f"  [{job.worker}]", style="dim")
+    if job.attempts > 1 or job.state in ("DEAD", "FAILED"):
+        text.append(f"  attempt {job.attempts}/{job.max_attempts}", style="dim")
+    if outside:
+        text.append(f"  after {', '.join(outside)}", style="dim")
+    if job.error and job.state not in ("COMPLETED", "RUNNING", "SCHEDULED"):
+        text.append(f"  {job.error}", style="red")
+    return text
+
+
+def dag_tree(jobs: Sequence[JobInfo], *, title: str | None = None, max_lines: int = 200) -> Tree:
+    """The DAG as a tree from its roots to its sinks, each job with its state."""
+    by_id = {job.id: job for job in jobs}
+    children: dict[str, list[JobInfo]] = {}
+    roots: list[JobInfo] = []
+    for job in jobs:
+        inner = [dep for dep in job.deps if dep in by_id]
+        for dep in dict.fromkeys(inner):
+            children.setdefault(dep, []).append(job)
+        if not inner:
+            roots.append(job)
+    dag_id = next((job.dag for job in jobs if job.dag), None)
+    label = Text.assemble((title or f"DAG {dag_id or ''}".rstrip(), "bold"), f"  {len(jobs)} jobs  ")
+    label.append_text(state_summary(jobs))
+    tree = Tree(label, guide_style="dim")
+    drawn: set[str] = set()
+    lines = 0
+    # iterative depth-first walk: (parent node, job); reversed pushes keep submission order
+    stack: list[tuple[Tree, JobInfo]] = [(tree, job) for job in reversed(roots)]
+    while stack:
+        node, job = stack.pop()
+        if lines >= max_lines:
+            hidden = len(by_id) - len(drawn)
+            if hidden:
+                tree.add(Text(f"… {hidden} more jobs not shown", style="dim"))
+            break
+        lines += 1
+        if job.id in drawn:
+            node.add(Text.assemble(("↑ ", "dim"), (job.id, "dim"), " ", state_text(job.state)))
+            continue
+        drawn.add(job.id)
+        outside = [dep for dep in job.deps if dep not in by_id]
+        branch = node.add(job_line(job, outside))
+        stack.extend((branch, child) for child in reversed(children.get(job.id, [])))
+    return tree

@@ -1,0 +1,148 @@
+"""Logs and results at rest: ``<workspace>/jobs/<id>/attempt-<n>/``.
+
+Each attempt's folder in the master's workspace holds:
+
+* ``stdout``, ``stderr``: while the attempt runs, what arrived live over UDP
+  (appended as it comes, gaps and all); once the attempt's final TASK_STATUS
+  is in, the worker's exact copy replaces them (written to a temporary name
+  and renamed, so a reader sees one or the other, never a mix). Over the
+  worker's size limit only the tail is there, and ``result.json`` says so.
+* ``result.json``: how the attempt ended (state, exit code, error, times,
+  worker) and what happened to its logs (``truncated``, ``log_lost``: live
+  datagrams that never arrived, ``stdout_bytes``/``stderr_bytes`` stored).
+* ``outputs/``: the job's output files (:mod:`titan.master.artifacts`).
+
+:class:`LogStore` is the only code that writes the first two.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from protocol import TaskStatus
+from titan.jobs import Job
+
+__all__ = ["AttemptLogStats", "LogStore", "Stream"]
+
+log = logging.getLogger(__name__)
+
+Stream = Literal["stdout", "stderr"]
+STREAMS: Final[tuple[Stream, Stream]] = ("stdout", "stderr")
+RESULT_FILE: Final = "result.json"
+_APPEND: Final = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptLogStats:
+    """What STATUS shows about an attempt's logs."""
+
+    log_lost: int = 0
+    truncated: bool = False
+
+
+class LogStore:
+    """The attempt folders under ``<workspace>/jobs``.
+
+    Args:
+        workspace: the master's workspace.
+    """
+
+    def __init__(self, workspace: Path) -> None:
+        self.jobs_dir = Path(workspace).absolute() / "jobs"
+        self._stats: dict[tuple[str, int], AttemptLogStats] = {}
+
+    def attempt_dir(self, job_id: str, attempt: int) -> Path:
+        return self.jobs_dir / job_id / f"attempt-{attempt}"
+
+    # ------------------------------------------------------------------ live copies
+    def open_live(self, job_id: str, attempt: int, stream: Stream) -> int:
+        """An fd appending to the attempt's live copy of ``stream`` (folders made as needed).
+
+        Raises:
+            OSError: the disk refused.
+        """
+        directory = self.attempt_dir(job_id, attempt)
+        directory.mkdir(parents=True, exist_ok=True)
+        return os.open(directory / stream, _APPEND, 0o644)
+
+    # ------------------------------------------------------------------ at rest
+    def store_exact(self, status: TaskStatus) -> None:
+        """Replace the live copies with the worker's exact logs (a stream it did not send keeps its live copy).
+
+        Raises:
+            OSError: the disk refused.
+        """
+        directory = self.attempt_dir(status.job_id, status.attempt)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stream, data in (("stdout", status.stdout), ("stderr", status.stderr)):
+            if data is None:
+                continue
+            tmp = directory / f".{stream}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, directory / stream)
+
+    def write_result(self, status: TaskStatus, job: Job | None, stats: AttemptLogStats) -> None:
+        """``result.json`` of an ended attempt; the job's record (if it has one for it) wins over the report."""
+        run = job.runs[status.attempt - 1] if job is not None and 0 < status.attempt <= len(job.runs) else None
+        directory = self.attempt_dir(status.job_id, status.attempt)
+        result: dict[str, Any] = {
+            "job_id": status.job_id,
+            "attempt": status.attempt,
+            "state": run.state if run is not None and run.state not in ("SCHEDULED", "RUNNING") else status.state,
+            "exit_code": status.exit_code,
+            "error": (run.error if run is not None and run.error else status.error),
+            "started_at": status.started_at if status.started_at is not None else (run and run.started_at),
+            "finished_at": status.finished_at if status.finished_at is not None else (run and run.finished_at),
+            "worker": run.worker if run is not None else (job.worker_name if job is not None else None),
+            "truncated": stats.truncated,
+            "log_lost": stats.log_lost,
+            "stdout_bytes": _size(directory / "stdout"),
+            "stderr_bytes": _size(directory / "stderr"),
+            "outputs": sorted(status.outputs),
+        }
+        self._stats[(status.job_id, status.attempt)] = stats
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            tmp = directory / f".{RESULT_FILE}.tmp"
+            tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, directory / RESULT_FILE)
+        except OSError as exc:
+            log.warning("%s attempt %d: cannot write %s: %s", status.job_id, status.attempt, RESULT_FILE, exc)
+
+    def stats(self, job_id: str, attempt: int) -> AttemptLogStats:
+        """The log figures of an ended attempt (from memory, else its ``result.json``; zeros if none)."""
+        key = (job_id, attempt)
+        found = self._stats.get(key)
+        if found is None:
+            found = AttemptLogStats()
+            try:
+                saved = json.loads((self.attempt_dir(job_id, attempt) / RESULT_FILE).read_text(encoding="utf-8"))
+                found = AttemptLogStats(int(saved.get("log_lost", 0)), bool(saved.get("truncated", False)))
+            except (OSError, ValueError, TypeError, AttributeError):
+                pass
+            self._stats[key] = found
+        return found
+
+    def read(self, job_id: str, attempt: int, stream: Stream) -> bytes:
+        """A stored log, or b"" if there is none."""
+        try:
+            return (self.attempt_dir(job_id, attempt) / stream).read_bytes()
+        except OSError:
+            return b""
+
+    def forget(self, job_id: str) -> None:
+        """Drop what is remembered about a job whose folder is gone (gc)."""
+        for key in [key for key in self._stats if key[0] == job_id]:
+            del self._stats[key]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
