@@ -17,6 +17,7 @@ from protocol import DEFAULT_MAX_BODY
 
 __all__ = [
     "DEFAULT_PORT",
+    "AutoscaleSettings",
     "ClientSettings",
     "MasterSettings",
     "WorkerSettings",
@@ -44,6 +45,38 @@ def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int
     if not 0 <= port <= 65535:
         raise ValueError(f"bad address '{text}': port {port} is out of range")
     return host, port
+
+
+@dataclass(frozen=True)
+class AutoscaleSettings:
+    """Limits and delays of the master's autoscaler (``--autoscale``; see titan/master/autoscaler.py).
+
+    Raises:
+        ValueError: a limit below 1 or a negative delay, with a one-line message.
+    """
+
+    max_workers: int = 8
+    max_children: int = 4
+    max_depth: int = 2
+    scale_up_after_s: float = 2.0
+    cooldown_s: float = 2.0
+    idle_retire_s: float = 30.0
+    max_step: int = 2
+    spawn_timeout_s: float = 30.0
+    interval_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("max_workers", "max_children", "max_step"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"autoscale {name} must be at least 1, got {getattr(self, name)}")
+        if self.max_depth < 1:
+            raise ValueError(f"autoscale max_depth must be at least 1, got {self.max_depth}")
+        for name in ("scale_up_after_s", "cooldown_s", "idle_retire_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"autoscale {name} must not be negative, got {getattr(self, name)}")
+        for name in ("spawn_timeout_s", "interval_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"autoscale {name} must be positive, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +112,8 @@ class MasterSettings:
     follower_buffer_bytes: int = 4 * 1024 * 1024
     log_linger_s: float = 5.0
     name: str = "titan-master"
+    # the autoscaler (DESIGN §7): None keeps it off (the default; `--autoscale` turns it on)
+    autoscale: AutoscaleSettings | None = None
 
 
 @dataclass(frozen=True)

@@ -92,10 +92,11 @@ def test_handler_type_runs_its_script_with_data_first(state: MasterState) -> Non
     )
 
 
-def test_deploy_of_a_script_runs_it_and_of_the_worker_names_the_port(state: MasterState) -> None:
+def test_deploy_of_a_script_ships_it_as_a_service_and_of_the_worker_names_the_port(state: MasterState) -> None:
     script, _ = state.submit(JobSpec(type="DEPLOY", data="calc.py"), now=1.0)
     worker, _ = state.submit(JobSpec(type="DEPLOY", data="Worker.jar", port=8083), now=1.0)
-    assert (script.run_kind, script.run_data) == ("RUN", "calc.py")
+    assert (script.run_kind, script.run_data) == ("DEPLOY", "calc.py")
+    assert script.is_service and worker.is_service
     assert (worker.run_kind, worker.run_data, worker.run_args) == ("DEPLOY", "worker", ["8083"])
 
 

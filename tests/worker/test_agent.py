@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,7 +32,8 @@ async def test_registers_with_its_identity(master: FakeMaster, make_worker: Make
     (register,) = master.registers
     assert worker.name == register.name == "[18090]"
     assert worker.worker_id == register.worker_id == f"{socket.gethostname()}:18090"
-    assert (register.port, register.capacity, register.skills) == (18090, 3, ["GENERAL", "GPU"])
+    java = ["JAVA"] if shutil.which("java") else []  # offered on its own where java is on the PATH
+    assert (register.port, register.capacity, register.skills) == (18090, 3, ["GENERAL", "GPU", *java])
     assert (register.parent, register.pid) == ("parent-1", os.getpid())
     assert (register.running, register.finished) == ([], [])
 

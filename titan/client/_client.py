@@ -36,10 +36,15 @@ from protocol import (
     Message,
     Opcode,
     ProtocolError,
+    Retire,
+    RetireReply,
     Retry,
     SchemaError,
+    Spawn,
+    SpawnReply,
     Stats,
     StatsReply,
+    Stop,
     Submit,
     SubmitDag,
     SubmitDagReply,
@@ -342,6 +347,26 @@ class TitanClient:
     async def outputs(self, job_id: str, attempt: int | None = None) -> JobOutputsReply:
         """The files an attempt wrote under ``TITAN_OUTPUT_DIR`` (default: its latest attempt that has any)."""
         return await self._call(JobOutputs(job_id=job_id, attempt=attempt), JobOutputsReply)
+
+    # ------------------------------------------------------------------ services and scaling
+    async def stop(self, job_id: str) -> JobInfo:
+        """End a RUNNING service (a DEPLOY job); returns it, now STOPPED."""
+        reply = await self._call(Stop(job_id=job_id), JobReply)
+        return reply.job
+
+    async def spawn(self, worker: str | None = None, port: int = 0, capacity: int = 0) -> SpawnReply:
+        """Ask ``worker`` (id, ``[8081]`` or port; default: the master picks) to start a child worker.
+
+        ``port`` 0 lets the worker pick a free display port; ``capacity`` 0 gives the child the
+        parent's. The answer comes once the request is on its way; the child registers later,
+        with ``spawn_id`` set to the answer's.
+        """
+        return await self._call(Spawn(worker=worker, port=port, capacity=capacity), SpawnReply)
+
+    async def retire(self, worker: str) -> list[str]:
+        """Drain ``worker`` and its children; each leaves once idle. Returns the ids now draining."""
+        reply = await self._call(Retire(worker=worker), RetireReply)
+        return reply.workers
 
     async def gc(self, older_than_s: float) -> GcReply:
         """Remove the workspace folders of jobs final for longer than ``older_than_s`` (never an unfinished job's)."""

@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
 
-from protocol import GcReply, JobInfo, JobOutputsReply, JobSpec, LogData, StatsReply, SubmitDagReply
+from protocol import GcReply, JobInfo, JobOutputsReply, JobSpec, LogData, SpawnReply, StatsReply, SubmitDagReply
 from titan.config import ClientSettings
 
 from ._client import TitanClient
@@ -152,6 +152,15 @@ class Client:
 
     def retry(self, job_id: str) -> JobInfo:
         return self._run(self._client.retry(job_id))
+
+    def stop(self, job_id: str) -> JobInfo:
+        return self._run(self._client.stop(job_id))
+
+    def spawn(self, worker: str | None = None, port: int = 0, capacity: int = 0) -> SpawnReply:
+        return self._run(self._client.spawn(worker, port, capacity))
+
+    def retire(self, worker: str) -> list[str]:
+        return self._run(self._client.retire(worker))
 
     def wait(self, job_ids: Sequence[str], timeout_s: float | None = None) -> list[JobInfo]:
         return self._run(self._client.wait(job_ids, timeout_s))

@@ -33,7 +33,9 @@ def parse_args(
     """Flags (and ``TITAN_MASTER``/``TITAN_TOKEN``) -> settings; a bad flag exits 2 with one line."""
     env = os.environ if environ is None else environ
     parser = _Parser(prog=prog, description="Serve the Titan dashboard, a web page that shows the cluster.")
-    parser.add_argument("--port", type=int, default=DashboardSettings.port, help="HTTP port; 0 picks one (default 8050)")
+    parser.add_argument(
+        "--port", type=int, default=DashboardSettings.port, help="HTTP port; 0 picks one (default 8050)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     parser.add_argument("--master", metavar="HOST:PORT", default=None, help="master address (env TITAN_MASTER)")
     parser.add_argument("--token", default=None, help="cluster token (env TITAN_TOKEN)")
@@ -64,7 +66,9 @@ async def serve(settings: DashboardSettings, client: ClientSettings) -> int:
     try:
         await dashboard.start()
     except OSError as exc:
-        print(f"titan dashboard: cannot serve on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"titan dashboard: cannot serve on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr
+        )
         return 1
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

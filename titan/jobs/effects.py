@@ -18,6 +18,7 @@ __all__ = [
     "Assign",
     "CloseWorker",
     "Delay",
+    "DrainWorker",
     "Effect",
     "Enqueue",
     "JobFinished",
@@ -54,6 +55,14 @@ class JobFinished:
     """The job reached a final state: answer whoever waits for it."""
 
     job: Job
+
+
+@dataclass(frozen=True, slots=True)
+class DrainWorker:
+    """Tell ``worker_id`` to take no new tasks and leave once idle (DRAIN)."""
+
+    worker_id: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,5 +117,14 @@ class ReleaseDependants:
 
 
 Effect: TypeAlias = (
-    SendTask | StopTask | JobFinished | CloseWorker | Enqueue | Delay | Assign | Unassign | ReleaseDependants
+    SendTask
+    | StopTask
+    | JobFinished
+    | CloseWorker
+    | DrainWorker
+    | Enqueue
+    | Delay
+    | Assign
+    | Unassign
+    | ReleaseDependants
 )

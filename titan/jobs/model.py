@@ -102,6 +102,9 @@ class Job:
     story: deque[Step] = field(default_factory=lambda: deque(maxlen=50))
     runs: list[AttemptRecord] = field(default_factory=list)  # one per attempt, oldest first
     outputs: list[str] = field(default_factory=list)  # files kept from the attempt that COMPLETED it
+    # DEPLOY: the current attempt's service is up (its dependants were released), and its restarts
+    service_up: bool = False
+    restarts: int = 0
 
     @classmethod
     def from_spec(
@@ -157,6 +160,11 @@ class Job:
         return self.max_attempts - (self.attempts - self.retry_base)
 
     @property
+    def is_service(self) -> bool:
+        """A DEPLOY: a service or a child worker, RUNNING while it runs."""
+        return self.run_kind == "DEPLOY"
+
+    @property
     def is_final(self) -> bool:
         return self.state in FINAL_STATES
 
@@ -201,4 +209,6 @@ class Job:
             ],
             dag=self.dag,
             runs=[run.to_info() for run in self.runs],
+            restarts=self.restarts,
+            up=self.service_up,
         )

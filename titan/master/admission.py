@@ -8,9 +8,10 @@ an empty SHELL command, a bad or duplicate id. The answer is a one-line
 Types
 -----
 ``RUN`` ships a file from ``perm_files/``; ``SHELL`` runs an inline command line;
-``DEPLOY`` of a script runs it like RUN (services proper are managed elsewhere),
-``DEPLOY`` of the worker artifact (``worker`` / ``Worker.jar``) asks the worker to
-start a child worker on the given port; any other ``TYPE`` names a handler
+``DEPLOY`` of a script ships it like RUN and the worker keeps it running as a
+service (``titan/worker/deployments.py``); ``DEPLOY`` of the worker artifact
+(``worker`` / ``Worker.jar``) asks the worker to start a child worker on the
+given port (0: any free display port); any other ``TYPE`` names a handler
 ``perm_files/handlers/<type>.py``, run as RUN of that script with ``[data, *args]``.
 """
 
@@ -28,10 +29,12 @@ from titan.jobs import Job, JobState, check_job_id, new_job_id
 
 from .files import FileCatalog
 
-__all__ = ["BUILTIN_TYPES", "WORKER_ARTIFACTS", "Admission"]
+__all__ = ["BUILTIN_TYPES", "WORKER_ARTIFACT", "WORKER_ARTIFACTS", "Admission"]
 
 BUILTIN_TYPES: Final = ("RUN", "SHELL", "DEPLOY")
 WORKER_ARTIFACTS: Final = frozenset({"worker", "Worker.jar"})
+#: ``run_data`` of a DEPLOY of the worker artifact (what the worker is told to start)
+WORKER_ARTIFACT: Final = "worker"
 _HANDLER_NAME: Final = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
 
@@ -131,10 +134,12 @@ class Admission:
             return "RUN", self._file(spec), list(spec.args)
         if kind == "DEPLOY":
             if spec.data in WORKER_ARTIFACTS:
-                if spec.port is None or not 1 <= spec.port <= 65535:
-                    raise ValidationError(f"DEPLOY of {spec.data} needs a port between 1 and 65535")
-                return "DEPLOY", "worker", [str(spec.port), *spec.args]
-            return "RUN", self._file(spec), list(spec.args)
+                if spec.port is None or not 0 <= spec.port <= 65535:
+                    raise ValidationError(f"DEPLOY of {spec.data} needs a port between 1 and 65535 (0: any free one)")
+                return "DEPLOY", WORKER_ARTIFACT, [str(spec.port), *spec.args]
+            if spec.port is not None and not 1 <= spec.port <= 65535:
+                raise ValidationError(f"DEPLOY of {spec.data}: port must be between 1 and 65535, got {spec.port}")
+            return "DEPLOY", self._file(spec), list(spec.args)
         script = self.files.handler(kind) if _HANDLER_NAME.fullmatch(kind) else None
         if script is None:
             raise ValidationError(self._unknown_type(spec.type))

@@ -35,38 +35,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from titan.config import AutoscaleSettings
+
 __all__ = ["AutoscaleSettings", "Autoscaler", "Decision", "Retire", "Spawn", "WorkerView"]
-
-
-@dataclass(frozen=True, slots=True)
-class AutoscaleSettings:
-    """Limits and delays of the autoscaler (seconds)."""
-
-    max_workers: int = 8
-    max_children: int = 4
-    max_depth: int = 2
-    scale_up_after_s: float = 2.0
-    cooldown_s: float = 2.0
-    idle_retire_s: float = 30.0
-    max_step: int = 2
-    spawn_timeout_s: float = 30.0
-    interval_s: float = 0.5
-
-    def __post_init__(self) -> None:
-        for name in ("max_workers", "max_children", "max_step"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"autoscale {name} must be at least 1, got {getattr(self, name)}")
-        if self.max_depth < 1:
-            raise ValueError(f"autoscale max_depth must be at least 1, got {self.max_depth}")
-        for name in ("scale_up_after_s", "cooldown_s", "idle_retire_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"autoscale {name} must not be negative, got {getattr(self, name)}")
-        for name in ("spawn_timeout_s", "interval_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"autoscale {name} must be positive, got {getattr(self, name)}")
-
-    def limits(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +119,7 @@ class Autoscaler:
         """What STATS shows: the limits, the spawns in flight and the latest decisions."""
         return {
             "enabled": True,
-            "limits": self.settings.limits(),
+            "limits": asdict(self.settings),
             "pending_spawns": len(self.pending),
             "decisions": list(self.history)[-recent:],
         }

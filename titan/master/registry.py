@@ -60,7 +60,7 @@ class WorkerRecord:
     since: float = 0.0  # when the current health began
     active: dict[str, Job] = field(default_factory=dict)  # job id -> job, in assignment order
     used_slots: int = 0
-    services: list[str] = field(default_factory=list)
+    spawn_id: str = ""  # a child worker: the DEPLOY job or spawn request it was started for
 
     @property
     def free_slots(self) -> int:
@@ -77,10 +77,11 @@ class WorkerRecord:
             skills=sorted(self.skills),
             health=self.health.value,
             parent=self.parent,
-            services=list(self.services),
-            tasks=list(self.active),
+            services=[job_id for job_id, job in self.active.items() if job.is_service],
+            tasks=[job_id for job_id, job in self.active.items() if not job.is_service],
             last_seen_s=max(0.0, now - self.last_seen),
             pid=self.pid,
+            spawn_id=self.spawn_id,
         )
 
 
@@ -124,6 +125,7 @@ class WorkerRegistry:
                 pid=msg.pid,
                 last_seen=now,
                 since=now,
+                spawn_id=msg.spawn_id,
             )
             self._workers[record.id] = record
         elif record.connected:
@@ -132,6 +134,7 @@ class WorkerRegistry:
             record.name = msg.name or record.name
             record.host, record.port, record.pid = msg.host, msg.port, msg.pid
             record.capacity, record.skills, record.parent = msg.capacity, skills, msg.parent
+            record.spawn_id = msg.spawn_id
         self._set(record, Health.HEALTHY, now, connected=True)
         record.last_seen = now
         return record
@@ -204,6 +207,31 @@ class WorkerRegistry:
         record = self._workers.get(worker_id)
         if record is not None and record.active.pop(job.id, None) is not None:
             record.used_slots -= job.slots
+
+    def find(self, ref: str) -> WorkerRecord | None:
+        """A worker by id, by display name (``[8081]``) or by port; ids win, then the first match."""
+        record = self._workers.get(ref)
+        if record is not None:
+            return record
+        bare = ref.strip().strip("[]")
+        for record in self._workers.values():
+            if record.name.strip("[]") == bare or str(record.port) == bare:
+                return record
+        return None
+
+    def children(self, worker_id: str) -> list[WorkerRecord]:
+        """The workers that name ``worker_id`` as their parent and are not lost."""
+        return [r for r in self._workers.values() if r.parent == worker_id and r.health is not Health.LOST]
+
+    def depth(self, record: WorkerRecord) -> int:
+        """0 for a top-level worker, 1 for its children, ... (a parent we do not know ends the chain)."""
+        depth, seen = 0, {record.id}
+        parent = self._workers.get(record.parent) if record.parent else None
+        while parent is not None and parent.id not in seen:
+            depth += 1
+            seen.add(parent.id)
+            parent = self._workers.get(parent.parent) if parent.parent else None
+        return depth
 
     def infos(self, now: float) -> list[WorkerInfo]:
         return [record.info(now) for record in self._workers.values()]

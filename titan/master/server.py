@@ -26,6 +26,7 @@ from types import TracebackType
 
 from protocol import (
     Cancel,
+    Drain,
     Frame,
     Gc,
     GcReply,
@@ -43,8 +44,12 @@ from protocol import (
     Opcode,
     Register,
     RegisterReply,
+    Retire,
+    RetireReply,
     Retry,
+    Spawn,
     Stats,
+    Stop,
     Submit,
     SubmitDag,
     SubmitDagReply,
@@ -58,10 +63,11 @@ from protocol import (
 )
 from titan.config import MasterSettings
 from titan.errors import ValidationError
-from titan.jobs import ACTIVE_STATES, CloseWorker, Effect, Job, JobFinished, SendTask, StopTask
+from titan.jobs import ACTIVE_STATES, CloseWorker, DrainWorker, Effect, Job, JobFinished, SendTask, StopTask
 from titan.net import HandshakeGate, Peer
 from titan.runtime import paused_gc
 
+from .admission import WORKER_ARTIFACT
 from .artifacts import ArtifactStore
 from .core import MasterState
 from .durable import DurableLog
@@ -71,6 +77,7 @@ from .logs import LogHub
 from .logstore import LogStore
 from .payload_ledger import PayloadLedger
 from .runtimes import require_runtime
+from .scaling import Scaling
 
 __all__ = ["Master"]
 
@@ -143,6 +150,9 @@ class Master:
         self._health: asyncio.TimerHandle | None = None
         self._closing = False
         self._stopped = asyncio.Event()
+        self.scaling = Scaling(
+            self.state, send=self._send_to_worker, apply=self._apply, clock=clock, settings=settings.autoscale
+        )
         self._gate = HandshakeGate(
             server_name=settings.name,
             heartbeat_interval_s=settings.heartbeat_interval_s,
@@ -162,6 +172,9 @@ class Master:
             Opcode.JOB_OUTPUTS: self._on_job_outputs,
             Opcode.LOGS_SUBSCRIBE: self._on_logs_subscribe,
             Opcode.GC: self._on_gc,
+            Opcode.STOP: self._on_stop,
+            Opcode.SPAWN: self._on_spawn,
+            Opcode.RETIRE: self._on_retire,
         }
         self._worker_handlers: dict[int, FrameMethod] = {
             Opcode.HEARTBEAT: self._on_heartbeat,
@@ -186,6 +199,7 @@ class Master:
         self._apply(effects)
         await server.start_serving()
         self._schedule_health()
+        self.scaling.start()
         log.info("listening on %s:%d", self.settings.host, self.port)
 
     async def _bind(self, loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Server, LogHub]:
@@ -231,6 +245,7 @@ class Master:
             self._server.close()
         if self.logs is not None:
             self.logs.close()
+        self.scaling.close()
         for handle in (self._timer, self._health):
             if handle is not None:
                 handle.cancel()
@@ -329,6 +344,7 @@ class Master:
             ),
         )
         log.info("%s registered (capacity %d, skills %s)", msg.name, msg.capacity, ",".join(msg.skills))
+        self.scaling.registered(msg)
         self._apply(effects)
 
     def _on_heartbeat(self, peer: Peer, frame: Frame) -> None:
@@ -434,7 +450,25 @@ class Master:
         stats.extra.update(
             payload_bytes_shipped=self.payloads.bytes_shipped, payload_bytes_spared=self.payloads.bytes_spared
         )
+        stats.extra["autoscaler"] = self.scaling.extra()
         self._reply(peer, frame, stats)
+
+    def _on_stop(self, peer: Peer, frame: Frame) -> None:
+        msg = Stop.from_wire(frame.body)
+        job, effects = self.state.stop(msg.job_id, self.clock())
+        log.info("%s STOPPED on request", job.id)
+        self._apply(effects)
+        self._reply(peer, frame, JobReply(job=job.to_info()))
+
+    def _on_spawn(self, peer: Peer, frame: Frame) -> None:
+        msg = Spawn.from_wire(frame.body)
+        self._reply(peer, frame, self.scaling.spawn(msg.worker, msg.port, msg.capacity))
+
+    def _on_retire(self, peer: Peer, frame: Frame) -> None:
+        msg = Retire.from_wire(frame.body)
+        ids, effects = self.scaling.retire(msg.worker)
+        self._apply(effects)
+        self._reply(peer, frame, RetireReply(workers=ids))
 
     def _on_cancel(self, peer: Peer, frame: Frame) -> None:
         msg = Cancel.from_wire(frame.body)
@@ -521,6 +555,9 @@ class Master:
                 if peer is not None:
                     stop = TaskStop(job_id=effect.job_id, attempt=effect.attempt, reason=effect.reason)
                     self.wal.send(peer, encode_message(stop))
+            elif isinstance(effect, DrainWorker):
+                log.info("draining %s: %s", effect.worker_id, effect.reason)
+                self._send_to_worker(effect.worker_id, Drain(reason=effect.reason))
             elif isinstance(effect, CloseWorker):
                 peer = self._workers.pop(effect.worker_id, None)
                 if peer is not None:
@@ -529,6 +566,14 @@ class Master:
             else:  # the core applies every other kind itself
                 raise AssertionError(f"unexpected effect {effect!r}")
         self._arm_timer()
+
+    def _send_to_worker(self, worker_id: str, message: Message) -> bool:
+        """Send on the worker's connection once what came before is durable; False if it has none."""
+        peer = self._workers.get(worker_id)
+        if peer is None:
+            return False
+        self.wal.send(peer, encode_message(message))
+        return True
 
     def _send_task(self, worker_id: str, job: Job) -> None:
         peer = self._workers.get(worker_id)
@@ -556,7 +601,7 @@ class Master:
         return self.artifacts.inputs(job.id, parents, self.settings.max_body - _FRAME_HEADROOM - script_bytes)
 
     def _task_start(self, job: Job) -> TaskStart:
-        if job.run_kind != "RUN":
+        if job.run_kind != "RUN" and not (job.is_service and job.run_data != WORKER_ARTIFACT):
             return TaskStart(
                 job_id=job.id,
                 attempt=job.attempts,
@@ -579,7 +624,7 @@ class Master:
         return TaskStart(
             job_id=job.id,
             attempt=job.attempts,
-            kind="RUN",
+            kind=job.run_kind,
             data=job.run_data,
             args=job.run_args,
             timeout_s=job.timeout_s,
@@ -589,6 +634,7 @@ class Master:
             payload_mode=mode,
             slots=job.slots,
             inputs=self._inputs(job, len(data)),
+            port=job.port if job.is_service else None,
         )
 
     def _finished(self, job: Job) -> None:

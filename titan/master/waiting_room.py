@@ -134,7 +134,7 @@ class WaitingRoom:
         completed = JobState.COMPLETED
         for dep in deps:
             state = dep.state
-            if state is completed:
+            if state is completed or dep.service_up:  # a service counts as done once it is up
                 continue
             if state in FINAL_STATES:
                 return job, False, f"dependency {dep.id} is {state.value}"

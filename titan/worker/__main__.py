@@ -45,6 +45,10 @@ def _build_parser(environ: Mapping[str, str]) -> _Parser:
     parser.add_argument("--heartbeat-interval", type=float, default=10.0, metavar="SECONDS")
     parser.add_argument("--token", default=environ.get("TITAN_TOKEN") or None, help="cluster token (or TITAN_TOKEN)")
     parser.add_argument("--parent", default=None, help="id of the worker that started this one")
+    parser.add_argument("--id", dest="worker_id", default=None, help="stable worker id (default HOST:PORT)")
+    parser.add_argument(
+        "--spawn-id", default="", help="the DEPLOY job or spawn request this child worker was started for"
+    )
     parser.add_argument("--log-level", default="INFO", type=str.upper, choices=_LOG_LEVELS)
     return parser
 
@@ -79,6 +83,8 @@ def parse_args(
         heartbeat_interval_s=args.heartbeat_interval,
         token=args.token,
         parent=args.parent,
+        worker_id=args.worker_id or None,
+        spawn_id=args.spawn_id,
     )
     return settings, args.log_level
 

@@ -52,7 +52,9 @@ from titan.config import WorkerSettings
 from titan.errors import ConnectError, TitanError
 from titan.net import Peer, dial
 
+from .children import ChildWorkers, PortTaken
 from .command import LaunchError
+from .deployments import Deployments, service_host
 from .engine import Attempt, ProcessRunner
 from .logship import LogShipper, read_logs
 
@@ -96,6 +98,8 @@ class Worker:
         self.registrations = 0
         self._runner: ProcessRunner | None = None
         self.shipper: LogShipper | None = None
+        self.children: ChildWorkers | None = None  # child workers started for SPAWN_WORKER
+        self.deployments: Deployments | None = None  # DEPLOY attempts: services and child workers
         self._storing: dict[str, asyncio.Future[str]] = {}  # payload hash -> its store in a thread
         self._peer: Peer | None = None  # the connection once registered on it
         self._outbox: list[TaskStatus] = []
@@ -120,6 +124,11 @@ class Worker:
     def running_pids(self) -> dict[TaskRef, int]:
         """Pid (= process group id) of each running attempt."""
         return {ref: attempt.pid for ref, attempt in self.running.items() if attempt.pid is not None}
+
+    def running_refs(self) -> list[TaskRef]:
+        """Every attempt this worker holds: tasks, then services."""
+        tasks = list(self._runner.running) if self._runner is not None else []
+        return [*tasks, *self.deployments] if self.deployments is not None else tasks
 
     @property
     def load(self) -> int:
@@ -153,6 +162,16 @@ class Worker:
             backlog_bytes=settings.log_backlog_bytes,
         )
         await self.shipper.start()
+        self.children, self.deployments = service_host(
+            settings,
+            self.worker_id,
+            base_env={**os.environ, **extra},
+            payloads=self._runner.payloads,
+            commands=self._runner.commands,
+            skills=list(settings.skills),
+            report=self._report,
+            finished=self._deployment_ended,
+        )
         self._main = asyncio.create_task(self._connection_loop(), name=f"titan-worker-{self.port}")
 
     async def aclose(self) -> None:
@@ -162,6 +181,12 @@ class Worker:
         self._closed = True
         self._draining = True
         await self._cancel_background()
+        # services end with the worker; children the master is draining get time to leave first
+        patience = self.settings.child_drain_timeout_s if self.drained.is_set() else 0.0
+        if self.deployments is not None:
+            await self.deployments.aclose("worker shutting down", patience_s=patience)
+        if self.children is not None:
+            await self.children.aclose("worker shutting down", patience_s=patience)
         if self._runner is not None:
             await self._runner.aclose()
         if self.shipper is not None:
@@ -180,6 +205,10 @@ class Worker:
             task.cancel()
         if self._runner is not None:
             self._runner.kill_all()
+        # in process there is no "surviving the parent": children and services go too
+        for owner in (self.deployments, self.children):
+            if owner is not None:
+                owner.kill_all()
         if self.shipper is not None:
             self.shipper.close()
 
@@ -254,9 +283,10 @@ class Worker:
             parent=settings.parent,
             pid=os.getpid(),
             # reports too big to ride along are sent right after the answer: until then they count as running
-            running=[*self._runner.running, *(TaskRef(status.job_id, status.attempt) for status in deferred)],
+            running=[*self.running_refs(), *(TaskRef(status.job_id, status.attempt) for status in deferred)],
             finished=finished,
             payloads=self._runner.payloads.hashes(),
+            spawn_id=settings.spawn_id,
         )
         reply = await peer.request(message, timeout_s=settings.connect_timeout_s)
         if not isinstance(reply, RegisterReply):
@@ -276,9 +306,12 @@ class Worker:
             len(finished),
         )
         for ref in reply.stale:
-            if self._runner.stop(ref.job_id, ref.attempt, "stale attempt"):
+            if self._stop(ref, "stale attempt"):
                 log.info("%s %s#%d is stale; stopping it", self.name, ref.job_id, ref.attempt)
         self._flush_outbox()
+        if self.deployments is not None:
+            for status in self.deployments.up_reports():
+                self._report(status)
         self._heartbeat_s = min(settings.heartbeat_interval_s, reply.heartbeat_interval_s or float("inf"))
 
     async def _serve(self, peer: Peer) -> None:
@@ -288,7 +321,7 @@ class Worker:
                 async with asyncio.timeout(self._heartbeat_s):
                     await peer.wait_closed()
             except TimeoutError:
-                peer.send(Heartbeat(load=self.load, running=list(self.running)))
+                peer.send(Heartbeat(load=self.load, running=self.running_refs()))
 
     def _skills(self) -> list[str]:
         assert self._runner is not None
@@ -322,14 +355,14 @@ class Worker:
         elif isinstance(message, Drain):
             self._on_drain(message)
         elif isinstance(message, SpawnWorker):
-            log.warning("%s SPAWN_WORKER on port %d: child workers are not supported yet", self.name, message.port)
+            self._on_spawn(message)
 
     def _on_task_start(self, task: TaskStart) -> None:
         ref = TaskRef(task.job_id, task.attempt)
         if self._draining:
             self._send_final(TaskStatus(task.job_id, task.attempt, "FAILED", error="draining"))
             return
-        if ref in self.running:
+        if ref in self.running or (self.deployments is not None and ref in self.deployments):
             log.info(
                 "%s %s#%d is already running; ignoring the repeated TASK_START", self.name, ref.job_id, ref.attempt
             )
@@ -373,6 +406,9 @@ class Worker:
         assert self._runner is not None
         if self._closed or self._crashed:
             return  # a task accepted before a DRAIN still runs; one racing a shutdown does not
+        if task.kind == "DEPLOY":
+            self._deploy(task)
+            return
         attempt = self._runner.start(task)
         if attempt.result.done():  # it could not start: the result is the error
             self._on_attempt_done(attempt)
@@ -396,15 +432,15 @@ class Worker:
             log.info("%s %s#%d FAILED (%s)", self.name, result.job_id, result.attempt, result.error)
         else:
             log.debug("%s %s#%d COMPLETED", self.name, result.job_id, result.attempt)
-        self._send_final(self._with_logs(attempt, result.to_status()))
+        self._send_final(self._with_logs(attempt.ref, attempt.directory, result.to_status()))
         self._check_drained()
 
-    def _with_logs(self, attempt: Attempt, status: TaskStatus) -> TaskStatus:
+    def _with_logs(self, ref: TaskRef, directory: str, status: TaskStatus) -> TaskStatus:
         """The final report with the attempt's exact logs (tails, within what one frame can carry)."""
-        datagrams = self.shipper.finish(attempt.ref) if self.shipper is not None else 0
+        datagrams = self.shipper.finish(ref) if self.shipper is not None else 0
         settings = self.settings
         room = settings.max_body - _STATUS_HEADROOM - sum(len(data) for data in status.outputs.values())
-        capture = read_logs(attempt.directory, max(0, min(settings.max_log_bytes, room // 2)), datagrams)
+        capture = read_logs(directory, max(0, min(settings.max_log_bytes, room // 2)), datagrams)
         return replace(
             status,
             stdout=capture.stdout,
@@ -414,14 +450,53 @@ class Worker:
         )
 
     def _on_task_stop(self, stop: TaskStop) -> None:
-        assert self._runner is not None
-        if not self._runner.stop(stop.job_id, stop.attempt, stop.reason or "stopped by the master"):
+        if not self._stop(TaskRef(stop.job_id, stop.attempt), stop.reason or "stopped by the master"):
             log.debug("%s TASK_STOP for %s#%d, which is not running here", self.name, stop.job_id, stop.attempt)
+
+    def _stop(self, ref: TaskRef, reason: str) -> bool:
+        assert self._runner is not None
+        if self.deployments is not None and self.deployments.stop(ref, reason):
+            return True
+        return self._runner.stop(ref.job_id, ref.attempt, reason)
 
     def _on_drain(self, drain: Drain) -> None:
         log.info("%s draining%s", self.name, f": {drain.reason}" if drain.reason else "")
         self._draining = True
+        if self.deployments is not None:
+            self.deployments.stop_all("worker draining")  # services never finish on their own: hand them back
         self._check_drained()
+
+    # ------------------------------------------------------------------ services and children
+    def _deploy(self, task: TaskStart) -> None:
+        assert self.deployments is not None
+        ref = TaskRef(task.job_id, task.attempt)
+        self._slots[ref] = task.slots
+        self.deployments.start(task)
+        deployed = self.deployments.get(ref)
+        if deployed is not None and self.shipper is not None and deployed.child_port is None:
+            self.shipper.watch(ref, deployed.service.directory)
+
+    def _report(self, status: TaskStatus) -> None:
+        """A service's progress (started, up, restarting); if lost, the next REGISTER lists it as running."""
+        if self._peer is not None and not self._crashed:
+            self._peer.send(status)
+
+    def _deployment_ended(self, ref: TaskRef, directory: str, status: TaskStatus) -> None:
+        self._slots.pop(ref, None)
+        if self._crashed:
+            return
+        log.info("%s %s#%d service ended: %s", self.name, ref.job_id, ref.attempt, status.error or status.state)
+        self._send_final(self._with_logs(ref, directory, status) if directory else status)
+        self._check_drained()
+
+    def _on_spawn(self, spawn: SpawnWorker) -> None:
+        if self.children is None or self._draining:
+            log.warning("%s refusing SPAWN_WORKER on port %d: draining", self.name, spawn.port)
+            return
+        try:
+            self.children.spawn(spawn.port, spawn_id=spawn.spawn_id or spawn.job_id or "", capacity=spawn.capacity)
+        except (PortTaken, OSError) as exc:
+            log.warning("%s cannot start a child worker on port %d: %s", self.name, spawn.port, exc)
 
     # ------------------------------------------------------------------ reporting
     def _send_final(self, status: TaskStatus) -> None:
@@ -437,7 +512,8 @@ class Worker:
 
     def _check_drained(self) -> None:
         if self._draining and not self._closed and not self.running and not self._preparing and not self._outbox:
-            self.drained.set()
+            if self.deployments is None or not len(self.deployments):
+                self.drained.set()
 
     def _spawn_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

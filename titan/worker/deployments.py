@@ -129,6 +129,22 @@ class Deployments:
     def slots(self) -> int:
         return sum(deployed.slots for deployed in self._running.values())
 
+    def up_reports(self) -> list[TaskStatus]:
+        """``RUNNING`` with ``up`` for every service up now: sent again after each REGISTER,
+        since a master that restarted keeps no service's live status."""
+        return [
+            TaskStatus(
+                ref.job_id,
+                ref.attempt,
+                "RUNNING",
+                started_at=d.service.started_at,
+                up=True,
+                restarts=d.service.restarts,
+            )
+            for ref, d in self._running.items()
+            if d.service.up
+        ]
+
     # ------------------------------------------------------------------ start / stop
     def start(self, task: TaskStart) -> None:
         """Run a DEPLOY attempt; one that cannot start is reported FAILED at once."""
@@ -138,7 +154,9 @@ class Deployments:
         try:
             deployed = self._build(ref, task)
         except (LaunchError, PortTaken, OSError) as exc:
-            message = str(exc) if not isinstance(exc, OSError) else f"cannot prepare {task.job_id}: {exc.strerror or exc}"
+            message = (
+                str(exc) if not isinstance(exc, OSError) else f"cannot prepare {task.job_id}: {exc.strerror or exc}"
+            )
             self._finished(ref, "", TaskStatus(ref.job_id, ref.attempt, "FAILED", error=message))
             return
         self._running[ref] = deployed
@@ -238,17 +256,21 @@ class Deployments:
         if deployed is None:
             return
         service = deployed.service
-        job_id, attempt = ref
+        job_id, attempt = ref.job_id, ref.attempt
         if event is ServiceEvent.STARTED:
             self._report(TaskStatus(job_id, attempt, "RUNNING", started_at=service.started_at))
         elif event is ServiceEvent.UP:
             self._report(
-                TaskStatus(job_id, attempt, "RUNNING", started_at=service.started_at, up=True, restarts=service.restarts)
+                TaskStatus(
+                    job_id, attempt, "RUNNING", started_at=service.started_at, up=True, restarts=service.restarts
+                )
             )
         elif event is ServiceEvent.RESTARTING:
             note = f"{service.last_error}; restart {service.restarts} in {service.next_restart_s:.2g}s"
             self._report(
-                TaskStatus(job_id, attempt, "RUNNING", started_at=service.started_at, restarts=service.restarts, error=note)
+                TaskStatus(
+                    job_id, attempt, "RUNNING", started_at=service.started_at, restarts=service.restarts, error=note
+                )
             )
         elif event is ServiceEvent.ENDED:
             del self._running[ref]
@@ -274,7 +296,6 @@ class Deployments:
             outputs=outputs,
             restarts=service.restarts,
         )
-
 
 
 def service_host(

@@ -21,9 +21,11 @@ dropped or skipped datagram still uses its sequence number, so the master sees
 the gap, and the final TASK_STATUS says how many sequence numbers the attempt
 used (``log_datagrams``) so the master can count what never arrived.
 
-Jobs that print nothing and end within one interval never have their files
-opened here; at the end :func:`read_logs` costs them two ``stat`` calls. That
-keeps the spawn fast path as it was.
+An attempt is first looked at once it has run for a whole interval, so the
+many jobs that end sooner never have their files opened here; at the end
+:func:`read_logs` costs a job that printed nothing two ``stat`` calls. That
+keeps the spawn fast path what it was (the price: output in a job's first
+interval is shipped up to one interval later).
 
 When an attempt ends, :meth:`LogShipper.finish` stops tailing it and
 :func:`read_logs` reads the complete files (their tails, over the size limit)
@@ -80,10 +82,11 @@ class _Tail:
 
 
 class _Watched:
-    __slots__ = ("budget", "ref", "seq", "tails")
+    __slots__ = ("budget", "ref", "seq", "since", "tails")
 
-    def __init__(self, ref: TaskRef, directory: str, budget: int) -> None:
+    def __init__(self, ref: TaskRef, directory: str, budget: int, since: float) -> None:
         self.ref = ref
+        self.since = since
         self.tails = [_Tail(f"{directory}/{stream}", stream) for stream in _STREAMS]
         self.seq = {"stdout": 0, "stderr": 0}
         self.budget = budget
@@ -171,7 +174,7 @@ class LogShipper:
         budget = log_data_budget(ref.job_id, with_mac=self._key is not None, datagram_bytes=self.datagram_bytes)
         if budget <= 0:
             return  # a datagram this small cannot carry a byte for this job
-        self._watched[ref] = _Watched(ref, directory, budget)
+        self._watched[ref] = _Watched(ref, directory, budget, self._loop.time())
         if self._timer is None:
             self._timer = self._loop.call_later(self.interval_s, self._tick)
 
@@ -187,7 +190,10 @@ class LogShipper:
     # ------------------------------------------------------------------ the timer
     def _tick(self) -> None:
         self._timer = None
+        young = self._loop.time() - self.interval_s
         for watched in list(self._watched.values()):
+            if watched.since > young:
+                continue  # most short jobs are over before their next look: their files are never opened
             for tail in watched.tails:
                 try:
                     self._ship(watched, tail)

@@ -197,7 +197,9 @@ class Service:
                 self._prober = self._loop.create_task(self._probe(self.port), name=f"titan-probe-{self.name}")
             else:
                 self._timers["settle"] = self._loop.call_later(self.policy.settle_s, self._settled)
-        log.info("service %s started as pid %d%s", self.name, pid, f" (restart {self.restarts})" if self.restarts else "")
+        log.info(
+            "service %s started as pid %d%s", self.name, pid, f" (restart {self.restarts})" if self.restarts else ""
+        )
         return True
 
     def _settled(self) -> None:
@@ -292,7 +294,9 @@ def _spawn(argv: Sequence[str], env: Mapping[str, str], directory: str) -> int:
     try:
         os.chdir(directory)
         try:
-            return os.posix_spawn(argv[0], list(argv), dict(env), file_actions=actions, setsid=True, setsigdef=_RESET_SIGNALS)
+            return os.posix_spawn(
+                argv[0], list(argv), dict(env), file_actions=actions, setsid=True, setsigdef=_RESET_SIGNALS
+            )
         finally:
             os.fchdir(home)
     finally:
