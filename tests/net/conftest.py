@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from tests.net._net_harness import IO_TIMEOUT_S, RawClient, TitanTestServer
 
+from tests.net._net_harness import IO_TIMEOUT_S, RawClient, TitanTestServer
 from titan.net import Peer, dial
 
 

@@ -9,7 +9,6 @@ import socket
 from collections.abc import Awaitable, Callable
 
 import pytest
-from tests.net._net_harness import IO_TIMEOUT_S, RawClient, TitanTestServer
 
 from protocol import (
     DEFAULT_MAX_BODY,
@@ -24,6 +23,7 @@ from protocol import (
     encode_frame,
     encode_message,
 )
+from tests.net._net_harness import IO_TIMEOUT_S, RawClient, TitanTestServer
 from titan.errors import ConnectError
 from titan.net import Peer, dial, prove
 

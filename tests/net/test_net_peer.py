@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 
 import msgpack
 import pytest
-from tests.net._net_harness import RawClient, TitanTestServer, job_info
 
 from protocol import (
     FLAG_ERROR,
@@ -24,6 +23,7 @@ from protocol import (
     encode_message,
     pack_header,
 )
+from tests.net._net_harness import RawClient, TitanTestServer, job_info
 from titan.errors import PeerClosed, RemoteError, RequestTimeout
 from titan.net import Peer
 

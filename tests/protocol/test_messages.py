@@ -9,7 +9,6 @@ import typing
 from typing import Any, Literal, Union
 
 import pytest
-from tests.protocol._wire_schema import MESSAGE_CLASSES, fields_of, sample, wrong_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,9 +25,9 @@ from protocol import (
     Message,
     Opcode,
     Register,
+    SchemaError,
     Spawn,
     SpawnWorker,
-    SchemaError,
     Submit,
     SubmitDag,
     TaskStatus,
@@ -41,6 +40,7 @@ from protocol import (
     parse_reply,
     parse_request,
 )
+from tests.protocol._wire_schema import MESSAGE_CLASSES, fields_of, sample, wrong_values
 
 # --------------------------------------------------------------------------- strategies from annotations
 

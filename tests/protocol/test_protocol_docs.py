@@ -11,10 +11,10 @@ import re
 from pathlib import Path
 
 import pytest
-from tests.protocol._wire_schema import MESSAGE_CLASSES, fields_of, render_default, render_type
 
 import protocol.errors as protocol_errors
 from protocol import REPLIES, REQUESTS, JobStatus, Message, Opcode, ProtocolError, encode_message
+from tests.protocol._wire_schema import MESSAGE_CLASSES, fields_of, render_default, render_type
 
 REPO = Path(__file__).resolve().parents[2]
 DOC_PATH = REPO / "docs" / "PROTOCOL.md"
