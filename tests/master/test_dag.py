@@ -12,7 +12,7 @@ from titan.errors import CycleError, ValidationError
 from titan.jobs import Effect, JobFinished, JobState, SendTask, StopTask
 from titan.master import check_dag
 
-from .helpers import make_state, register, report, sent
+from .helpers import make_state, register, report, sent, shell
 
 S = JobState
 
@@ -265,3 +265,38 @@ def test_bad_backoff_options_are_refused() -> None:
     with pytest.raises(ValidationError, match="backoff base must be positive"):
         state.submit(node("X", backoff_base_s=0.0), now=1.0)
     assert state.jobs == {}
+
+
+def test_affinity_runs_on_the_worker_of_the_first_dependency() -> None:
+    state = make_state()
+    register(state, "w1", port=8081, capacity=1)
+    register(state, "w2", port=8082, capacity=1)
+    jobs, effects = state.submit_dag([node("A"), node("B"), node("C", "B", "A", affinity=True)], now=1.0)
+    a, b, c = jobs
+    placed = dict((job_id, worker) for worker, job_id in sent(effects))
+    assert set(placed) == {"A", "B"}
+    state.task_status(placed["A"], report(a, "COMPLETED", exit_code=0), now=2.0)
+    # B's worker is busy with B; least-connections would pick A's idle worker, affinity waits for B's
+    effects = state.task_status(placed["B"], report(b, "COMPLETED", exit_code=0), now=3.0)
+    assert sent(effects) == [(placed["B"], "C")]
+
+
+def test_affinity_waits_for_a_busy_home_and_falls_back_when_it_is_gone() -> None:
+    state = make_state(heartbeat_timeout_s=1.0)
+    register(state, "w1", port=8081, capacity=1)
+    register(state, "w2", port=8082, capacity=1)
+    (a, b), effects = state.submit_dag([node("A"), node("B", "A", affinity=True)], now=1.0)
+    ((home, _),) = sent(effects)
+    other = "w2" if home == "w1" else "w1"
+    x, effects = state.submit(shell("sleep 9"), now=1.1)
+    assert sent(effects) == [(other, x.id)]
+    y, _ = state.submit(shell("sleep 9", priority=9), now=1.2)
+    effects = state.task_status(home, report(a, "COMPLETED", exit_code=0), now=2.0)
+    assert sent(effects) == [(home, y.id)]  # the higher priority job takes B's home first
+    effects = state.task_status(other, report(x, "COMPLETED", exit_code=0), now=2.1)
+    assert sent(effects) == [] and b.state is S.PENDING  # waits for its home rather than run elsewhere
+    state.heartbeat(other, now=2.9)
+    effects = state.check_health(now=3.5)  # home silent past the timeout: lost, Y requeued first
+    assert sent(effects) == [(other, y.id)]
+    effects = state.task_status(other, report(y, "COMPLETED", exit_code=0), now=3.6)
+    assert sent(effects) == [(other, b.id)]  # its home is gone: B runs wherever fits

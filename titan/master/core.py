@@ -26,6 +26,7 @@ import itertools
 import logging
 import random
 from collections import deque
+from collections.abc import Sequence
 
 from protocol import JobSpec, Register, StatsReply, TaskRef, TaskStatus
 from titan.config import MasterSettings
@@ -482,7 +483,7 @@ class MasterState:
             if head is None:
                 return
             key, job = head
-            worker = self.picker.choose(workers, job)
+            worker = self._place(workers, job)
             if worker is None:
                 skip = skip or set()
                 skip.add(key)
@@ -490,6 +491,21 @@ class MasterState:
             ready.pop(key)
             self._move(job, S.SCHEDULED, f"dispatch to {worker.name}", now, worker=worker.id, worker_name=worker.name)
             self._settle(now)
+
+    def _place(self, workers: Sequence[WorkerRecord], job: Job) -> WorkerRecord | None:
+        """Least-connections, unless the job asks to follow its first dependency (AFFINITY).
+
+        Affinity is for data locality, so while that worker lives the job waits for a
+        free slot there; only if it is gone does the job go wherever fits.
+        """
+        if job.affinity and job.deps:
+            parent = self.jobs.get(job.deps[0])
+            home = parent.worker if parent is not None else None
+            for worker in workers:
+                if worker.id == home:
+                    fits = worker.capacity - worker.used_slots >= job.slots and job.skills <= worker.skills
+                    return worker if fits else None
+        return self.picker.choose(workers, job)
 
     def _done(self, now: float) -> list[Effect]:
         self._settle(now)
