@@ -33,6 +33,7 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(BIN)/python -m bench.spawn_limit
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.logs
 	$(BIN)/python -m bench.dag
 
 clean:

@@ -11,6 +11,7 @@ import urllib.request
 from protocol import JobSpec, TaskRef, WorkerInfo
 from tests.conftest import Cluster, ClusterFactory
 from tests.support import pid_alive, wait_until
+from titan.config import AutoscaleSettings
 from titan.errors import RemoteError
 
 FAST_SERVICES = {
@@ -197,3 +198,51 @@ async def test_spawn_and_stop_refuse_bad_input_with_one_line(make_cluster: Clust
     else:
         raise AssertionError("STOP of a SHELL job should be refused")
 
+
+
+async def test_the_autoscaler_grows_under_a_burst_and_shrinks_back_within_its_limits(
+    make_cluster: ClusterFactory,
+) -> None:
+    limits = AutoscaleSettings(
+        max_workers=3,
+        max_children=2,
+        max_depth=2,
+        scale_up_after_s=0.1,
+        cooldown_s=0.2,
+        idle_retire_s=0.5,
+        max_step=2,
+        interval_s=0.05,
+    )
+    cluster = await make_cluster(n_workers=0, autoscale=limits)
+    await cluster.add_worker(18183, capacity=2, **FAST_SERVICES)
+    client = cluster.client
+    seen: list[int] = []
+    pids: set[int] = set()
+
+    async def watch() -> None:
+        while True:
+            live = [w for w in await workers(cluster) if w.health in ("HEALTHY", "DRAINING")]
+            seen.append(len(live))
+            pids.update(w.pid for w in live if w.parent)
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        ids = [await client.submit(JobSpec(type="SHELL", data="sleep 1")) for _ in range(24)]
+        jobs = await client.wait(ids, timeout_s=60)
+        assert {job.state for job in jobs} == {"COMPLETED"}
+        assert max(seen) > 1, "the cluster never grew"
+        assert max(seen) <= limits.max_workers
+        assert len({job.worker for job in jobs}) > 1
+
+        async def shrunk() -> bool:
+            return [w.parent for w in await workers(cluster) if w.health in ("HEALTHY", "DRAINING")] == [None]
+
+        await wait_until(shrunk, timeout_s=20, what="the idle children to be retired")
+    finally:
+        watcher.cancel()
+    await wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout_s=15, what="retired children to exit")
+    extra = (await client.stats()).extra["autoscaler"]
+    actions = [decision["action"] for decision in extra["decisions"]]
+    assert "spawn" in actions and "retire" in actions
+    assert all(decision["reason"] for decision in extra["decisions"])

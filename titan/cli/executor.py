@@ -39,6 +39,7 @@ from .parse import (
 )
 from .progress import follow_jobs
 from .render import help_view, job_detail, job_table, state_text, stats_view, workers_table
+from .scaling import RetireCommand, SpawnCommand, StopCommand, run_scaling
 
 __all__ = ["CommandRunner", "LogsUnavailable", "log_note", "logs_refusal"]
 
@@ -153,6 +154,8 @@ class CommandRunner:
             case RetryCommand(job_id=job_id):
                 job = await client.retry(job_id)
                 console.print(Text.assemble(f"{job.id} requeued: ", state_text(job.state)))
+            case StopCommand() | SpawnCommand() | RetireCommand():
+                await run_scaling(command, client, console)
 
     async def _watch(self, job_id: str, client: TitanClient) -> None:
         """A live progress bar over the job, or over its whole DAG, until all are final."""

@@ -15,6 +15,8 @@ from typing import Final
 from protocol import JobSpec
 from titan.errors import UsageError
 
+from .scaling import RetireCommand, SpawnCommand, StopCommand, parse_retire, parse_spawn, parse_stop
+
 __all__ = [
     "COMMAND_NAMES",
     "DAG_FORM",
@@ -171,6 +173,9 @@ Command = (
     | WorkersCommand
     | HelpCommand
     | ExitCommand
+    | StopCommand
+    | SpawnCommand
+    | RetireCommand
 )
 
 
@@ -400,6 +405,9 @@ _PARSERS: Final[dict[str, Callable[[str], Command]]] = {
     "RETRY": lambda rest: _one_id("RETRY", rest, RetryCommand),
     "DLQ": lambda rest: _no_args("DLQ", rest, DlqCommand()),
     "WORKERS": lambda rest: _no_args("WORKERS", rest, WorkersCommand()),
+    "STOP": parse_stop,
+    "SPAWN": parse_spawn,
+    "RETIRE": parse_retire,
     "HELP": _parse_help,
     "EXIT": lambda rest: _no_args("EXIT", rest, ExitCommand()),
     "QUIT": lambda rest: _no_args("QUIT", rest, ExitCommand()),

@@ -21,6 +21,8 @@ from rich.tree import Tree
 
 from protocol import JobInfo, StatsReply, WorkerInfo
 
+from .scaling import SCALING_HELP, autoscaler_rows
+
 __all__ = [
     "HELP_ENTRIES",
     "STATE_STYLES",
@@ -76,6 +78,7 @@ HELP_ENTRIES: Final[tuple[tuple[str, str, str], ...]] = (
     ("RETRY", "RETRY <id>   (requeue from the dead-letter queue; un-skips its dependants)", "RETRY TSK-1a2b3c4d"),
     ("DLQ", "DLQ   (the dead-letter queue)", "DLQ"),
     ("WORKERS", "WORKERS", "WORKERS"),
+    *SCALING_HELP,
     ("HELP", "HELP [command]", "HELP SUBMIT_DAG"),
     ("EXIT", "EXIT   (or QUIT, or Ctrl-D)", "EXIT"),
     ("QUIT", "QUIT", "QUIT"),
@@ -313,8 +316,8 @@ def stats_view(stats: StatsReply) -> Group:
     )
     for name, value in counts:
         header.add_row(f"{name}:", Text(str(value), style="bold red" if name.startswith("Dead") and value else ""))
-    for name, text in durability_rows(stats.extra):
-        header.add_row(f"{name}:", text)
+    for name, text in [*durability_rows(stats.extra), *autoscaler_rows(stats.extra)]:
+        header.add_row(f"{name}:" if name else "", text)
     parts: list[RenderableType] = [
         Panel(header, title=Text("TITAN CLUSTER", style="bold"), title_align="left", expand=False)
     ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import re
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -99,9 +98,12 @@ class Job:
     finished_at: float | None = None
     due: float | None = None  # when a DELAYED or FAILED job becomes PENDING
     ticket: int = 0  # bumped on every enqueue; older queue entries are stale
-    story: deque[Step] = field(default_factory=lambda: deque(maxlen=50))
     runs: list[AttemptRecord] = field(default_factory=list)  # one per attempt, oldest first
     outputs: list[str] = field(default_factory=list)  # files kept from the attempt that COMPLETED it
+    # The story (read it through ``story``). None while it is only the acceptance step: most jobs
+    # of a big table never change after it, and a list per job would be a third of a job's memory.
+    steps: list[Step] | None = None
+    story_limit: int = 50  # steps kept; the oldest go first
     # DEPLOY: the current attempt's service is up (its dependants were released), and its restarts
     service_up: bool = False
     restarts: int = 0
@@ -150,9 +152,10 @@ class Job:
             backoff_base_s=backoff[0],
             backoff_factor=backoff[1],
             backoff_cap_s=backoff[2],
-            story=deque(maxlen=max(1, story_limit)),
+            story_limit=max(1, story_limit),
         )
-        job.story.append(Step(None, state, stimulus, now))
+        if stimulus != "submit":  # "submit" at ``submitted_at`` is what an untouched story means
+            job.steps = [Step(None, state, stimulus, now)]
         return job
 
     @property
@@ -173,9 +176,27 @@ class Job:
         """The record of the latest attempt, if the job has started one."""
         return self.runs[-1] if self.runs else None
 
+    @property
+    def story(self) -> list[Step]:
+        """What happened to the job, oldest first: its acceptance, then each change and note."""
+        steps = self.steps
+        if steps is None:
+            steps = self.steps = [Step(None, self.state, "submit", self.submitted_at)]
+        return steps
+
+    def add_step(self, start: JobState, finish: JobState, stimulus: str, t: float) -> None:
+        """Append to the story; ``start`` is the state before the change (the only one an untouched
+        story can have been accepted in: call this before or after setting ``state``)."""
+        steps = self.steps
+        if steps is None:
+            steps = self.steps = [Step(None, start, "submit", self.submitted_at)]
+        steps.append(Step(start, finish, stimulus, t))
+        if len(steps) > self.story_limit:
+            del steps[0]
+
     def note(self, stimulus: str, now: float) -> None:
         """Record something that happened without a state change (e.g. a fenced report)."""
-        self.story.append(Step(self.state, self.state, stimulus, now))
+        self.add_step(self.state, self.state, stimulus, now)
 
     def to_info(self) -> JobInfo:
         """The job as the wire shows it; ``worker`` is the worker's display name."""

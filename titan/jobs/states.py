@@ -324,5 +324,5 @@ def transition(
         raise InvalidTransition(job.id, start, finish)
     effects = handler(job, Change(stimulus, now, worker, worker_name, exit_code, error, due))
     job.state = finish
-    job.story.append(Step(start, finish, stimulus, now))
+    job.add_step(start, finish, stimulus, now)
     return effects

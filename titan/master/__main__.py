@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-from titan.config import DEFAULT_PORT, MasterSettings
+from titan.config import DEFAULT_PORT, AutoscaleSettings, MasterSettings
 from titan.runtime import configure_logging, run
 
 from .server import Master
@@ -86,6 +86,7 @@ def parse_args(
         help=f"snapshot the state after this many WAL records (default {MasterSettings.snapshot_every_records})",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    _autoscale_options(parser)
     args = parser.parse_args(argv)
     settings = MasterSettings(
         host=args.host,
@@ -97,8 +98,39 @@ def parse_args(
         token=args.token or env.get("TITAN_TOKEN") or None,
         fsync=args.fsync == "on",
         snapshot_every_records=args.snapshot_every,
+        autoscale=_autoscale(parser, args),
     )
     return settings, args.log_level
+
+
+_AUTOSCALE_FLAGS: Final = (
+    # flag, field, type, help
+    ("--autoscale-max-workers", "max_workers", int, "most workers in all, spawns in flight included"),
+    ("--autoscale-max-children", "max_children", int, "most children per worker"),
+    ("--autoscale-max-depth", "max_depth", int, "deepest child (a top-level worker is depth 0)"),
+    ("--autoscale-up-after", "scale_up_after_s", float, "seconds the queue must outgrow the free slots"),
+    ("--autoscale-cooldown", "cooldown_s", float, "seconds between two rounds of spawns"),
+    ("--autoscale-idle", "idle_retire_s", float, "seconds an autoscaled child may stay idle before it is retired"),
+    ("--autoscale-step", "max_step", int, "most children asked for in one round"),
+    ("--autoscale-interval", "interval_s", float, "seconds between two autoscaler checks"),
+)
+
+
+def _autoscale_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("autoscaler (off unless --autoscale)")
+    group.add_argument("--autoscale", action="store_true", help="grow and shrink the cluster with child workers")
+    for flag, name, kind, text in _AUTOSCALE_FLAGS:
+        default = getattr(AutoscaleSettings, name)
+        group.add_argument(flag, dest=name, type=kind, default=default, help=f"{text} (default {default:g})")
+
+
+def _autoscale(parser: argparse.ArgumentParser, args: argparse.Namespace) -> AutoscaleSettings | None:
+    if not args.autoscale:
+        return None
+    try:
+        return AutoscaleSettings(**{name: getattr(args, name) for _, name, _, _ in _AUTOSCALE_FLAGS})
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 async def serve(settings: MasterSettings) -> int:
