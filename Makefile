@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.logs
 	$(BIN)/python -m bench.dag
+	$(BIN)/python -m bench.burst
 
 clean:
 	rm -rf $(VENV) titan_workspace/jobs mandelbrot.png .pytest_cache .mypy_cache .ruff_cache

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -48,6 +49,7 @@ __all__ = [
     "decode_datagram",
     "encode_frame",
     "pack_header",
+    "packb",
     "unpack_header",
 ]
 
@@ -132,8 +134,25 @@ def unpack_header(header: bytes | bytearray | memoryview, max_body: int) -> tupl
 
 def encode_frame(opcode: int, body: dict[str, Any], *, flags: int = 0) -> bytes:
     """Return the wire bytes of one frame whose body is ``body`` as msgpack."""
-    payload: bytes = msgpack.packb(body, use_bin_type=True)
+    payload = packb(body)
     return pack_header(opcode, flags, len(payload)) + payload
+
+
+_packers = threading.local()
+
+
+def packb(obj: Any) -> bytes:
+    """``msgpack.packb(obj, use_bin_type=True)``, reusing one packer per thread.
+
+    Making a packer costs more than packing a small body; one packer cannot be
+    shared between threads (it keeps its buffer between calls), hence one each.
+    """
+    try:
+        packer: msgpack.Packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    packed: bytes = packer.pack(obj)
+    return packed
 
 
 # msgpack makes one object per value: while a body of several MiB (a 100 000-job DAG) is

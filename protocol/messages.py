@@ -14,7 +14,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Final, Literal, cast
+from typing import Any, Literal, cast
 
 from .errors import SchemaError, UnknownOpcode
 from .frame import FLAG_ERROR, FLAG_REPLY, Frame, encode_frame
@@ -304,16 +304,6 @@ class JobSpec(Message):
                 body[name] = value
         return body
 
-    @classmethod
-    def from_wire(cls, body: Mapping[str, Any]) -> JobSpec:
-        """The generic validator, with a fast path for the usual shape (a DAG may bring 100 000).
-
-        Strings, integers and lists of strings are checked inline; any other field
-        or value goes through the generic path, which gives the precise error.
-        """
-        fast = _fast_jobspec(body)
-        return fast if fast is not None else super(JobSpec, cls).from_wire(body)
-
     def check(self) -> None:
         # plain ifs: the messages are only formatted on failure (a DAG brings 100 000 specs)
         if not self.type:
@@ -331,35 +321,6 @@ class JobSpec(Message):
 
 
 _JOBSPEC_DEFAULTS: list[tuple[tuple[str, ...], tuple[Any, ...], Callable[[Any], tuple[Any, ...]]]] = []
-_FAST_STR: Final = frozenset({"type", "data", "id"})
-_FAST_INT: Final = frozenset({"priority", "delay_ms", "max_attempts", "slots"})
-_FAST_STR_LIST: Final = frozenset({"deps", "args", "skills"})
-
-
-def _fast_jobspec(body: Mapping[str, Any]) -> JobSpec | None:
-    """A JobSpec from a body of the usual shape, or None: use the generic validator."""
-    if type(body) is not dict:
-        return None
-    kwargs: dict[str, Any] = {}
-    for name, value in body.items():
-        if name in _FAST_STR:
-            ok = type(value) is str
-        elif name in _FAST_INT:
-            ok = type(value) is int
-        elif name in _FAST_STR_LIST:
-            ok = type(value) is list and all(type(item) is str for item in value)
-        elif name in JobSpec.__dataclass_fields__:
-            return None
-        else:
-            continue  # unknown keys are ignored, as everywhere
-        if not ok:
-            return None
-        kwargs[name] = value
-    if "type" not in kwargs:
-        return None
-    spec = JobSpec(**kwargs)
-    spec.check()
-    return spec
 
 
 def _jobspec_defaults() -> tuple[tuple[str, ...], tuple[Any, ...], Callable[[Any], tuple[Any, ...]]]:

@@ -5,6 +5,19 @@ annotations, building one converter per field once per class: a missing
 field, a wrong type or a value out of range raises :class:`SchemaError`,
 never ``KeyError``/``TypeError``. Unknown keys are ignored so that a newer
 peer may add optional fields.
+
+Fast paths
+----------
+Every frame a master or worker handles goes through here (tens of thousands a
+second), so each class also gets two functions generated once from its
+annotations (:func:`_compile_from_wire`, :func:`_compile_to_wire`): straight-line
+code with one exact type test per field and no per-field calls for plain
+values. The fast decoder accepts only the exact, usual shapes (``type(v) is
+str``, a ``float`` for a float field ...) and answers None for anything else,
+and the generic path then decides, with its precise error or its conversion
+(an int where a float is expected). So both paths accept and refuse the same
+bodies and build equal messages; the fast one just skips the work for the
+common case.
 """
 
 from __future__ import annotations
@@ -12,8 +25,8 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, fields
-from typing import Any, ClassVar, Literal, TypeVar, Union
+from dataclasses import MISSING, Field, fields
+from typing import Any, ClassVar, Final, Literal, TypeVar, Union
 
 from .errors import SchemaError
 from .opcodes import Opcode
@@ -29,10 +42,14 @@ class Message:
 
     OPCODE: ClassVar[Opcode | None] = None
     _converters: ClassVar[dict[str, tuple[Converter, bool]]]
+    _fast_from_wire: ClassVar[Callable[[dict[str, Any]], Any]]
+    _fast_to_wire: ClassVar[Callable[[Any], dict[str, Any]]]
 
     def to_wire(self) -> dict[str, Any]:
         """The body as a plain map, ready for msgpack."""
-        return {name: _to_wire_value(getattr(self, name)) for name in _converters_of(type(self))}
+        cls = type(self)
+        encode = cls.__dict__.get("_fast_to_wire") or _compile_to_wire(cls)
+        return encode(self)
 
     @classmethod
     def from_wire(cls: type[M], body: Mapping[str, Any]) -> M:
@@ -41,6 +58,16 @@ class Message:
         Raises:
             SchemaError: a field is missing, mistyped or out of range.
         """
+        if type(body) is dict:
+            fast = cls.__dict__.get("_fast_from_wire") or _compile_from_wire(cls)
+            message = fast(body)
+            if message is not None:
+                return message  # type: ignore[no-any-return]
+        return cls._checked_from_wire(body)
+
+    @classmethod
+    def _checked_from_wire(cls: type[M], body: Mapping[str, Any]) -> M:
+        """The generic path: every field through its converter, with a precise error."""
         if not isinstance(body, Mapping):
             raise SchemaError(f"{cls.__name__}: expected a map, got {type(body).__name__}")
         kwargs: dict[str, Any] = {}
@@ -76,6 +103,155 @@ def _converters_of(cls: type[Message]) -> dict[str, tuple[Converter, bool]]:
         table[f.name] = (_converter(hints[f.name]), required)
     cls._converters = table
     return table
+
+
+# ---------------------------------------------------------------------- generated fast paths
+
+_ABSENT: Any = object()  # a key the body does not have
+_BAD: Any = object()  # a value the fast path leaves to the generic one
+_SIMPLE: Final = (str, int, bool, bytes)  # checked inline with ``type(v) is T``
+
+
+def _fast_check(tp: Any) -> Callable[[Any], Any] | None:
+    """A function returning the value for a field of type ``tp`` (a fresh container for
+    lists and maps, as the generic path makes) or :data:`_BAD`; None: no fast check."""
+    if tp is Any:
+        return lambda v: v
+    if tp is float:
+        return lambda v: v if type(v) is float and v - v == 0.0 else _BAD  # finite; an int: generic path
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp in _SIMPLE:
+        return lambda v: v if type(v) is tp else _BAD
+    if origin in (Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        check = _fast_check(inner[0]) if len(inner) == 1 else None
+        return None if check is None else (lambda v: None if v is None else check(v))
+    if origin is Literal and all(type(a) is str for a in args):
+        allowed = frozenset(args)
+        return lambda v: v if type(v) is str and v in allowed else _BAD
+    if origin is list or origin is dict:
+        return _fast_container(origin, args)
+    if isinstance(tp, type) and issubclass(tp, Message) and "from_wire" not in tp.__dict__:
+        nested = tp  # (a class with its own from_wire is left to it, through the generic path)
+
+        def check_nested(v: Any) -> Any:
+            if type(v) is not dict:
+                return _BAD
+            fast = nested.__dict__.get("_fast_from_wire") or _compile_from_wire(nested)
+            try:
+                message = fast(v)
+            except SchemaError:  # its check() failed: the generic path names where
+                return _BAD
+            return _BAD if message is None else message
+
+        return check_nested
+    return None
+
+
+def _fast_container(origin: Any, args: tuple[Any, ...]) -> Callable[[Any], Any] | None:
+    """:func:`_fast_check` for ``list[T]`` and ``dict[str, T]``."""
+    if origin is list and args[0] in _SIMPLE:
+        item = args[0]
+        return lambda v: list(v) if type(v) is list and all(type(x) is item for x in v) else _BAD
+    if origin is list:
+        check = _fast_check(args[0])
+        if check is None:
+            return None
+
+        def check_list(v: Any) -> Any:
+            if type(v) is not list:
+                return _BAD
+            out = [check(x) for x in v]
+            return _BAD if any(x is _BAD for x in out) else out
+
+        return check_list
+    if args[0] is str and (args[1] in _SIMPLE or args[1] is Any):
+        value = args[1]
+        anything = value is Any
+        return lambda v: (
+            dict(v)
+            if type(v) is dict and all(type(k) is str and (anything or type(x) is value) for k, x in v.items())
+            else _BAD
+        )
+    return None
+
+
+def _compile_from_wire(cls: type[Message]) -> Callable[[dict[str, Any]], Any]:
+    """Generate ``cls``'s fast decoder: the message, or None to take the generic path."""
+    hints = typing.get_type_hints(cls)
+    names: dict[str, Any] = {"_ABSENT": _ABSENT, "_BAD": _BAD, "new": object.__new__, "cls": cls}
+    lines = ["def fast(body):", "    get = body.get"]
+    sets = []
+    for i, f in enumerate(fields(cls)):  # type: ignore[arg-type]
+        tp = hints[f.name]
+        check = _fast_check(tp)
+        slot = cls.__dict__.get(f.name)
+        if check is None or getattr(cls, "__post_init__", None) is not None or not hasattr(slot, "__set__"):
+            cls._fast_from_wire = _no_fast_path  # some field needs the generic path every time
+            return _no_fast_path
+        lines.append(f"    v{i} = get({f.name!r}, _ABSENT)")
+        if tp in _SIMPLE:
+            test = f"type(v{i}) is not t{i}"
+            names[f"t{i}"] = tp
+        else:
+            lines.append(f"    if v{i} is not _ABSENT: v{i} = k{i}(v{i})")
+            test = f"v{i} is _BAD"
+            names[f"k{i}"] = check
+        if _required(f):
+            lines.append(f"    if v{i} is _ABSENT or {test}: return None")
+        else:
+            names[f"d{i}"] = f.default_factory if f.default is MISSING else (lambda d=f.default: d)
+            lines.append(f"    if v{i} is _ABSENT: v{i} = d{i}()")
+            lines.append(f"    elif {test}: return None")
+        names[f"s{i}"] = slot.__set__  # type: ignore[union-attr]
+        sets.append(f"    s{i}(m, v{i})")
+    lines.append("    m = new(cls)")
+    lines.extend(sets)
+    if cls.check is not Message.check:
+        lines.append("    m.check()")
+    lines.append("    return m")
+    exec("\n".join(lines), names)  # source built above from the class' own fields
+    fast: Callable[[dict[str, Any]], Any] = names["fast"]
+    cls._fast_from_wire = fast
+    return fast
+
+
+def _no_fast_path(body: dict[str, Any]) -> None:
+    return None
+
+
+def _required(f: Field[Any]) -> bool:
+    return f.default is MISSING and f.default_factory is MISSING
+
+
+def _compile_to_wire(cls: type[Message]) -> Callable[[Any], dict[str, Any]]:
+    """Generate ``cls``'s encoder: the same map as the generic walk, built in one expression."""
+    hints = typing.get_type_hints(cls)
+    names: dict[str, Any] = {"_to_wire_value": _to_wire_value}
+    items = []
+    for f in fields(cls):  # type: ignore[arg-type]
+        value = f"m.{f.name}"
+        if _holds_messages(hints[f.name]):
+            value = f"_to_wire_value(m.{f.name})"  # nested messages, lists: the generic walk
+        items.append(f"{f.name!r}: {value}")
+    exec(f"def wire(m):\n    return {{{', '.join(items)}}}", names)  # built from the class' own fields
+    wire: Callable[[Any], dict[str, Any]] = names["wire"]
+    cls._fast_to_wire = wire
+    return wire
+
+
+def _holds_messages(tp: Any) -> bool:
+    """Whether a field of type ``tp`` may hold a value the generic walk would change (a message, a list)."""
+    if tp is Any:
+        return True
+    if isinstance(tp, type):
+        return issubclass(tp, Message) or issubclass(tp, list)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is list:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_holds_messages(a) for a in args if a is not type(None))
+    return False
 
 
 def _fail(where: str, expected: str, value: Any) -> SchemaError:

@@ -199,7 +199,6 @@ async def test_spawn_and_stop_refuse_bad_input_with_one_line(make_cluster: Clust
         raise AssertionError("STOP of a SHELL job should be refused")
 
 
-
 async def test_the_autoscaler_grows_under_a_burst_and_shrinks_back_within_its_limits(
     make_cluster: ClusterFactory,
 ) -> None:

@@ -95,6 +95,20 @@ def test_sleep_sleeps_and_says_so(tmp_path: Path) -> None:
     assert run(PERM_FILES / "sleep.py", "-1", cwd=tmp_path).returncode == 2
 
 
+def test_burn_uses_cpu_time_and_refuses_bad_input(tmp_path: Path) -> None:
+    done = run(PERM_FILES / "burn.py", "0.05", cwd=tmp_path)
+    assert done.returncode == 0
+    assert done.stdout.startswith("burned 0.05s of CPU in ")
+    assert run(PERM_FILES / "burn.py", "x", cwd=tmp_path).returncode == 2
+    assert run(PERM_FILES / "burn.py", "-1", cwd=tmp_path).returncode == 2
+
+
+def test_server_dashboard_refuses_a_bad_port_with_one_line(tmp_path: Path) -> None:
+    done = run(PERM_FILES / "server_dashboard.py", "99999", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "out of range" in done.stderr
+
+
 # --------------------------------------------------------------------------- PDF_CONVERT
 
 

@@ -70,6 +70,13 @@ def test_every_job_field_is_either_persisted_or_deliberately_transient() -> None
     assert fields == set(PERSISTED) | set(TRANSIENT_FIELDS), "a new Job field must be added to journal.py"
 
 
+def test_acceptance_rows_follow_the_field_order_replay_builds_jobs_with() -> None:
+    # replay calls Job(*row) with the row minus its last cell ("due"): the orders must agree
+    names = [f.name for f in dataclasses.fields(Job)]
+    assert SPEC_FIELDS[-1] == "due"
+    assert names[: len(SPEC_FIELDS) - 1] == list(SPEC_FIELDS[:-1])
+
+
 def test_a_busy_history_replays_to_the_same_table_and_queues() -> None:
     live = journaled()
     records: list[dict[str, Any]] = []

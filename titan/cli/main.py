@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workspace", type=Path, default=Path("titan_workspace"), help="master workspace and logs")
     up.add_argument("--first-worker-port", type=int, default=8081, help="port of the first worker (default 8081)")
     up.add_argument("--ready-timeout", type=float, default=20.0, help="seconds each process has to report ready")
+    up.add_argument("--autoscale", action="store_true", help="run the master with its autoscaler on")
     up.add_argument(
         "--demo", action="store_true", help="render the Mandelbrot demo on the new cluster before the REPL opens"
     )
@@ -120,6 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--older-than", default="7d", metavar="AGE", help="e.g. 12h, 7d (default 7d)")
     gc.add_argument("--json", action="store_true", help='print {"removed": [...], "freed_bytes": N}')
 
+    stop = command("stop", "end a RUNNING service (a DEPLOY job); a child worker is drained first")
+    stop.add_argument("id")
+    stop.add_argument("--json", action="store_true", help="print the job as JSON")
+    spawn = command("spawn", "ask a worker to start a child worker")
+    spawn.add_argument("--on", metavar="WORKER", help="the parent (id, [port] or port; default: the master picks)")
+    spawn.add_argument("--port", type=int, default=0, help="the child's port (default 0: a free one)")
+    spawn.add_argument("--capacity", type=int, default=0, help="the child's slots (default: the parent's)")
+    spawn.add_argument("--json", action="store_true", help='print {"parent": ..., "spawn_id": ..., "port": ...}')
+    retire = command("retire", "drain a worker and its children; each leaves once idle")
+    retire.add_argument("worker", metavar="WORKER")
+    retire.add_argument("--json", action="store_true", help='print {"workers": [...]}')
+    dashboard = command("dashboard", "serve the web dashboard (a client of the master)")
+    dashboard.add_argument("--port", type=int, default=8050, help="HTTP port; 0 picks one (default 8050)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+
     wait = command("wait", "block until the jobs are final; exit 0 only if all COMPLETED")
     wait.add_argument("ids", nargs="+", metavar="ID")
     wait.add_argument("--timeout", type=float, help="give up after this many seconds")
@@ -152,6 +168,12 @@ async def _dispatch(args: argparse.Namespace) -> int:
         from .up import run_up  # keeps the subprocess machinery out of the plain client paths
 
         return await run_up(args, token=args.token)
+    if args.command == "dashboard":
+        from titan.dashboard import DashboardSettings, serve
+
+        if not 0 <= args.port <= 65535:
+            raise UsageError(f"--port must be 0..65535, got {args.port}")
+        return await serve(DashboardSettings(host=args.host, port=args.port), _settings(args))
     if args.command == "demo":
         from .demo import run_demo
 

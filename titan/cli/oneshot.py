@@ -30,6 +30,7 @@ from .jsonview import job_json, stats_json, worker_json
 from .parse import JOB_STATES, parse_dag, parse_submit
 from .progress import follow_jobs
 from .render import job_detail, job_table, state_text, stats_view, workers_table
+from .scaling import oneshot_retire, oneshot_spawn, oneshot_stop
 
 __all__ = ["ONESHOT_COMMANDS", "check_arguments", "run_oneshot"]
 
@@ -253,6 +254,9 @@ ONESHOT_COMMANDS: Final[dict[str, Handler]] = {
     "logs": _logs,
     "gc": _gc,
     "outputs": _outputs,
+    "stop": oneshot_stop,
+    "spawn": oneshot_spawn,
+    "retire": oneshot_retire,
 }
 
 

@@ -7,6 +7,9 @@ client and prints one line; :func:`autoscaler_rows` is the STATS view's part.
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,8 +18,11 @@ from typing import Any, Final
 from rich.console import Console
 from rich.text import Text
 
+from protocol import SpawnReply
 from titan.client import TitanClient
 from titan.errors import UsageError
+
+from .jsonview import job_json
 
 __all__ = [
     "SCALING_HELP",
@@ -26,6 +32,9 @@ __all__ = [
     "SpawnCommand",
     "StopCommand",
     "autoscaler_rows",
+    "oneshot_retire",
+    "oneshot_spawn",
+    "oneshot_stop",
     "parse_retire",
     "parse_spawn",
     "parse_stop",
@@ -117,18 +126,22 @@ async def run_scaling(command: ScalingCommand, client: TitanClient, console: Con
             job = await client.stop(job_id)
             console.print(Text.assemble(f"{job.id} is now ", (job.state, "dim")))
         case SpawnCommand(worker=worker, port=port):
-            reply = await client.spawn(worker, port)
-            where = f"port {reply.port}" if reply.port else "a free port"
-            console.print(
-                Text.assemble(
-                    f"{reply.parent} asked to start a child worker on {where} as ",
-                    (reply.spawn_id, "bold green"),
-                    "; it shows in STATS once registered",
-                )
-            )
+            console.print(spawn_line(await client.spawn(worker, port)))
         case RetireCommand(worker=worker):
-            ids = await client.retire(worker)
-            console.print(Text.assemble("draining ", (", ".join(ids), "bold"), "; each leaves once idle"))
+            console.print(retire_line(await client.retire(worker)))
+
+
+def spawn_line(reply: SpawnReply) -> Text:
+    where = f"port {reply.port}" if reply.port else "a free port"
+    return Text.assemble(
+        f"{reply.parent} asked to start a child worker on {where} as ",
+        (reply.spawn_id, "bold green"),
+        "; it shows in STATS once registered",
+    )
+
+
+def retire_line(ids: list[str]) -> Text:
+    return Text.assemble("draining ", (", ".join(ids), "bold"), "; each leaves once idle")
 
 
 def autoscaler_rows(extra: Mapping[str, Any], now: float | None = None) -> list[tuple[str, Text]]:
@@ -181,7 +194,7 @@ async def oneshot_spawn(client: TitanClient, args: argparse.Namespace, out: Cons
     if args.json:
         _emit({"parent": reply.parent, "spawn_id": reply.spawn_id, "port": reply.port})
     else:
-        await run_scaling(SpawnCommand(args.on, args.port), _Answered(reply), out)
+        out.print(spawn_line(reply))
     return 0
 
 
@@ -191,5 +204,5 @@ async def oneshot_retire(client: TitanClient, args: argparse.Namespace, out: Con
     if args.json:
         _emit({"workers": ids})
     else:
-        out.print(Text.assemble("draining ", (", ".join(ids), "bold"), "; each leaves once idle"))
+        out.print(retire_line(ids))
     return 0

@@ -91,13 +91,25 @@ def cluster_specs(
     host: str = "127.0.0.1",
     first_worker_port: int = 8081,
     python: str = sys.executable,
+    master_args: Sequence[str] = (),
 ) -> list[ChildSpec]:
-    """The master first, then one worker per port from ``first_worker_port`` on."""
+    """The master first (with ``master_args``, e.g. ``--autoscale``), then one worker per port from ``first_worker_port`` on."""
     logs = workspace / "logs"
     specs = [
         ChildSpec(
             "master",
-            (python, "-m", "titan.master", "--host", host, "--port", str(port), "--workspace", str(workspace)),
+            (
+                python,
+                "-m",
+                "titan.master",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--workspace",
+                str(workspace),
+                *master_args,
+            ),  # fmt: skip
             _MASTER_READY,
             logs / "master.log",
         )
@@ -347,6 +359,7 @@ async def run_up(args: argparse.Namespace, *, token: str | None = None, console:
         workspace=args.workspace,
         host=args.host,
         first_worker_port=args.first_worker_port,
+        master_args=["--autoscale"] if getattr(args, "autoscale", False) else [],
     )
     env = dict(os.environ)
     if token:

@@ -36,9 +36,14 @@ from protocol import (
     LogsSubscribed,
     Message,
     Opcode,
+    Retire,
+    RetireReply,
     Retry,
+    Spawn,
+    SpawnReply,
     Stats,
     StatsReply,
+    Stop,
     Submit,
     SubmitDag,
     SubmitDagReply,
@@ -70,6 +75,9 @@ _CLIENT_REQUESTS: Mapping[Opcode, type[Message]] = {
         Opcode.RETRY,
         Opcode.WAIT,
         Opcode.LOGS_SUBSCRIBE,
+        Opcode.STOP,
+        Opcode.SPAWN,
+        Opcode.RETIRE,
     )
 }
 
@@ -125,6 +133,9 @@ class FakeMaster:
             Retry: self._retry,
             Wait: self._wait,
             LogsSubscribe: self._logs,
+            Stop: self._stop,
+            Spawn: self._spawn,
+            Retire: self._retire,
         }
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
@@ -319,6 +330,26 @@ class FakeMaster:
         except TimeoutError:
             return JobListReply(jobs=[self.jobs[i] for i in request.job_ids], timed_out=True)
         return JobListReply(jobs=[self.jobs[i] for i in request.job_ids])
+
+    def _stop(self, request: Stop) -> JobReply:
+        job = self._job(request.job_id)
+        if job.type != "DEPLOY" or job.state != "RUNNING":
+            raise RemoteError("INVALID_JOB", f"job '{job.id}' is not a RUNNING service")
+        return JobReply(job=self.set_state(job.id, "STOPPED"))
+
+    def _spawn(self, request: Spawn) -> SpawnReply:
+        parent = self._worker(request.worker) if request.worker is not None else self.workers[0]
+        return SpawnReply(parent=parent.id, spawn_id=f"SPAWN-{next(self._ids)}", port=request.port)
+
+    def _retire(self, request: Retire) -> RetireReply:
+        worker = self._worker(request.worker)
+        return RetireReply(workers=[worker.id, *(w.id for w in self.workers if w.parent == worker.id)])
+
+    def _worker(self, ref: str) -> WorkerInfo:
+        for worker in self.workers:
+            if ref in (worker.id, str(worker.port), f"[{worker.port}]"):
+                return worker
+        raise RemoteError("USAGE", f"no worker '{ref}'")
 
     def _logs(self, request: LogsSubscribe) -> LogsSubscribed:
         self._job(request.job_id)

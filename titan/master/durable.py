@@ -52,7 +52,7 @@ from titan.wal import DEFAULT_SEGMENT_BYTES, WalError, WalWriter, load
 from titan.wal import files as wal_files
 
 from .core import MasterState
-from .journal import Journal, Replay, apply, dump, load_snapshot
+from .journal import Journal, Replay, apply_all, dump, load_snapshot
 
 __all__ = ["DurableLog", "RecoveryReport"]
 
@@ -155,8 +155,7 @@ class DurableLog:
                 replay = load_snapshot(recovery.snapshot, story_limit=limit, now=now)
             else:
                 replay = Replay({}, limit)
-            for record in recovery.records():
-                apply(replay, record)
+            apply_all(replay, recovery.records())
             effects = self.state.restore(replay.jobs, failed_attempts=replay.failed_attempts, now=now)
         finally:
             gc.freeze()  # the restored table is long-lived: keep it out of future collections
@@ -166,7 +165,7 @@ class DurableLog:
         self._since_snapshot = replay.records
         if recovery.snapshot_segment is not None:
             self.last_snapshot_at = _snapshot_mtime(self.directory, recovery.snapshot_segment)
-        active = sum(1 for job in replay.jobs.values() if job.state in ACTIVE_STATES)
+        active = sum(self.state.counts[state] for state in ACTIVE_STATES)  # kept per state: no scan
         self.report = RecoveryReport(
             records=replay.records,
             jobs=len(replay.jobs),

@@ -21,7 +21,7 @@ from typing import Any
 
 from protocol import Message, Register, SpawnReply, SpawnWorker
 from titan.config import AutoscaleSettings
-from titan.errors import ValidationError
+from titan.errors import UsageError
 from titan.jobs import DrainWorker, Effect, JobState
 
 from .autoscaler import Autoscaler, Retire, Spawn, WorkerView
@@ -82,19 +82,19 @@ class Scaling:
         """Ask ``worker`` (or the least-loaded healthy top-level worker) to start a child.
 
         Raises:
-            ValidationError: no such worker, it cannot take the request, or none is healthy.
+            UsageError: no such worker, it cannot take the request, or none is healthy.
         """
         registry = self.state.registry
         if worker is not None:
             record = registry.find(worker)
             if record is None:
-                raise ValidationError(f"no worker '{worker}'")
+                raise UsageError(f"no worker '{worker}'")
             if record.health is not Health.HEALTHY:
-                raise ValidationError(f"worker {record.name} is {record.health.value}: it cannot start a child")
+                raise UsageError(f"worker {record.name} is {record.health.value}: it cannot start a child")
         else:
             healthy = registry.schedulable
             if not healthy:
-                raise ValidationError("no healthy worker to start a child worker")
+                raise UsageError("no healthy worker to start a child worker")
             record = min(healthy, key=lambda r: (registry.depth(r), r.used_slots / r.capacity, r.id))
         spawn_id = self._request(record, port, capacity, "SPAWN-", "spawn request")
         return SpawnReply(parent=record.id, spawn_id=spawn_id, port=port)
@@ -103,12 +103,12 @@ class Scaling:
         """Drain ``worker`` and every worker below it; returns their ids and the effects.
 
         Raises:
-            ValidationError: no such worker.
+            UsageError: no such worker.
         """
         registry = self.state.registry
         record = registry.find(worker)
         if record is None:
-            raise ValidationError(f"no worker '{worker}'")
+            raise UsageError(f"no worker '{worker}'")
         subtree: list[WorkerRecord] = []
         todo = [record]
         while todo:
@@ -175,7 +175,7 @@ class Scaling:
         spawn_id = f"{prefix}{next(self._ids)}"
         message = SpawnWorker(port=port, capacity=capacity, spawn_id=spawn_id)
         if not self._send(parent.id, message):
-            raise ValidationError(f"worker {parent.name} has no connection")
+            raise UsageError(f"worker {parent.name} has no connection")
         log.info("%s: %s asked to start a child worker (%s)", spawn_id, parent.name, why)
         return spawn_id
 

@@ -58,14 +58,17 @@ class ReadyQueue:
     def extend(self, jobs: Iterable[Job]) -> None:
         """Push many jobs at once (a restart refilling the queue): one heapify per class, not a push each."""
         heaps = self._heaps
-        for job in jobs:
-            job.ticket += 1
-            key = (job.skills, job.slots)
-            heap = heaps.get(key)
-            if heap is None:
-                heap = heaps[key] = []
-            heap.append((-job.priority, job.seq, job.ticket, job))
-            self._entries += 1
+        key: JobClass | None = None
+        heap: list[_Entry] = []
+        added = 0
+        for job in jobs:  # a million after a restart: the class rarely changes from one job to the next
+            ticket = job.ticket = job.ticket + 1
+            if key is None or job.slots != key[1] or job.skills is not key[0]:
+                key = (job.skills, job.slots)
+                heap = heaps.setdefault(key, [])
+            heap.append((-job.priority, job.seq, ticket, job))
+            added += 1
+        self._entries += added
         for heap in heaps.values():
             heapq.heapify(heap)
 

@@ -13,7 +13,9 @@ before it applies anything:
    new writer appends right behind the last good record.
 2. *Replay* (lazy): :meth:`Recovery.records` re-reads the good prefix of each
    segment and yields its records one by one, so a million-record log costs a
-   segment's worth of bytes in memory, not a million dicts at once.
+   segment's worth of bytes in memory, not a million dicts at once. One
+   checksum of the whole prefix, taken by the judge, proves the bytes read
+   again are the ones it checked, so the records are not checksummed twice.
 
 We never skip over a hole. Records after a damaged one may depend on it
 (a job finished that was never submitted), so replay stops at the first
@@ -35,12 +37,14 @@ snapshots and temp files), which an interrupted prune may have left behind.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from titan.wal import files
+from titan.wal.errors import WalCorrupt
 from titan.wal.record import Record, Snapshot, decode_snapshot, find_next_frame, iter_records, scan_frames
 
 __all__ = ["Recovery", "SegmentSpan", "WalProblem", "load"]
@@ -76,6 +80,8 @@ class SegmentSpan:
     path: Path
     length: int
     records: int
+    # crc32 of those ``length`` bytes: replay reads them again and must find the same ones
+    digest: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,10 @@ class Recovery:
         for span in self.spans:
             with open(span.path, "rb") as handle:
                 data = handle.read(span.length)
-            yield from iter_records(data)
+            same = span.digest is not None and len(data) == span.length and zlib.crc32(data) == span.digest
+            if span.digest is not None and not same:
+                raise WalCorrupt(0, f"{span.path.name} changed after it was checked")
+            yield from iter_records(data, checked=same)
 
     def summary(self) -> str:
         """One line for the master's startup log."""
@@ -187,7 +196,7 @@ def _judge(live: list[tuple[int, Path]], start: int) -> tuple[list[SegmentSpan],
             return spans, _Damaged(problem, index, None)
         data = path.read_bytes()
         frames, good, damage = scan_frames(data)
-        spans.append(SegmentSpan(seq, path, good, frames))
+        spans.append(SegmentSpan(seq, path, good, frames, zlib.crc32(memoryview(data)[:good])))
         if damage is None:
             continue
         is_last = index == len(live) - 1

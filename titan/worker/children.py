@@ -28,7 +28,7 @@ import logging
 import os
 import random
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -157,9 +157,7 @@ class ChildWorkers:
                 return port
 
     # ------------------------------------------------------------------ SPAWN_WORKER children
-    def spawn(
-        self, port: int, *, spawn_id: str, capacity: int = 0, on_end: Callable[[Service], None] | None = None
-    ) -> Service:
+    def spawn(self, port: int, *, spawn_id: str, capacity: int = 0) -> Service:
         """Start a child worker for a spawn request (no job: it takes no slot here).
 
         Raises:
@@ -171,8 +169,6 @@ class ChildWorkers:
             if event is ServiceEvent.ENDED:
                 self.spawned.pop(cmd.port, None)
                 self.release(cmd.port)
-                if on_end is not None:
-                    on_end(service)
 
         service = Service(
             f"child [{cmd.port}]",
