@@ -126,3 +126,13 @@ def test_when_the_parent_is_lost_its_deploy_ends_and_the_child_carries_on() -> N
     job = state.job("KID")
     assert job.state is JobState.STOPPED and "child worker [9001] carries on" in job.story[-1].stimulus
     assert job.attempts == 1  # not started a second time
+
+
+def test_cancel_of_a_worker_deploy_drains_its_child_too() -> None:
+    state = make_state()
+    register(state, "w1", capacity=4)
+    state.submit(JobSpec(type="DEPLOY", data="Worker.jar", id="KID", port=9001), now=1.0)
+    state.worker_registered(child("KID"), now=2.0)
+    job, effects = state.cancel("KID", now=3.0)
+    assert job.state is JobState.CANCELLED and not job.service_up
+    assert DrainWorker("w1/9001", "its DEPLOY job KID was cancelled") in effects

@@ -56,6 +56,7 @@ def worker_json(worker: WorkerInfo) -> dict[str, Any]:
         "health": worker.health,
         "last_seen_s": worker.last_seen_s,
         "pid": worker.pid,
+        "spawn_id": worker.spawn_id,
     }
 
 
@@ -73,4 +74,5 @@ def stats_json(stats: StatsReply) -> dict[str, Any]:
         "cancelled": stats.cancelled,
         "uptime_s": stats.uptime_s,
         "workers": [worker_json(worker) for worker in stats.workers],
+        "autoscaler": stats.extra.get("autoscaler", {"enabled": False}),
     }

@@ -235,9 +235,7 @@ class MasterState:
         child = self._child_of(job)
         self._move(job, S.STOPPED, "stop", now, error="stopped on request")
         job.service_up = False
-        if child is not None and child.connected:
-            self.registry.drain(child.id, now)
-            self._out.append(DrainWorker(child.id, f"its DEPLOY job {job.id} was stopped"))
+        self._drain_child(child, f"its DEPLOY job {job.id} was stopped", now)
         return job, self._done(now)
 
     # ------------------------------------------------------------------ time stimuli
@@ -373,7 +371,10 @@ class MasterState:
 
     def _cancel(self, job: Job, now: float, stimulus: str) -> None:
         was_blocked = job.state is S.BLOCKED
+        child = self._child_of(job) if job.is_service and job.state is S.RUNNING else None
         self._move(job, S.CANCELLED, stimulus, now, error="cancelled")
+        job.service_up = False
+        self._drain_child(child, f"its DEPLOY job {job.id} was cancelled", now)
         if was_blocked:
             self.room.forget(job.id)
 
@@ -599,6 +600,12 @@ class MasterState:
             if record.spawn_id == job.id and record.parent == job.worker:
                 return record
         return None
+
+    def _drain_child(self, child: WorkerRecord | None, reason: str, now: float) -> None:
+        """A child worker whose DEPLOY ended: no new tasks; its parent stops it once it has drained."""
+        if child is not None and child.connected:
+            self.registry.drain(child.id, now)
+            self._out.append(DrainWorker(child.id, reason))
 
     def _note(self, job: Job, note: str, now: float) -> None:
         job.note(note, now)

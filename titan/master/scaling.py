@@ -165,7 +165,10 @@ class Scaling:
             if parent is None:
                 continue
             if isinstance(decision, Spawn):
-                self._request(parent, 0, decision.capacity, AUTOSCALED, f"autoscaler: {decision.reason}")
+                try:
+                    self._request(parent, 0, decision.capacity, AUTOSCALED, f"autoscaler: {decision.reason}")
+                except UsageError as exc:  # it lost its connection since the views were taken
+                    log.warning("autoscaler: cannot spawn on %s: %s", parent.name, exc)
             elif isinstance(decision, Retire):
                 log.info("autoscaler: retiring %s: %s", parent.name, decision.reason)
                 self._apply(self._drain(parent, f"autoscaler: {decision.reason}"))

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -59,6 +59,7 @@ from protocol import (
     TaskStop,
     UnknownOpcode,
     Wait,
+    WorkerInfo,
     encode_message,
 )
 from titan.config import MasterSettings
@@ -389,10 +390,14 @@ class Master:
 
     def _on_submit(self, peer: Peer, frame: Frame) -> None:
         msg = Submit.from_wire(frame.body)
-        workers = self.state.registry.infos(self.clock())
-        job, effects = self.state.submit(require_runtime(msg.job, workers), self.clock())
+        now = self.clock()
+        job, effects = self.state.submit(require_runtime(msg.job, self._worker_infos(now)), now)
         self._apply(effects)
         self._reply(peer, frame, SubmitReply(job_id=job.id))
+
+    def _worker_infos(self, now: float) -> Iterator[WorkerInfo]:
+        """The workers as the wire shows them, built only if iterated (few submissions need them)."""
+        yield from self.state.registry.infos(now)
 
     def _on_submit_dag(self, peer: Peer, frame: Frame) -> None:
         with paused_gc(len(frame.body.get("jobs", ())) >= _BULK_DAG):

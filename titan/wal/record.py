@@ -199,8 +199,7 @@ def scan_frames(buf: bytes | bytearray | memoryview) -> ScanResult:
             length, crc = unpack_header(view, pos)
             end = pos + 8 + length
             if not 0 < length <= limit or end > size:
-                damage = Damage.ZERO_LENGTH if length == 0 else Damage.ABSURD_LENGTH if length > limit else Damage.TORN_BODY
-                return ScanResult(count, pos, damage)
+                return ScanResult(count, pos, _length_damage(length))
             if crc32(view[pos + 8 : end]) != crc:
                 return ScanResult(count, pos, Damage.BAD_CHECKSUM)
             count += 1
@@ -208,6 +207,13 @@ def scan_frames(buf: bytes | bytearray | memoryview) -> ScanResult:
         return ScanResult(count, pos, None)
     finally:
         view.release()
+
+
+def _length_damage(length: int) -> Damage:
+    """What is wrong with a frame whose length is bad or runs past the buffer."""
+    if length == 0:
+        return Damage.ZERO_LENGTH
+    return Damage.ABSURD_LENGTH if length > MAX_RECORD_BYTES else Damage.TORN_BODY
 
 
 def iter_records(buf: bytes | bytearray | memoryview, *, checked: bool = False) -> Iterator[Record]:
