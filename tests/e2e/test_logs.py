@@ -46,6 +46,7 @@ async def follow(client: TitanClient, job_id: str) -> dict[str, bytes]:
 
 
 def stored(cluster: Cluster, job_id: str, name: str, attempt: int = 1) -> bytes:
+    cluster.master.log_store.flush()
     return (cluster.master.settings.workspace / "jobs" / job_id / f"attempt-{attempt}" / name).read_bytes()
 
 

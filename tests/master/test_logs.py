@@ -101,6 +101,7 @@ async def test_a_lost_datagram_leaves_a_gap_live_and_the_exact_log_replaces_it(h
     exact = b"one\ntwo\nthree\nfour\n"
     status = TaskStatus("J", 1, "COMPLETED", exit_code=0, stdout=exact, stderr=b"", log_datagrams=3)
     stats = hub.attempt_ended(status, job(final=True))  # type: ignore[arg-type]
+    hub.store.flush()
     assert stats.log_lost == 1
     assert live_copy.read_bytes() == exact
     assert peer.text("stdout") == b"one\nthree\nfour\n"  # the gap stays, the tail comes from the exact log

@@ -304,11 +304,7 @@ class LogHub:
             live.close()
             received = live.received
         stats = AttemptLogStats(max(0, status.log_datagrams - received), status.truncated)
-        try:
-            self.store.store_exact(status)
-        except OSError as exc:
-            log.warning("%s attempt %d: cannot store the logs: %s", status.job_id, status.attempt, exc)
-        self.store.write_result(status, job, stats)
+        self.store.store_ended(status, job, stats)
         if live is not None and not status.truncated:
             exact: tuple[tuple[Stream, bytes | None], ...] = (("stdout", status.stdout), ("stderr", status.stderr))
             for stream, data in exact:

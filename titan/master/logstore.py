@@ -17,9 +17,11 @@ Each attempt's folder in the master's workspace holds:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -55,6 +57,9 @@ class LogStore:
     def __init__(self, workspace: Path) -> None:
         self.jobs_dir = Path(workspace).absolute() / "jobs"
         self._stats: dict[tuple[str, int], AttemptLogStats] = {}
+        # exact logs handed to the writer thread and not yet on disk
+        self._unwritten: dict[tuple[str, int], dict[str, bytes]] = {}
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="titan-logstore")
 
     def attempt_dir(self, job_id: str, attempt: int) -> Path:
         return self.jobs_dir / job_id / f"attempt-{attempt}"
@@ -71,26 +76,29 @@ class LogStore:
         return os.open(directory / stream, _APPEND, 0o644)
 
     # ------------------------------------------------------------------ at rest
-    def store_exact(self, status: TaskStatus) -> None:
-        """Replace the live copies with the worker's exact logs (a stream it did not send keeps its live copy).
+    def store_ended(self, status: TaskStatus, job: Job | None, stats: AttemptLogStats) -> None:
+        """Store an ended attempt's exact logs and its ``result.json``.
 
-        Raises:
-            OSError: the disk refused.
+        The files are written by one background thread, in order, so the event
+        loop never waits on the disk for the hottest message of all (thousands of
+        attempts end per second). Until the thread has written them, :meth:`read`
+        answers from the bytes held here; :meth:`flush` waits for the thread.
         """
-        directory = self.attempt_dir(status.job_id, status.attempt)
-        directory.mkdir(parents=True, exist_ok=True)
-        for stream, data in (("stdout", status.stdout), ("stderr", status.stderr)):
-            if data is None:
-                continue
-            tmp = directory / f".{stream}.tmp"
-            tmp.write_bytes(data)
-            os.replace(tmp, directory / stream)
+        key = (status.job_id, status.attempt)
+        exact = {
+            stream: data for stream, data in (("stdout", status.stdout), ("stderr", status.stderr)) if data is not None
+        }
+        self._stats[key] = stats
+        self._unwritten[key] = exact
+        result = self._result(status, job, stats)
+        loop = asyncio.get_running_loop()
+        future = self._writer.submit(self._write, self.attempt_dir(*key), exact, result)
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._unwritten.pop, key, None))
 
-    def write_result(self, status: TaskStatus, job: Job | None, stats: AttemptLogStats) -> None:
+    def _result(self, status: TaskStatus, job: Job | None, stats: AttemptLogStats) -> dict[str, Any]:
         """``result.json`` of an ended attempt; the job's record (if it has one for it) wins over the report."""
         run = job.runs[status.attempt - 1] if job is not None and 0 < status.attempt <= len(job.runs) else None
-        directory = self.attempt_dir(status.job_id, status.attempt)
-        result: dict[str, Any] = {
+        return {
             "job_id": status.job_id,
             "attempt": status.attempt,
             "state": run.state if run is not None and run.state not in ("SCHEDULED", "RUNNING") else status.state,
@@ -101,18 +109,33 @@ class LogStore:
             "worker": run.worker if run is not None else (job.worker_name if job is not None else None),
             "truncated": stats.truncated,
             "log_lost": stats.log_lost,
-            "stdout_bytes": _size(directory / "stdout"),
-            "stderr_bytes": _size(directory / "stderr"),
             "outputs": sorted(status.outputs),
         }
-        self._stats[(status.job_id, status.attempt)] = stats
+
+    @staticmethod
+    def _write(directory: Path, exact: dict[str, bytes], result: dict[str, Any]) -> None:
+        """Runs on the writer thread: replace the live copies, then write the result."""
         try:
             directory.mkdir(parents=True, exist_ok=True)
+            for stream, data in exact.items():
+                tmp = directory / f".{stream}.tmp"
+                tmp.write_bytes(data)
+                os.replace(tmp, directory / stream)
+            for stream in STREAMS:
+                result[f"{stream}_bytes"] = len(exact[stream]) if stream in exact else _size(directory / stream)
             tmp = directory / f".{RESULT_FILE}.tmp"
             tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
             os.replace(tmp, directory / RESULT_FILE)
         except OSError as exc:
-            log.warning("%s attempt %d: cannot write %s: %s", status.job_id, status.attempt, RESULT_FILE, exc)
+            log.warning("%s attempt %d: cannot store its logs and result: %s", result["job_id"], result["attempt"], exc)
+
+    def flush(self) -> None:
+        """Block until every attempt handed to :meth:`store_ended` is on disk."""
+        self._writer.submit(lambda: None).result()
+
+    def close(self) -> None:
+        """Finish the pending writes and stop the writer thread."""
+        self._writer.shutdown(wait=True)
 
     def stats(self, job_id: str, attempt: int) -> AttemptLogStats:
         """The log figures of an ended attempt (from memory, else its ``result.json``; zeros if none)."""
@@ -130,6 +153,9 @@ class LogStore:
 
     def read(self, job_id: str, attempt: int, stream: Stream) -> bytes:
         """A stored log, or b"" if there is none."""
+        unwritten = self._unwritten.get((job_id, attempt))
+        if unwritten is not None and stream in unwritten:
+            return unwritten[stream]
         try:
             return (self.attempt_dir(job_id, attempt) / stream).read_bytes()
         except OSError:

@@ -258,6 +258,7 @@ class Master:
         self._waiters.clear()
         await self.wal.aclose()  # held frames go out once the log is synced, before the connections close
         await asyncio.gather(*(peer.aclose() for peer in list(self._peers)), return_exceptions=True)
+        await asyncio.to_thread(self.log_store.close)  # the last attempts' logs reach the disk
         if self._server is not None:
             await self._server.wait_closed()
         self._stopped.set()
