@@ -36,7 +36,6 @@ from titan.jobs import (
     Assign,
     CloseWorker,
     Delay,
-    DrainWorker,
     Effect,
     Enqueue,
     Job,
@@ -53,6 +52,7 @@ from .journal import Journal
 from .registry import WorkerRecord, WorkerRegistry
 from .retry import next_retry
 from .scheduler import DelayHeap, JobClass, LeastConnections, ReadyQueue
+from .services_core import ServiceStimuli
 from .waiting_room import Verdict, WaitingRoom, check_dag
 
 __all__ = ["MasterState"]
@@ -62,8 +62,8 @@ log = logging.getLogger(__name__)
 S = JobState
 
 
-class MasterState:
-    """Jobs, workers, queues; see the module docstring.
+class MasterState(ServiceStimuli):
+    """Jobs, workers, queues; see the module docstring (services and child workers: ``services_core.py``).
 
     Counts: ``failed`` in :meth:`stats` is the number of failed attempts so far
     (exit != 0, timeouts, lost workers); jobs now waiting out a backoff are in
@@ -218,25 +218,6 @@ class MasterState:
         """Stop giving ``worker_id`` new tasks."""
         self.registry.drain(worker_id, now)
         return self._done(now)
-
-    def stop(self, job_id: str, now: float) -> tuple[Job, list[Effect]]:
-        """End a RUNNING service (a DEPLOY job): STOPPED, its slot freed; a child worker is drained first.
-
-        Raises:
-            UnknownJob, ValidationError (not a DEPLOY job, or not RUNNING).
-        """
-        job = self.job(job_id)
-        if not job.is_service:
-            raise ValidationError(
-                f"job '{job_id}' is a {job.type} job, not a service: STOP ends DEPLOY jobs (use CANCEL)"
-            )
-        if job.state is not S.RUNNING:
-            raise ValidationError(f"job '{job_id}' is {job.state.value}: STOP ends RUNNING services only")
-        child = self._child_of(job)
-        self._move(job, S.STOPPED, "stop", now, error="stopped on request")
-        job.service_up = False
-        self._drain_child(child, f"its DEPLOY job {job.id} was stopped", now)
-        return job, self._done(now)
 
     # ------------------------------------------------------------------ time stimuli
     def check_health(self, now: float) -> list[Effect]:
@@ -566,51 +547,6 @@ class MasterState:
             log.info(
                 "%s %s retry %d/%d in %.2gs: %s", job.worker_name, job.id, used + 1, job.max_attempts, delay, job.error
             )
-
-    # ------------------------------------------------------------------ services (DEPLOY jobs)
-    def _service_report(self, job: Job, status: TaskStatus, now: float) -> None:
-        """A service restarted, came up, or ended: note it; once up, its dependants may start."""
-        if status.restarts > job.restarts:
-            job.restarts, job.service_up = status.restarts, False  # down until it is up again
-            self._note(job, f"service restart {status.restarts} on {job.worker_name}: {status.error or 'crashed'}", now)
-        if status.state != "RUNNING":
-            job.service_up = False
-        elif status.up and not job.service_up:
-            self._service_up(job, f"service up on {job.worker_name}", now)
-
-    def _service_up(self, job: Job, why: str, now: float) -> None:
-        job.service_up = True
-        self._note(job, why, now)
-        for verdict in self.room.release(job.id, True, ""):
-            self._decide(verdict, now)
-
-    def _child_registered(self, record: WorkerRecord, now: float) -> None:
-        """A child worker registered: the DEPLOY of the worker artifact that started it is up."""
-        job = self.jobs.get(record.spawn_id)
-        if job is None or not job.is_service or job.worker != record.parent or job.service_up:
-            return
-        if job.state is S.SCHEDULED:
-            self._move(job, S.RUNNING, f"started on {job.worker_name} (its child registered)", now)
-        if job.state is S.RUNNING:
-            self._service_up(job, f"child worker {record.name} registered", now)
-
-    def _child_of(self, job: Job) -> WorkerRecord | None:
-        """The child worker a DEPLOY of the worker artifact started, if it has registered."""
-        for record in self.registry:
-            if record.spawn_id == job.id and record.parent == job.worker:
-                return record
-        return None
-
-    def _drain_child(self, child: WorkerRecord | None, reason: str, now: float) -> None:
-        """A child worker whose DEPLOY ended: no new tasks; its parent stops it once it has drained."""
-        if child is not None and child.connected:
-            self.registry.drain(child.id, now)
-            self._out.append(DrainWorker(child.id, reason))
-
-    def _note(self, job: Job, note: str, now: float) -> None:
-        job.note(note, now)
-        if self.journal is not None:
-            self.journal.noted(job, note, now)
 
     def _lose(self, job: Job, now: float, stimulus: str) -> None:
         """The worker holding the job's attempt is gone: the attempt counts as failed.

@@ -1,0 +1,429 @@
+"""Client -> master message bodies and their replies (SUBMIT, JOB_STATUS, LIST_JOBS, STATS, WAIT, ...).
+
+Part of :mod:`protocol.messages`, which re-exports every name here; see its
+docstring for how a body is validated.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Literal, cast
+
+from .errors import SchemaError
+from .opcodes import Opcode
+from .schema import Message
+from .schema import require as _require
+
+__all__ = [
+    "AttemptInfo",
+    "Cancel",
+    "Gc",
+    "GcReply",
+    "JobInfo",
+    "JobListReply",
+    "JobOutputs",
+    "JobOutputsReply",
+    "JobReply",
+    "JobSpec",
+    "JobStatus",
+    "ListJobs",
+    "LogData",
+    "LogRecord",
+    "LogsSubscribe",
+    "LogsSubscribed",
+    "Retire",
+    "RetireReply",
+    "Retry",
+    "Spawn",
+    "SpawnReply",
+    "Stats",
+    "StatsReply",
+    "Stop",
+    "Submit",
+    "SubmitDag",
+    "SubmitDagReply",
+    "SubmitReply",
+    "TransitionInfo",
+    "Wait",
+    "WorkerInfo",
+]
+
+
+# --------------------------------------------------------------------------- client -> master
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec(Message):
+    """What a client asks to run (DESIGN §3)."""
+
+    type: str
+    data: str = ""
+    id: str | None = None
+    args: list[str] = field(default_factory=list)
+    priority: int = 1
+    delay_ms: int = 0
+    deps: list[str] = field(default_factory=list)
+    max_attempts: int = 3
+    timeout_s: float | None = None
+    slots: int = 1
+    memory_mb: int | None = None
+    skills: list[str] = field(default_factory=lambda: ["GENERAL"])
+    affinity: bool = False
+    port: int | None = None
+    payload: bytes | None = None
+    # retry backoff: wait min(cap, base * factor ** (n - 1)) after failed attempt n, half of it jittered;
+    # None takes the master's default
+    backoff_base_s: float | None = None
+    backoff_factor: float | None = None
+    backoff_cap_s: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """Fields at their default are left out (the receiver fills them back in): a DAG of
+        100 000 jobs is then a few MiB instead of over the 16 MiB frame limit."""
+        names, defaults, values_of = _jobspec_defaults()
+        body: dict[str, Any] = {"type": self.type}
+        for name, default, value in zip(names, defaults, values_of(self), strict=True):
+            if value != default:
+                body[name] = value
+        return body
+
+    def check(self) -> None:
+        # plain ifs: the messages are only formatted on failure (a DAG brings 100 000 specs)
+        if not self.type:
+            raise SchemaError("JobSpec.type: must not be empty")
+        if self.delay_ms < 0:
+            raise SchemaError(f"JobSpec.delay_ms: must not be negative, got {self.delay_ms}")
+        if self.max_attempts < 1:
+            raise SchemaError(f"JobSpec.max_attempts: must be at least 1, got {self.max_attempts}")
+        if self.slots < 1:
+            raise SchemaError(f"JobSpec.slots: must be at least 1, got {self.slots}")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise SchemaError(f"JobSpec.timeout_s: must be positive, got {self.timeout_s}")
+        if self.id is not None and not self.id:
+            raise SchemaError("JobSpec.id: must not be empty")
+
+
+_JOBSPEC_DEFAULTS: list[tuple[tuple[str, ...], tuple[Any, ...], Callable[[Any], tuple[Any, ...]]]] = []
+
+
+def _jobspec_defaults() -> tuple[tuple[str, ...], tuple[Any, ...], Callable[[Any], tuple[Any, ...]]]:
+    """The optional JobSpec fields, their defaults, and one getter for all their values (computed once)."""
+    if not _JOBSPEC_DEFAULTS:
+        pairs = [
+            (f.name, f.default if f.default is not MISSING else cast(Callable[[], Any], f.default_factory)())
+            for f in fields(JobSpec)
+            if f.default is not MISSING or f.default_factory is not MISSING
+        ]
+        names = tuple(name for name, _ in pairs)
+        _JOBSPEC_DEFAULTS.append((names, tuple(default for _, default in pairs), operator.attrgetter(*names)))
+    return _JOBSPEC_DEFAULTS[0]
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionInfo(Message):
+    """One line of a job's story: a state change and what caused it."""
+
+    start: str
+    finish: str
+    stimulus: str
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptInfo(Message):
+    """One attempt of a job: where and when it ran and how it ended."""
+
+    attempt: int
+    state: str
+    worker: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    error: str = ""
+    backoff_s: float | None = None
+    outputs: list[str] = field(default_factory=list)
+    # live log datagrams that never reached the master (the stored log is exact regardless)
+    log_lost: int = 0
+    # the stored logs hold only the tail (over the size limit)
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo(Message):
+    """A job as the master sees it."""
+
+    id: str
+    type: str
+    data: str
+    state: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    submitted_at: float
+    worker: str | None = None
+    exit_code: int | None = None
+    error: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    deps: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    delay_ms: int = 0
+    timeout_s: float | None = None
+    skills: list[str] = field(default_factory=list)
+    history: list[TransitionInfo] = field(default_factory=list)
+    dag: str | None = None
+    runs: list[AttemptInfo] = field(default_factory=list)
+    # DEPLOY: restarts of the current attempt's service, and whether it is up now
+    restarts: int = 0
+    up: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo(Message):
+    """A worker as the master sees it."""
+
+    id: str
+    name: str
+    host: str
+    port: int
+    load: int
+    capacity: int
+    skills: list[str]
+    health: str
+    parent: str | None = None
+    services: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+    last_seen_s: float = 0.0
+    pid: int = 0
+    # a child worker: the DEPLOY job id or the spawn request (AUTO-n: the autoscaler's) it was started for
+    spawn_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Submit(Message):
+    OPCODE = Opcode.SUBMIT
+    job: JobSpec
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitReply(Message):
+    OPCODE = Opcode.SUBMIT
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitDag(Message):
+    OPCODE = Opcode.SUBMIT_DAG
+    jobs: list[JobSpec]
+
+    def check(self) -> None:
+        _require(bool(self.jobs), "SubmitDag.jobs: a DAG needs at least one job")
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitDagReply(Message):
+    OPCODE = Opcode.SUBMIT_DAG
+    job_ids: list[str]
+    dag_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus(Message):
+    OPCODE = Opcode.JOB_STATUS
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobReply(Message):
+    """Answer to JOB_STATUS, CANCEL and RETRY."""
+
+    OPCODE = Opcode.JOB_STATUS
+    job: JobInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ListJobs(Message):
+    OPCODE = Opcode.LIST_JOBS
+    state: str | None = None
+    limit: int = 1000
+    dag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobListReply(Message):
+    """Answer to LIST_JOBS and WAIT."""
+
+    OPCODE = Opcode.LIST_JOBS
+    jobs: list[JobInfo]
+    timed_out: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Stats(Message):
+    OPCODE = Opcode.STATS
+
+
+@dataclass(frozen=True, slots=True)
+class StatsReply(Message):
+    OPCODE = Opcode.STATS
+    queued: int
+    delayed: int
+    blocked: int
+    dead: int
+    running: int
+    scheduled: int
+    completed: int
+    failed: int
+    cancelled: int
+    workers: list[WorkerInfo]
+    uptime_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel(Message):
+    OPCODE = Opcode.CANCEL
+    job_id: str
+    dag: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Retry(Message):
+    OPCODE = Opcode.RETRY
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Wait(Message):
+    """Answered once every job is final, or when ``timeout_s`` passes."""
+
+    OPCODE = Opcode.WAIT
+    job_ids: list[str]
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutputs(Message):
+    """Ask for the output files a job's attempt kept (default: its latest attempt that has any)."""
+
+    OPCODE = Opcode.JOB_OUTPUTS
+    job_id: str
+    attempt: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutputsReply(Message):
+    OPCODE = Opcode.JOB_OUTPUTS
+    job_id: str
+    attempt: int
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Gc(Message):
+    """Remove the workspace folders of jobs final for longer than ``older_than_s``."""
+
+    OPCODE = Opcode.GC
+    older_than_s: float
+
+    def check(self) -> None:
+        _require(self.older_than_s >= 0, f"Gc.older_than_s: must not be negative, got {self.older_than_s}")
+
+
+@dataclass(frozen=True, slots=True)
+class GcReply(Message):
+    OPCODE = Opcode.GC
+    removed: list[str]
+    freed_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Stop(Message):
+    """End a running service (a DEPLOY job): it becomes STOPPED."""
+
+    OPCODE = Opcode.STOP
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn(Message):
+    """Ask a worker (default: the least-loaded top-level one) to start a child worker."""
+
+    OPCODE = Opcode.SPAWN
+    worker: str | None = None
+    port: int = 0
+    capacity: int = 0
+
+    def check(self) -> None:
+        _require(0 <= self.port <= 65535, f"Spawn.port: out of range: {self.port}")
+        _require(self.capacity >= 0, f"Spawn.capacity: must not be negative, got {self.capacity}")
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnReply(Message):
+    OPCODE = Opcode.SPAWN
+    parent: str
+    spawn_id: str
+    port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Retire(Message):
+    """Drain a worker and its children; each leaves once idle."""
+
+    OPCODE = Opcode.RETIRE
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetireReply(Message):
+    OPCODE = Opcode.RETIRE
+    workers: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class LogsSubscribe(Message):
+    OPCODE = Opcode.LOGS_SUBSCRIBE
+    job_id: str
+    follow: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LogsSubscribed(Message):
+    OPCODE = Opcode.LOGS_SUBSCRIBE
+    job_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogData(Message):
+    """Master -> client: a chunk of a followed log; ``eof`` ends the stream."""
+
+    OPCODE = Opcode.LOG_DATA
+    job_id: str
+    attempt: int
+    stream: Literal["stdout", "stderr"]
+    data: bytes
+    eof: bool = False
+    # set on the last frame when the master ended the subscription early (e.g. a follower too slow)
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord(Message):
+    """UDP, worker -> master: a sequence-numbered slice of a running job's output."""
+
+    OPCODE = Opcode.LOG_RECORD
+    job_id: str
+    attempt: int
+    stream: Literal["stdout", "stderr"]
+    seq: int
+    data: bytes
+    offset: int = 0
+    mac: bytes | None = None
+
+    def check(self) -> None:
+        _require(self.seq >= 0, f"LogRecord.seq: must not be negative, got {self.seq}")
+        _require(self.offset >= 0, f"LogRecord.offset: must not be negative, got {self.offset}")

@@ -1,0 +1,267 @@
+"""The client request handlers of :class:`~titan.master.server.Master`.
+
+One method per request opcode (SUBMIT, SUBMIT_DAG, JOB_STATUS, LIST_JOBS, STATS,
+CANCEL, RETRY, WAIT, JOB_OUTPUTS, LOGS_SUBSCRIBE, GC, STOP, SPAWN, RETIRE): each
+parses its message, hands the stimulus to the core, applies the effects and
+replies. ``Master`` maps the opcodes to them in its dispatch table; a pending
+WAIT is a :class:`_Waiter`, answered when its jobs end or its timer fires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from protocol import (
+    Cancel,
+    Frame,
+    Gc,
+    GcReply,
+    JobListReply,
+    JobOutputs,
+    JobOutputsReply,
+    JobReply,
+    JobStatus,
+    ListJobs,
+    LogsSubscribe,
+    LogsSubscribed,
+    Message,
+    Retire,
+    RetireReply,
+    Retry,
+    Spawn,
+    Stats,
+    Stop,
+    Submit,
+    SubmitDag,
+    SubmitDagReply,
+    SubmitReply,
+    Wait,
+    WorkerInfo,
+)
+from titan.errors import ValidationError
+from titan.jobs import Effect
+from titan.net import Peer
+from titan.runtime import paused_gc
+
+from .gc import collectable, remove
+from .runtimes import require_runtime
+
+if TYPE_CHECKING:
+    from .artifacts import ArtifactStore
+    from .core import MasterState
+    from .durable import DurableLog
+    from .logs import LogHub
+    from .logstore import LogStore
+    from .payload_ledger import PayloadLedger
+    from .scaling import Scaling
+
+__all__ = ["ClientHandlers"]
+
+log = logging.getLogger(__name__)
+
+# a DAG this large is admitted with the cyclic GC held off (see titan.runtime.paused_gc)
+_BULK_DAG = 1000
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """One WAIT request: answered when ``remaining`` empties or its timer fires."""
+
+    peer: Peer
+    request: Frame
+    job_ids: list[str]
+    remaining: set[str]
+    timer: asyncio.TimerHandle | None = None
+    done: bool = False
+
+
+@dataclass(eq=False)
+class _ClientSession:
+    waiters: set[_Waiter] = field(default_factory=set)
+
+
+class ClientHandlers:
+    """The client frame handlers; the state, the log and the helpers they use are ``Master``'s."""
+
+    if TYPE_CHECKING:
+        state: MasterState
+        clock: Callable[[], float]
+        wal: DurableLog
+        artifacts: ArtifactStore
+        logs: LogHub | None
+        log_store: LogStore
+        payloads: PayloadLedger
+        scaling: Scaling
+        _waiters: dict[str, set[_Waiter]]
+
+        def _reply(self, peer: Peer, request: Frame, message: Message) -> None: ...
+
+        def _apply(self, effects: list[Effect]) -> None: ...
+
+    def _on_submit(self, peer: Peer, frame: Frame) -> None:
+        msg = Submit.from_wire(frame.body)
+        now = self.clock()
+        job, effects = self.state.submit(require_runtime(msg.job, self._worker_infos(now)), now)
+        self._apply(effects)
+        self._reply(peer, frame, SubmitReply(job_id=job.id))
+
+    def _worker_infos(self, now: float) -> Iterator[WorkerInfo]:
+        """The workers as the wire shows them, built only if iterated (few submissions need them)."""
+        yield from self.state.registry.infos(now)
+
+    def _on_submit_dag(self, peer: Peer, frame: Frame) -> None:
+        with paused_gc(len(frame.body.get("jobs", ())) >= _BULK_DAG):
+            msg = SubmitDag.from_wire(frame.body)
+            workers = self.state.registry.infos(self.clock())
+            specs = [require_runtime(spec, workers) for spec in msg.jobs]
+            jobs, effects = self.state.submit_dag(specs, self.clock())
+        self._apply(effects)
+        self._reply(peer, frame, SubmitDagReply(job_ids=[job.id for job in jobs], dag_id=jobs[0].dag or ""))
+
+    def _on_job_status(self, peer: Peer, frame: Frame) -> None:
+        msg = JobStatus.from_wire(frame.body)
+        info = self.state.job(msg.job_id).to_info()
+        runs = []
+        for run in info.runs:
+            stats = self.log_store.stats(info.id, run.attempt)
+            runs.append(dataclasses.replace(run, log_lost=stats.log_lost, truncated=stats.truncated))
+        self._reply(peer, frame, JobReply(job=dataclasses.replace(info, runs=runs)))
+
+    def _on_logs_subscribe(self, peer: Peer, frame: Frame) -> None:
+        msg = LogsSubscribe.from_wire(frame.body)
+        job = self.state.job(msg.job_id)
+        assert self.logs is not None
+        attempt = self.logs.subscribe(peer, job, msg.follow)
+        peer.reply(frame, LogsSubscribed(job_id=job.id, attempt=attempt))
+
+    async def _on_gc(self, peer: Peer, frame: Frame) -> None:
+        msg = Gc.from_wire(frame.body)
+        jobs_dir = self.log_store.jobs_dir
+        try:
+            names = [entry.name for entry in os.scandir(jobs_dir) if entry.is_dir()]
+        except FileNotFoundError:
+            names = []
+        doomed = collectable(
+            names, self.state.jobs, self.clock() - msg.older_than_s, lambda name: _mtime(jobs_dir, name)
+        )
+        freed = await asyncio.to_thread(remove, jobs_dir, doomed)
+        for job_id in doomed:
+            if self.logs is not None:
+                self.logs.forget_job(job_id)
+        log.info("gc: removed %d job folder(s), %d bytes", len(doomed), freed)
+        peer.reply(frame, GcReply(removed=doomed, freed_bytes=freed))
+
+    def _on_list_jobs(self, peer: Peer, frame: Frame) -> None:
+        msg = ListJobs.from_wire(frame.body)
+        jobs = self.state.list_jobs(msg.state, msg.limit, msg.dag)
+        self._reply(peer, frame, JobListReply(jobs=[job.to_info() for job in jobs]))
+
+    def _on_stats(self, peer: Peer, frame: Frame) -> None:
+        Stats.from_wire(frame.body)
+        stats = self.state.stats(self.clock())
+        stats.extra.update(self.wal.extra())
+        if self.logs is not None:
+            stats.extra.update(self.logs.extra())
+        stats.extra.update(
+            payload_bytes_shipped=self.payloads.bytes_shipped, payload_bytes_spared=self.payloads.bytes_spared
+        )
+        stats.extra["autoscaler"] = self.scaling.extra()
+        self._reply(peer, frame, stats)
+
+    def _on_stop(self, peer: Peer, frame: Frame) -> None:
+        msg = Stop.from_wire(frame.body)
+        job, effects = self.state.stop(msg.job_id, self.clock())
+        log.info("%s STOPPED on request", job.id)
+        self._apply(effects)
+        self._reply(peer, frame, JobReply(job=job.to_info()))
+
+    def _on_spawn(self, peer: Peer, frame: Frame) -> None:
+        msg = Spawn.from_wire(frame.body)
+        self._reply(peer, frame, self.scaling.spawn(msg.worker, msg.port, msg.capacity))
+
+    def _on_retire(self, peer: Peer, frame: Frame) -> None:
+        msg = Retire.from_wire(frame.body)
+        ids, effects = self.scaling.retire(msg.worker)
+        self._apply(effects)
+        self._reply(peer, frame, RetireReply(workers=ids))
+
+    def _on_cancel(self, peer: Peer, frame: Frame) -> None:
+        msg = Cancel.from_wire(frame.body)
+        job, effects = self.state.cancel(msg.job_id, self.clock(), dag=msg.dag)
+        self._apply(effects)
+        self._reply(peer, frame, JobReply(job=job.to_info()))
+
+    def _on_retry(self, peer: Peer, frame: Frame) -> None:
+        msg = Retry.from_wire(frame.body)
+        job, effects = self.state.retry(msg.job_id, self.clock())
+        self._apply(effects)
+        self._reply(peer, frame, JobReply(job=job.to_info()))
+
+    def _on_job_outputs(self, peer: Peer, frame: Frame) -> None:
+        msg = JobOutputs.from_wire(frame.body)
+        job = self.state.job(msg.job_id)
+        runs = [run for run in job.runs if run.outputs and msg.attempt in (None, run.attempt)]
+        if not runs:
+            if msg.attempt is not None and all(run.attempt != msg.attempt for run in job.runs):
+                raise ValidationError(f"job '{job.id}' has no attempt {msg.attempt}")
+            self._reply(peer, frame, JobOutputsReply(job_id=job.id, attempt=msg.attempt or 0))
+            return
+        run = runs[-1]
+        files = self.artifacts.load(job.id, run.attempt, run.outputs)
+        self._reply(peer, frame, JobOutputsReply(job_id=job.id, attempt=run.attempt, files=files))
+
+    def _on_wait(self, peer: Peer, frame: Frame) -> None:
+        msg = Wait.from_wire(frame.body)
+        if msg.timeout_s is not None and msg.timeout_s < 0:
+            raise ValidationError(f"WAIT timeout must not be negative, got {msg.timeout_s:g}")
+        jobs = [self.state.job(job_id) for job_id in msg.job_ids]  # UnknownJob before anything is kept
+        remaining = {job.id for job in jobs if not job.is_final}
+        waiter = _Waiter(peer, frame, list(msg.job_ids), remaining)
+        if not remaining:
+            self._answer(waiter, timed_out=False)
+            return
+        for job_id in remaining:
+            self._waiters.setdefault(job_id, set()).add(waiter)
+        if isinstance(peer.context, _ClientSession):
+            peer.context.waiters.add(waiter)
+        if msg.timeout_s is not None:
+            waiter.timer = asyncio.get_running_loop().call_later(msg.timeout_s, self._answer, waiter, True)
+
+    def _answer(self, waiter: _Waiter, timed_out: bool) -> None:
+        if waiter.done:
+            return
+        self._drop_waiter(waiter)
+        jobs = self.state.jobs
+        self._reply(
+            waiter.peer,
+            waiter.request,
+            JobListReply(jobs=[jobs[i].to_info() for i in waiter.job_ids], timed_out=timed_out),
+        )
+
+    def _drop_waiter(self, waiter: _Waiter) -> None:
+        waiter.done = True
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+            waiter.timer = None
+        for job_id in waiter.remaining:
+            waiting = self._waiters.get(job_id)
+            if waiting is not None:
+                waiting.discard(waiter)
+                if not waiting:
+                    del self._waiters[job_id]
+        if isinstance(waiter.peer.context, _ClientSession):
+            waiter.peer.context.waiters.discard(waiter)
+
+
+def _mtime(folder: Path, name: str) -> float:
+    try:
+        return os.stat(folder / name).st_mtime
+    except OSError:
+        return float("inf")  # gone already: nothing to remove
