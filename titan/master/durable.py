@@ -17,8 +17,9 @@ durable yet, or a crash could leave a client holding an acknowledgement, or a
 worker running an attempt, that the restarted master has never heard of.
 So every frame goes out through :meth:`DurableLog.send`: at once when
 everything committed so far is on disk, otherwise held, in order, until the
-group commit that covers it completes (one barrier future per batch, never
-one per record). Frames released together are written with one
+group commit that covers it completes (the writer calls
+:meth:`DurableLog._flushed` synchronously as each batch is settled: no future
+per record, nor per batch). Frames released together are written with one
 ``write`` per connection: with 64 requests in flight that is one syscall for
 64 answers instead of 64. A SUBMIT's answer therefore leaves only once
 its record is fsynced, a TASK_START only once the job's acceptance and its
@@ -129,8 +130,6 @@ class DurableLog:
         self._first_segment: int | None = None
         self._appended = 0  # records committed so far
         self._durable = 0  # of those, known to be on disk
-        self._barrier: asyncio.Future[None] | None = None
-        self._barrier_mark = [0]  # the last record in the batch of ``_barrier``
         self._held: collections.deque[tuple[int, Connection, bytes]] = collections.deque()
         self._since_snapshot = 0
         self._bytes_at_snapshot = 0
@@ -186,7 +185,11 @@ class DurableLog:
     async def start(self) -> None:
         """Open a fresh segment after whatever recovery found."""
         writer = WalWriter(
-            self.directory, fsync=self.fsync, segment_bytes=self.segment_bytes, first_segment=self._first_segment
+            self.directory,
+            fsync=self.fsync,
+            segment_bytes=self.segment_bytes,
+            first_segment=self._first_segment,
+            on_durable=self._flushed,
         )
         await writer.start()
         self._writer = writer
@@ -218,14 +221,8 @@ class DurableLog:
         if writer is None:
             raise self._failed_error()
         writer.append_nowait(record)
+        # This writer is ours alone and starts empty: its record count is ours.
         self._appended += 1
-        barrier = writer.barrier()
-        if barrier is self._barrier:
-            self._barrier_mark[0] = self._appended
-        else:
-            self._barrier, self._barrier_mark = barrier, [self._appended]
-            mark = self._barrier_mark
-            barrier.add_done_callback(lambda done: self._flushed(done, mark[0]))
         self._since_snapshot += 1
         if self._snapshot_task is None and (
             self._since_snapshot >= self.snapshot_every_records
@@ -247,11 +244,12 @@ class DurableLog:
         """Frames waiting for a flush."""
         return len(self._held)
 
-    def _flushed(self, future: asyncio.Future[None], mark: int) -> None:
-        if future.cancelled() or future.exception() is not None:
-            self._fail(future.exception() or WalError("WAL write cancelled"))
+    def _flushed(self, durable: int, failure: WalError | None) -> None:
+        """The writer's ``on_durable``: the first ``durable`` records are on disk."""
+        if failure is not None:
+            self._fail(failure)
             return
-        self._durable = max(self._durable, mark)
+        self._durable = max(self._durable, durable)
         self._release()
 
     def _release(self) -> None:
