@@ -47,15 +47,12 @@ from .artifacts import collect_artifacts, write_inputs
 from .command import CommandBuilder, LaunchError
 from .dirs import AttemptDirs
 from .payloads import PayloadCache
+from .process import reap, signal_group, spawn_in
 
 __all__ = ["Attempt", "AttemptResult", "ProcessRunner"]
 
 log = logging.getLogger(__name__)
 
-_OUT_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-# Python ignores SIGPIPE (and SIGXFSZ); a job must get the default back, or
-# `yes | head` in it would spin on EPIPE instead of ending.
-_RESET_SIGNALS: Final = (signal.SIGPIPE, signal.SIGXFSZ)
 _PAYLOAD_KINDS: Final = frozenset({"RUN", "DEPLOY"})
 # DEPLOY names of the built-in worker artifact (DESIGN §3): a child worker, not a file
 _WORKER_ARTIFACTS: Final = frozenset({"worker", "Worker.jar"})
@@ -144,7 +141,7 @@ class Attempt:
         """SIGKILL the whole group now."""
         if self.running:
             assert self.pid is not None
-            _signal_group(self.pid, signal.SIGKILL)
+            signal_group(self.pid, signal.SIGKILL)
 
     async def wait(self) -> AttemptResult:
         """The result, once the process has ended (cancelling the wait does not kill it)."""
@@ -158,7 +155,7 @@ class Attempt:
             self._pidfd = os.pidfd_open(pid)
         except OSError as exc:
             # Without a pidfd we cannot wait for it without blocking: end it now.
-            _signal_group(pid, signal.SIGKILL)
+            signal_group(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             self._finish(None, f"cannot watch the process: {exc.strerror or exc}")
             return
@@ -175,7 +172,7 @@ class Attempt:
     def _terminate(self) -> None:
         assert self.pid is not None
         if self._kill_timer is None:
-            _signal_group(self.pid, signal.SIGTERM)
+            signal_group(self.pid, signal.SIGTERM)
             self._kill_timer = self._loop.call_later(self._grace_s, self.kill)
 
     def _on_exit(self) -> None:
@@ -184,17 +181,11 @@ class Attempt:
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         self._pidfd = -1
-        # A readable pidfd means the leader has exited: it is a zombie now and pins
-        # the group id, so clear out the rest of its group before reaping it.
-        _signal_group(pid, signal.SIGKILL)
-        try:
-            reaped, status = os.waitpid(pid, os.WNOHANG)
-            if reaped == 0:  # cannot happen after a readable pidfd; the SIGKILL above bounds the wait
-                reaped, status = os.waitpid(pid, 0)
-        except ChildProcessError:
+        code = reap(pid)  # also clears out what the leader left in its group
+        if code is None:
             self._finish(None, "exit status lost: the process was reaped elsewhere")
             return
-        self._finish(os.waitstatus_to_exitcode(status), "")
+        self._finish(code, "")
 
     def _finish(self, exit_code: int | None, error: str) -> None:
         for timer in (self._timeout_timer, self._kill_timer):
@@ -350,30 +341,14 @@ class ProcessRunner:
 
     def _spawn(self, argv: list[str], env: dict[str, str], directory: str) -> int:
         assert self._home_fd is not None
-        actions = [
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, f"{directory}/stdout", _OUT_FLAGS, 0o644),
-            (os.POSIX_SPAWN_OPEN, 2, f"{directory}/stderr", _OUT_FLAGS, 0o644),
-        ]
         try:
-            os.chdir(directory)
-            try:
-                return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True, setsigdef=_RESET_SIGNALS)
-            finally:
-                os.fchdir(self._home_fd)
+            return spawn_in(argv, env, directory, home_fd=self._home_fd)
         except OSError as exc:
             raise LaunchError(_describe_spawn_error(argv[0], exc)) from exc
 
     def _forget(self, attempt: Attempt) -> None:
         if self._running.get(attempt.ref) is attempt:
             del self._running[attempt.ref]
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass  # the group is already gone
 
 
 def _describe_exit(exit_code: int) -> str:

@@ -36,14 +36,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+
+from .process import reap, signal_group, spawn_in
 
 __all__ = ["Service", "ServiceEnd", "ServiceEvent", "ServicePolicy"]
 
 log = logging.getLogger(__name__)
-
-_OUT_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-_RESET_SIGNALS: Final = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +167,7 @@ class Service:
     def kill(self) -> None:
         """SIGKILL the group now, without waiting (a crash stand-in, or the end of the grace)."""
         if self.pid is not None:
-            _signal_group(self.pid, signal.SIGKILL)
+            signal_group(self.pid, signal.SIGKILL)
 
     async def aclose(self, reason: str) -> ServiceEnd:
         """Stop it and wait until it has ended."""
@@ -186,7 +184,7 @@ class Service:
         try:
             self._pidfd = os.pidfd_open(pid)
         except OSError as exc:
-            _signal_group(pid, signal.SIGKILL)
+            signal_group(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             self._finish(None, f"cannot watch the process: {exc.strerror or exc}", stopped=False)
             return False
@@ -223,7 +221,7 @@ class Service:
     def _terminate(self) -> None:
         self._timers.pop("term", None)
         if self.pid is not None and "kill" not in self._timers:
-            _signal_group(self.pid, signal.SIGTERM)
+            signal_group(self.pid, signal.SIGTERM)
             self._timers["kill"] = self._loop.call_later(self.policy.kill_grace_s, self.kill)
 
     def _on_exit(self) -> None:
@@ -232,12 +230,7 @@ class Service:
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         self._pidfd = -1
-        _signal_group(pid, signal.SIGKILL)  # the leader is a zombie: clear out what it left in its group
-        try:
-            _, status = os.waitpid(pid, 0)
-            code: int | None = os.waitstatus_to_exitcode(status)
-        except ChildProcessError:
-            code = None
+        code = reap(pid)  # also clears out what the leader left in its group
         self.pid = None
         self.up = False
         self._cancel_watchers()
@@ -284,30 +277,12 @@ class Service:
 
 
 def _spawn(argv: Sequence[str], env: Mapping[str, str], directory: str) -> int:
-    """posix_spawn in ``directory`` (a new session; logs appended there); the caller's cwd is kept."""
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, f"{directory}/stdout", _OUT_FLAGS, 0o644),
-        (os.POSIX_SPAWN_OPEN, 2, f"{directory}/stderr", _OUT_FLAGS, 0o644),
-    ]
+    """Spawn in ``directory`` (a new session; logs appended there); the caller's cwd is kept."""
     home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.chdir(directory)
-        try:
-            return os.posix_spawn(
-                argv[0], list(argv), dict(env), file_actions=actions, setsid=True, setsigdef=_RESET_SIGNALS
-            )
-        finally:
-            os.fchdir(home)
+        return spawn_in(argv, env, directory, home_fd=home, append=True)
     finally:
         os.close(home)
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _describe_exit(code: int | None) -> str:
