@@ -10,7 +10,7 @@ import sys
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["configure_logging", "paused_gc", "run"]
+__all__ = ["configure_logging", "paused_gc", "run", "tune_gc_for_service"]
 
 T = TypeVar("T")
 
@@ -50,6 +50,24 @@ def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
             "loggers": {"titan": {"handlers": ["stderr"], "level": level.upper(), "propagate": False}},
         }
     )
+
+
+# Young-generation threshold for the long-running processes (the default is 700).
+SERVICE_GC_THRESHOLD = 50_000
+
+
+def tune_gc_for_service() -> None:
+    """Collect the young generation every 50 000 new containers instead of every 700.
+
+    A master admits a job with a few dozen small containers (the job, its
+    lists, the frame's dicts), nearly all of which live as long as the job.
+    At the default threshold the collector ran every ~15 submissions and
+    re-examined survivors again and again: about a quarter of the master's
+    time per submission. Cycles are still collected, just in larger, rarer
+    sweeps; the memory they hold meanwhile is a few megabytes at most.
+    """
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(SERVICE_GC_THRESHOLD, middle, old)
 
 
 @contextlib.contextmanager

@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Final
 
 from titan.config import DEFAULT_PORT, AutoscaleSettings, MasterSettings
-from titan.runtime import configure_logging, run
+from titan.runtime import configure_logging, run, tune_gc_for_service
 
 from .server import Master
 
 __all__ = ["main", "parse_args"]
-
-_SWITCH_INTERVAL_S: Final = 0.0002
 
 
 def _positive(text: str) -> float:
@@ -173,11 +171,7 @@ async def serve(settings: MasterSettings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     settings, level = parse_args(argv)
     configure_logging(level)
-    # The WAL's fsync runs in a thread that then needs the GIL back to report the
-    # commit; under load the loop holds it for the whole default 5 ms switch
-    # interval, which would put every group commit (and every acknowledgement)
-    # 5 ms behind its fsync. A short interval hands it back within ~0.2 ms.
-    sys.setswitchinterval(_SWITCH_INTERVAL_S)
+    tune_gc_for_service()
     return run(serve(settings))
 
 

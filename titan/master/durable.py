@@ -316,6 +316,14 @@ class DurableLog:
             "wal_records_since_snapshot": self._since_snapshot,
             "wal_last_snapshot_at": self.last_snapshot_at,
         }
+        writer = self._writer
+        if writer is not None:
+            wal = writer.stats
+            figures.update(
+                wal_commits=wal.commits,
+                wal_records_per_commit=round(wal.records / wal.commits, 1) if wal.commits else 0.0,
+                wal_sync_mean_ms=round(wal.sync_s / wal.syncs * 1000, 3) if wal.syncs else 0.0,
+            )
         if not self.fsync:
             figures["wal_warning"] = "fsync is off: acknowledged jobs can be lost if the machine crashes"
         report = self.report

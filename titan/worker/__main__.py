@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from titan.config import DEFAULT_MASTER, WorkerSettings, parse_address
-from titan.runtime import configure_logging, run
+from titan.runtime import configure_logging, run, tune_gc_for_service
 
 from .agent import Worker
 
@@ -125,6 +125,7 @@ async def _announce(worker: Worker) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     settings, log_level = parse_args(argv)
     configure_logging(log_level)
+    tune_gc_for_service()
     try:
         run(serve(settings))
     except KeyboardInterrupt:  # a Ctrl-C before the handlers were installed
