@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from titan.wal import WalWriter, encode_record, load, write_snapshot
 from titan.wal.files import list_directory, segment_name, snapshot_name
+from titan.wal.record import SEAL_BYTES, read_seal, scan_frames
 
 
 def job(i: int) -> dict[str, object]:
@@ -116,7 +117,7 @@ async def test_corruption_in_an_older_segment_stops_replay_and_sets_the_rest_asi
     assert problem is not None and problem.kind == "corrupt"
     assert problem.path == first and problem.offset == size
     assert "bad checksum" in problem.reason and f"resume at offset {size * 2}" in problem.reason
-    assert problem.dropped_bytes == size * 11
+    assert problem.dropped_bytes == size * 11 + 2 * SEAL_BYTES  # two more segments were sealed
     # Nothing deleted: the damaged tail and the later segments are kept aside.
     assert [p.name for p in problem.set_aside] == [
         first.name + ".damaged",
@@ -200,3 +201,54 @@ async def test_figures_and_summary(tmp_path: Path) -> None:
     assert recovery.records_count == 10 and recovery.bytes_count == size * 10
     assert len(recovery.spans) == 3
     assert recovery.summary() == f"no snapshot, 10 records in 3 segments ({size * 10} bytes)"
+
+
+async def test_full_segments_are_sealed_and_recovered_without_a_walk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    size = len(encode_record(job(0)))
+    records = [job(i) for i in range(10)]
+    await write_log(tmp_path, records, segment_bytes=size * 4)
+    segments = [path for _, path in list_directory(tmp_path).segments]
+    assert len(segments) == 3
+    for path in segments[:2]:
+        seal = read_seal(path.read_bytes())
+        assert seal is not None and (seal.covered, seal.records) == (size * 4, 4)
+    assert read_seal(segments[2].read_bytes()) is None  # the open segment has no seal
+    walked: list[int] = []
+
+    def counting_scan(buf: bytes) -> object:
+        walked.append(len(buf))
+        return scan_frames(buf)
+
+    monkeypatch.setattr("titan.wal.recovery.scan_frames", counting_scan)
+    recovery = load(tmp_path)
+    assert walked == [size * 2]  # only the unsealed last segment was walked frame by frame
+    assert recovery.problem is None and recovery.records_count == 10
+    assert list(recovery.records()) == records
+
+
+async def test_a_damaged_seal_costs_nothing_but_the_shortcut(tmp_path: Path) -> None:
+    size = len(encode_record(job(0)))
+    records = [job(i) for i in range(10)]
+    await write_log(tmp_path, records, segment_bytes=size * 4)
+    first = list_directory(tmp_path).segments[0][1]
+    data = bytearray(first.read_bytes())
+    data[-3] ^= 0x10  # inside the seal's own body
+    first.write_bytes(bytes(data))
+    recovery = load(tmp_path)
+    assert recovery.problem is None
+    assert list(recovery.records()) == records
+
+
+async def test_a_rotten_record_in_a_sealed_segment_is_still_found(tmp_path: Path) -> None:
+    size = len(encode_record(job(0)))
+    await write_log(tmp_path, [job(i) for i in range(10)], segment_bytes=size * 4)
+    first = list_directory(tmp_path).segments[0][1]
+    data = bytearray(first.read_bytes())
+    data[size * 2 + 12] ^= 0x01  # the third record's body: the seal's checksum no longer matches
+    first.write_bytes(bytes(data))
+    recovery = load(tmp_path)
+    assert recovery.problem is not None and recovery.problem.kind == "corrupt"
+    assert recovery.problem.offset == size * 2 and "bad checksum" in recovery.problem.reason
+    assert list(recovery.records()) == [job(0), job(1)]

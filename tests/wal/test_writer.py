@@ -11,6 +11,7 @@ import pytest
 
 from titan.wal import WalClosed, WalWriteFailed, WalWriter, decode_records, encode_record, load
 from titan.wal.files import list_directory, segment_name
+from titan.wal.record import SEAL_BYTES, split_seal
 
 
 class SyncSpy:
@@ -33,7 +34,8 @@ class SyncSpy:
 def records_on_disk(directory: Path) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for _, path in list_directory(directory).segments:
-        records, good, problem = decode_records(path.read_bytes())
+        data = path.read_bytes()
+        records, good, problem = decode_records(data[: split_seal(data)[0]])
         assert problem is None, (path, good, problem)
         out += records
     return out
@@ -91,8 +93,9 @@ async def test_rotation_at_the_size_threshold(tmp_path: Path) -> None:
     segments = list_directory(tmp_path).segments
     assert [seq for seq, _ in segments] == list(range(first, first + len(segments)))
     sizes = [path.stat().st_size for _, path in segments]
-    assert sizes[:4] == [size * 3, size * 3, size * 3, size]
-    assert sizes[4] > size * 3 and sizes[5] == size
+    sealed = SEAL_BYTES  # every segment but the open one ends with its seal
+    assert sizes[:4] == [size * 3 + sealed, size * 3 + sealed, size * 3 + sealed, size + sealed]
+    assert sizes[4] > size * 3 + sealed and sizes[5] == size
     assert len(records_on_disk(tmp_path)) == 12
 
 

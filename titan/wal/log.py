@@ -49,6 +49,7 @@ import collections
 import logging
 import os
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,7 @@ from typing import Any, Final
 
 from titan.wal import files
 from titan.wal.errors import WalClosed, WalError, WalWriteFailed
-from titan.wal.record import encode_record, pack_snapshot_body
+from titan.wal.record import encode_record, encode_seal, pack_snapshot_body
 
 __all__ = ["DEFAULT_SEGMENT_BYTES", "WalStats", "WalWriter"]
 
@@ -146,6 +147,9 @@ class WalWriter:
         self._open = _Batch()
         self._sealed: collections.deque[_Batch] = collections.deque()
         self._fd = -1
+        # checksum and record count of what the open segment holds so far, for its seal
+        self._segment_crc = 0
+        self._segment_records = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
@@ -207,6 +211,8 @@ class WalWriter:
 
     def append(self, record: Mapping[str, Any]) -> asyncio.Future[None]:
         """Append ``record``; the returned future resolves once it is durable.
+
+        The top-level key ``"seal"`` is reserved for the segment seals.
 
         ``await wal.append(record)``. Not a coroutine on purpose: the record
         takes its place in the log when this is *called*, so wrapping the
@@ -357,6 +363,8 @@ class WalWriter:
         """Write, sync and maybe rotate, in one synchronous step (see "Where the fsync runs")."""
         if batch.data:
             files.write_all(self._fd, batch.data)
+            self._segment_crc = zlib.crc32(batch.data, self._segment_crc)
+            self._segment_records += batch.records
         if batch.data and self.fsync:
             started = self._clock()
             self._sync(self._fd)
@@ -366,6 +374,11 @@ class WalWriter:
             self._rotate(batch.next_segment)
 
     def _rotate(self, next_segment: int) -> None:
+        # The seal lets recovery prove this segment whole with one checksum (see record.py).
+        files.write_all(self._fd, encode_seal(self._segment_records, self._segment_crc))
+        if self.fsync:
+            self._sync(self._fd)
+        self._segment_crc = self._segment_records = 0
         os.close(self._fd)
         self._fd = -1
         self._fd = files.open_segment(self.directory, next_segment, durable=self.fsync)
