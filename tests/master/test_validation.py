@@ -88,7 +88,7 @@ def test_handler_type_runs_its_script_with_data_first(state: MasterState) -> Non
         "PDF_CONVERT",
         "RUN",
         "handlers/pdf_convert.py",
-        ["future_report.pdf", "--fast"],
+        ("future_report.pdf", "--fast"),
     )
 
 
@@ -97,7 +97,7 @@ def test_deploy_of_a_script_ships_it_as_a_service_and_of_the_worker_names_the_po
     worker, _ = state.submit(JobSpec(type="DEPLOY", data="Worker.jar", port=8083), now=1.0)
     assert (script.run_kind, script.run_data) == ("DEPLOY", "calc.py")
     assert script.is_service and worker.is_service
-    assert (worker.run_kind, worker.run_data, worker.run_args) == ("DEPLOY", "worker", ["8083"])
+    assert (worker.run_kind, worker.run_data, worker.run_args) == ("DEPLOY", "worker", ("8083",))
 
 
 def test_inline_script_uses_its_base_name(state: MasterState) -> None:

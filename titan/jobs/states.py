@@ -153,7 +153,7 @@ def _schedule(job: Job, change: Change) -> list[Effect]:
     job.error = ""
     job.started_at = None
     job.finished_at = None
-    job.runs.append(AttemptRecord(job.attempts, job.worker_name))
+    job.runs = (*job.runs, AttemptRecord(job.attempts, job.worker_name))
     return [Assign(change.worker, job), SendTask(change.worker, job)]
 
 

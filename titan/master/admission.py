@@ -87,7 +87,7 @@ class Admission:
             backoff=backoff,
         )
         if len(set(job.deps)) != len(job.deps):
-            job.deps = list(dict.fromkeys(job.deps))  # [A, A] means [A]
+            job.deps = tuple(dict.fromkeys(job.deps))  # [A, A] means [A]
         if state is JobState.DELAYED:
             job.due = now + spec.delay_ms / 1000
         return job
@@ -123,27 +123,27 @@ class Admission:
             raise ValidationError(f"a job with id '{spec.id}' already exists")
         return spec.id
 
-    def resolve(self, spec: JobSpec) -> tuple[str, str, list[str]]:
+    def resolve(self, spec: JobSpec) -> tuple[str, str, tuple[str, ...]]:
         """What the worker runs: ``(kind, data, args)``."""
         kind = spec.type.strip().upper()
         if kind == "SHELL":
             if not spec.data.strip():
                 raise ValidationError("SHELL needs a command: SHELL|<command line>")
-            return "SHELL", spec.data, list(spec.args)
+            return "SHELL", spec.data, tuple(spec.args)
         if kind == "RUN":
-            return "RUN", self._file(spec), list(spec.args)
+            return "RUN", self._file(spec), tuple(spec.args)
         if kind == "DEPLOY":
             if spec.data in WORKER_ARTIFACTS:
                 if spec.port is None or not 0 <= spec.port <= 65535:
                     raise ValidationError(f"DEPLOY of {spec.data} needs a port between 1 and 65535 (0: any free one)")
-                return "DEPLOY", WORKER_ARTIFACT, [str(spec.port), *spec.args]
+                return "DEPLOY", WORKER_ARTIFACT, (str(spec.port), *spec.args)
             if spec.port is not None and not 1 <= spec.port <= 65535:
                 raise ValidationError(f"DEPLOY of {spec.data}: port must be between 1 and 65535, got {spec.port}")
-            return "DEPLOY", self._file(spec), list(spec.args)
+            return "DEPLOY", self._file(spec), tuple(spec.args)
         script = self.files.handler(kind) if _HANDLER_NAME.fullmatch(kind) else None
         if script is None:
             raise ValidationError(self._unknown_type(spec.type))
-        return "RUN", script, [spec.data, *spec.args]
+        return "RUN", script, (spec.data, *spec.args)
 
     def _file(self, spec: JobSpec) -> str:
         if spec.payload is None:

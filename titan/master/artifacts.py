@@ -18,7 +18,7 @@ hidden-dot parts.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from titan.errors import ValidationError
@@ -98,7 +98,7 @@ class ArtifactStore:
                 ) from None
         return files
 
-    def inputs(self, job_id: str, parents: Iterable[tuple[str, int, list[str]]], budget: int) -> dict[str, bytes]:
+    def inputs(self, job_id: str, parents: Iterable[tuple[str, int, Sequence[str]]], budget: int) -> dict[str, bytes]:
         """Every parent's kept files as ``<parent id>/<path>``.
 
         Args:

@@ -520,7 +520,7 @@ class MasterState(ServiceStimuli):
             if run is not None:
                 run.outputs = kept
             if status.state == "COMPLETED":
-                job.outputs = kept
+                job.outputs = tuple(kept)
         if status.state == "COMPLETED":
             self._move(job, S.COMPLETED, f"exit 0{via}", now, exit_code=status.exit_code or 0)
         elif status.state == "FAILED":

@@ -279,6 +279,10 @@ def _job_from_spec(row: list[Any], story_limit: int, replay: Replay) -> Job:
         if frozen is None:
             frozen = replay.skills[key] = frozenset(skills)
         row[17] = frozen
+    # run_args, args, deps: msgpack gives lists; the job keeps tuples, the empty one shared
+    row[8] = tuple(row[8]) if row[8] else ()
+    row[9] = tuple(row[9]) if row[9] else ()
+    row[12] = tuple(row[12]) if row[12] else ()
     if row[22] is None:
         row[22] = _BACKOFF[0]
     if row[23] is None:
@@ -334,13 +338,13 @@ def apply(replay: Replay, record: Mapping[str, Any]) -> None:
             job.worker, job.worker_name = worker, worker_name
             job.exit_code, job.error = exit_code, error
             job.started_at, job.finished_at, job.due = started, finished, due
-            job.outputs = outputs
+            job.outputs = tuple(outputs) if outputs else ()
             if run is not None:
                 runs = job.runs
                 if runs and runs[-1].attempt == run[0]:
-                    runs[-1] = _run_from_row(run)
+                    job.runs = (*runs[:-1], _run_from_row(run))
                 else:
-                    runs.append(_run_from_row(run))
+                    job.runs = (*runs, _run_from_row(run))
             job.add_step(start, finish, stimulus, t)
     notes = record.get("n")
     if notes:
@@ -400,9 +404,10 @@ def load_snapshot(state: Mapping[str, Any], *, story_limit: int, now: float) -> 
             job.started_at,
             job.finished_at,
             runs,
-            job.outputs,
+            outputs,
         ) = row[width:]
-        job.runs = [_run_from_row(run) for run in runs]
+        job.runs = tuple(_run_from_row(run) for run in runs)
+        job.outputs = tuple(outputs) if outputs else ()
         job.steps = [Step(None, job.state, "restored from a snapshot", now)]
         jobs[job.id] = job
     return replay
