@@ -6,7 +6,6 @@ docstring for how a body is validated.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal, cast
@@ -82,12 +81,8 @@ class JobSpec(Message):
     def to_wire(self) -> dict[str, Any]:
         """Fields at their default are left out (the receiver fills them back in): a DAG of
         100 000 jobs is then a few MiB instead of over the 16 MiB frame limit."""
-        names, defaults, values_of = _jobspec_defaults()
-        body: dict[str, Any] = {"type": self.type}
-        for name, default, value in zip(names, defaults, values_of(self), strict=True):
-            if value != default:
-                body[name] = value
-        return body
+        encode = _JOBSPEC_TO_WIRE[0] if _JOBSPEC_TO_WIRE else _compile_jobspec_to_wire()
+        return encode(self)
 
     def check(self) -> None:
         # plain ifs: the messages are only formatted on failure (a DAG brings 100 000 specs)
@@ -105,20 +100,30 @@ class JobSpec(Message):
             raise SchemaError("JobSpec.id: must not be empty")
 
 
-_JOBSPEC_DEFAULTS: list[tuple[tuple[str, ...], tuple[Any, ...], Callable[[Any], tuple[Any, ...]]]] = []
+_JOBSPEC_TO_WIRE: list[Callable[[JobSpec], dict[str, Any]]] = []
 
 
-def _jobspec_defaults() -> tuple[tuple[str, ...], tuple[Any, ...], Callable[[Any], tuple[Any, ...]]]:
-    """The optional JobSpec fields, their defaults, and one getter for all their values (computed once)."""
-    if not _JOBSPEC_DEFAULTS:
-        pairs = [
-            (f.name, f.default if f.default is not MISSING else cast(Callable[[], Any], f.default_factory)())
-            for f in fields(JobSpec)
-            if f.default is not MISSING or f.default_factory is not MISSING
-        ]
-        names = tuple(name for name, _ in pairs)
-        _JOBSPEC_DEFAULTS.append((names, tuple(default for _, default in pairs), operator.attrgetter(*names)))
-    return _JOBSPEC_DEFAULTS[0]
+def _compile_jobspec_to_wire() -> Callable[[JobSpec], dict[str, Any]]:
+    """Generate the encoder once: one test per optional field against its default, no loop.
+
+    A client encoding a 100 000-job DAG spends its time here; straight-line code
+    is about three times faster than walking the fields.
+    """
+    if _JOBSPEC_TO_WIRE:
+        return _JOBSPEC_TO_WIRE[0]
+    names: dict[str, Any] = {}
+    lines = ["def wire(m):", "    body = {'type': m.type}"]
+    for i, f in enumerate(fields(JobSpec)):
+        if f.default is MISSING and f.default_factory is MISSING:
+            continue  # required: always sent
+        names[f"d{i}"] = f.default if f.default is not MISSING else cast(Callable[[], Any], f.default_factory)()
+        lines.append(f"    v = m.{f.name}")
+        lines.append(f"    if v != d{i}: body[{f.name!r}] = v")
+    lines.append("    return body")
+    exec("\n".join(lines), names)  # source built above from JobSpec's own fields
+    wire: Callable[[JobSpec], dict[str, Any]] = names["wire"]
+    _JOBSPEC_TO_WIRE.append(wire)
+    return wire
 
 
 @dataclass(frozen=True, slots=True)

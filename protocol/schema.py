@@ -199,9 +199,14 @@ def _compile_from_wire(cls: type[Message]) -> Callable[[dict[str, Any]], Any]:
             names[f"k{i}"] = check
         if _required(f):
             lines.append(f"    if v{i} is _ABSENT or {test}: return None")
-        else:
-            names[f"d{i}"] = f.default_factory if f.default is MISSING else (lambda d=f.default: d)
+        elif f.default is MISSING:
+            names[f"d{i}"] = f.default_factory
             lines.append(f"    if v{i} is _ABSENT: v{i} = d{i}()")
+            lines.append(f"    elif {test}: return None")
+        else:
+            # a plain default (None, a number, a string) is shared as it is: no call per message
+            names[f"d{i}"] = f.default
+            lines.append(f"    if v{i} is _ABSENT: v{i} = d{i}")
             lines.append(f"    elif {test}: return None")
         names[f"s{i}"] = slot.__set__  # type: ignore[union-attr]
         sets.append(f"    s{i}(m, v{i})")

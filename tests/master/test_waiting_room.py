@@ -144,6 +144,14 @@ def test_unknown_dependencies_are_named_and_known_ones_accepted() -> None:
         check_dag({"A": ["ZED"], "B": ["NOPE", "A"]}, {"OLD"})
 
 
+def test_children_listed_before_their_parents_are_accepted() -> None:
+    check_dag({"JOIN": ["A", "B"], "A": ["ROOT"], "B": ["ROOT"], "ROOT": []}, set())
+    with pytest.raises(CycleError):
+        check_dag({"SELF": ["SELF"]}, set())
+    with pytest.raises(ValidationError, match="unknown dependencies: GONE"):
+        check_dag({"B": ["A"], "A": ["GONE"]}, set())
+
+
 def layered_dag(n: int, width: int, rng: random.Random) -> dict[str, list[str]]:
     ids = [f"J{i}" for i in range(n)]
     dag: dict[str, list[str]] = {}

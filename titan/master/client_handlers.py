@@ -117,7 +117,7 @@ class ClientHandlers:
         yield from self.state.registry.infos(now)
 
     def _on_submit_dag(self, peer: Peer, frame: Frame) -> None:
-        with paused_gc(len(frame.body.get("jobs", ())) >= _BULK_DAG):
+        with paused_gc(len(frame.body.get("jobs", ())) >= _BULK_DAG, keep=True):
             msg = SubmitDag.from_wire(frame.body)
             workers = self.state.registry.infos(self.clock())
             specs = [require_runtime(spec, workers) for spec in msg.jobs]

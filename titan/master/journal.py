@@ -123,7 +123,7 @@ def _spec_row(job: Job) -> list[Any]:
         job.data,
         job.seq,
         job.submitted_at,
-        job.state.value,
+        job.state,  # a StrEnum: packs as its value, without the cost of .value
         None if job.run_kind == job.type else job.run_kind,
         None if job.run_data == job.data else job.run_data,
         job.run_args,
@@ -169,7 +169,7 @@ def _run_from_row(row: list[Any]) -> AttemptRecord:
 def _state_row(job: Job, stimulus: str, t: float) -> list[Any]:
     return [
         job.id,
-        job.state.value,
+        job.state,  # a StrEnum: packs as its value, without the cost of .value
         job.attempts,
         job.retry_base,
         job.worker,
