@@ -152,7 +152,17 @@ def _fast_container(origin: Any, args: tuple[Any, ...]) -> Callable[[Any], Any] 
     """:func:`_fast_check` for ``list[T]`` and ``dict[str, T]``."""
     if origin is list and args[0] in _SIMPLE:
         item = args[0]
-        return lambda v: list(v) if type(v) is list and all(type(x) is item for x in v) else _BAD
+
+        def check_simple_list(v: Any) -> Any:
+            # a plain loop: about twice as fast as all() over a generator for the short lists of a spec
+            if type(v) is not list:
+                return _BAD
+            for x in v:
+                if type(x) is not item:
+                    return _BAD
+            return v[:]
+
+        return check_simple_list
     if origin is list:
         check = _fast_check(args[0])
         if check is None:

@@ -156,10 +156,37 @@ def test_a_returning_worker_reports_and_its_results_apply_once() -> None:
     assert stale == [] and sent(effects) == [("w1", z.id)]  # z was never claimed: rescheduled at once
     assert again.jobs[x.id].state is S.COMPLETED and again.jobs[x.id].attempts == 1
     assert again.jobs[y.id].state is S.RUNNING
-    assert again.jobs[z.id].attempts == 2
+    assert again.jobs[z.id].attempts == 3  # 2 is skipped: it may have started just before the restart
     again.task_status("w1", done, 52.0)  # the same result again: fenced, not applied twice
     assert again.counts[S.COMPLETED] == 1
     assert "ignored COMPLETED" in again.jobs[x.id].story[-1].stimulus
+
+
+def test_an_attempt_whose_dispatch_never_reached_the_disk_is_fenced_and_its_number_never_reused() -> None:
+    # A TASK_START leaves before its dispatch is durable; the master dies before the fsync.
+    live = journaled()
+    records: list[dict[str, Any]] = []
+    register(live, "w1", capacity=1)
+    blocker, _ = live.submit(shell("blocker"), 1.0)
+    x, _ = live.submit(shell("x", max_attempts=2), 1.0)
+    take(live, records)  # durable: both accepted, the blocker dispatched, x PENDING
+    live.task_status("w1", report(blocker, "COMPLETED", exit_code=0), 2.0)
+    assert x.state is S.SCHEDULED and x.attempts == 1  # its TASK_START went out ...
+    assert live.journal is not None and live.journal.take() is not None  # ... and this record was lost
+
+    again = rebuilt(records, now=10.0)
+    assert again.jobs[x.id].state is S.PENDING and again.jobs[x.id].attempts == 0
+    orphan = report(x, "COMPLETED", exit_code=0, attempt=1)
+    stale, effects = register(again, "w1", capacity=2, now=11.0, running=[TaskRef(x.id, 1)])
+    assert stale == [TaskRef(x.id, 1)]  # the worker kills the attempt nobody remembers
+    job = again.jobs[x.id]
+    # the blocker's completion was lost too, so it reruns as well (at-least-once)
+    assert ("w1", x.id) in sent(effects) and job.attempts == 2  # reruns as 2: 1 stays the orphan's
+    assert job.attempts_left == 1  # as for any first attempt of two: the skipped number cost no retry
+    again.task_status("w1", orphan, 12.0)  # the orphan's result, reported late: ignored
+    assert job.state is S.SCHEDULED and "ignored COMPLETED of attempt 1" in job.story[-1].stimulus
+    again.task_status("w1", report(job, "COMPLETED", exit_code=0), 13.0)
+    assert job.state is S.COMPLETED and [run.attempt for run in job.runs] == [2]
 
 
 def test_a_late_report_of_a_lost_attempt_is_fenced_after_a_restart() -> None:
@@ -176,12 +203,12 @@ def test_a_late_report_of_a_lost_attempt_is_fenced_after_a_restart() -> None:
     again.heartbeat(other, 10.0 + TIMEOUT_S - 1)
     again.check_health(10.0 + TIMEOUT_S)  # the first worker never came back: rerun elsewhere
     job = again.jobs[x.id]
-    assert job.attempts == 2 and job.worker != first and job.state is S.SCHEDULED
+    assert job.attempts == 3 and job.worker != first and job.state is S.SCHEDULED  # 2 skipped
     assert first is not None
     stale, _ = register(again, first, now=10.0 + TIMEOUT_S + 1, running=[TaskRef(x.id, 1)])
     assert stale == [TaskRef(x.id, 1)]
     again.task_status(first, report(x, "COMPLETED", attempt=1), 10.0 + TIMEOUT_S + 2)
-    assert job.state is S.SCHEDULED and job.attempts == 2
+    assert job.state is S.SCHEDULED and job.attempts == 3
     assert "ignored COMPLETED of attempt 1" in job.story[-1].stimulus
 
 

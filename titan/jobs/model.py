@@ -109,6 +109,10 @@ class Job:
     # DEPLOY: the current attempt's service is up (its dependants were released), and its restarts
     service_up: bool = False
     restarts: int = 0
+    # Set for every unfinished job when the master restarts: its next attempt skips a number,
+    # because a TASK_START leaves before its dispatch is durable and the number after the last
+    # durable attempt may belong to an attempt started just before the crash (see durable.py).
+    skip_attempt: bool = False
 
     @classmethod
     def from_spec(

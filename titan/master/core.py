@@ -33,6 +33,7 @@ from titan.config import MasterSettings
 from titan.errors import UnknownJob, ValidationError
 from titan.jobs import (
     ACTIVE_STATES,
+    FINAL_STATES,
     Assign,
     CloseWorker,
     Delay,
@@ -328,6 +329,8 @@ class MasterState(ServiceStimuli):
         for job in jobs.values():
             state = job.state
             counts[state] += 1
+            if state not in FINAL_STATES:
+                job.skip_attempt = True  # see Job.skip_attempt
             if job.dag is not None:
                 self.dags.setdefault(job.dag, []).append(job)
             if state is S.PENDING:

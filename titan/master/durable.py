@@ -12,18 +12,31 @@ after every stimulus the shell calls :meth:`DurableLog.commit`, which appends
 one record without waiting. Records reach the disk in call order, in group
 commits shared with every other record of the same batch.
 
-*The output gate*: nothing the master sends may reflect a state that is not
-durable yet, or a crash could leave a client holding an acknowledgement, or a
-worker running an attempt, that the restarted master has never heard of.
-So every frame goes out through :meth:`DurableLog.send`: at once when
+*The output gate*: nothing the master tells a client may reflect a state that
+is not durable yet, or a crash could leave a client holding an acknowledgement
+that the restarted master has never heard of. So every answer goes out
+through :meth:`DurableLog.send`: at once when
 everything committed so far is on disk, otherwise held, in order, until the
 group commit that covers it completes (the writer calls
 :meth:`DurableLog._flushed` synchronously as each batch is settled: no future
 per record, nor per batch). Frames released together are written with one
 ``write`` per connection: with 64 requests in flight that is one syscall for
 64 answers instead of 64. A SUBMIT's answer therefore leaves only once
-its record is fsynced, a TASK_START only once the job's acceptance and its
-SCHEDULED transition are, and concurrent submissions share one fsync.
+its record is fsynced, and concurrent submissions share one fsync.
+
+*TASK_START goes early* (:meth:`DurableLog.send_early`): a worker may start
+an attempt whose dispatch is still on its way to the disk. Holding it back
+would put an fsync (over a millisecond when the workers' own files load the
+file system's journal) between every finished job and the next start on that
+slot, which halved throughput. The window is made safe after a crash rather
+than closed: the restarted master has never heard of such an attempt, so when
+its worker reconnects and reports it running the master has it killed, and a
+result it finished is ignored (``worker_registered`` fences both); the job
+runs again. Its number is never reused: at restart every unfinished job's
+next attempt skips one number (``Job.skip_attempt``). At-least-once, as
+always: such a job may run twice, and one accepted and dispatched in the same
+unsynced batch may even run although its client never got the acceptance
+(the client, having no answer, submits again).
 
 *Snapshots*: once ``snapshot_every_records`` records (or ``snapshot_every_bytes``)
 have been committed since the last one, the whole job table is dumped in the
@@ -131,6 +144,7 @@ class DurableLog:
         self._appended = 0  # records committed so far
         self._durable = 0  # of those, known to be on disk
         self._held: collections.deque[tuple[int, Connection, bytes]] = collections.deque()
+        self._held_by: dict[Connection, int] = {}  # frames held per connection (send_early keeps their order)
         self._since_snapshot = 0
         self._bytes_at_snapshot = 0
         self._snapshot_task: asyncio.Task[None] | None = None
@@ -237,7 +251,24 @@ class DurableLog:
         if self._durable >= self._appended and not self._held:
             connection.write(frame)
             return
+        self._hold(connection, frame)
+
+    def send_early(self, connection: Connection, frame: bytes) -> None:
+        """Write ``frame`` now, before the records behind it are durable (a TASK_START, see above).
+
+        Only a connection's order is kept: if frames for it are still held,
+        ``frame`` waits behind them.
+        """
+        if self._failed is not None:
+            return
+        if self._held_by.get(connection):
+            self._hold(connection, frame)
+            return
+        connection.write(frame)
+
+    def _hold(self, connection: Connection, frame: bytes) -> None:
         self._held.append((self._appended, connection, frame))  # the last commit's barrier covers it
+        self._held_by[connection] = self._held_by.get(connection, 0) + 1
 
     @property
     def held(self) -> int:
@@ -262,7 +293,13 @@ class DurableLog:
                 batches[connection] = [frame]
             else:
                 batch.append(frame)
+        held_by = self._held_by
         for connection, frames in batches.items():
+            left = held_by[connection] - len(frames)
+            if left:
+                held_by[connection] = left
+            else:
+                del held_by[connection]
             connection.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def _fail(self, exc: BaseException) -> None:
@@ -271,6 +308,7 @@ class DurableLog:
         self._failed = exc
         log.critical("[wal] the log cannot be written (%s): %d frame(s) withheld, stopping", exc, len(self._held))
         self._held.clear()
+        self._held_by.clear()
         if self._on_failure is not None:
             self._on_failure(exc)
 

@@ -97,7 +97,8 @@ class LogStore:
 
     def _result(self, status: TaskStatus, job: Job | None, stats: AttemptLogStats) -> dict[str, Any]:
         """``result.json`` of an ended attempt; the job's record (if it has one for it) wins over the report."""
-        run = job.runs[status.attempt - 1] if job is not None and 0 < status.attempt <= len(job.runs) else None
+        runs = job.runs if job is not None else ()
+        run = next((run for run in reversed(runs) if run.attempt == status.attempt), None)
         return {
             "job_id": status.job_id,
             "attempt": status.attempt,

@@ -7,8 +7,10 @@ received the stimulus.
 
 Durability: after every stimulus the changes the core recorded are committed to
 the WAL as one record (:class:`~titan.master.durable.DurableLog`), and every
-frame the master sends waits until the records before it are on disk. A SUBMIT
-is answered, and a TASK_START leaves, only once what they depend on is durable.
+frame the master sends waits until the records before it are on disk: a SUBMIT
+is answered only once the job is durable. The exception is TASK_START, which
+leaves at once; a restart fences an attempt whose dispatch was lost (see
+durable.py).
 """
 
 from __future__ import annotations
@@ -393,8 +395,8 @@ class Master(ClientHandlers):
             report = TaskStatus(job_id=job.id, attempt=job.attempts, state="FAILED", error=str(exc))
             self._apply(self.state.task_status(worker_id, report, self.clock()))
             return
-        # built now (this attempt), sent on this connection once the job's acceptance and dispatch are durable
-        self.wal.send(peer, encode_message(start))
+        # sent before the dispatch is durable: a restarted master fences an attempt it never heard of
+        self.wal.send_early(peer, encode_message(start))
 
     def _inputs(self, job: Job, script_bytes: int) -> dict[str, bytes]:
         """The parents' kept outputs for a dependant's TASK_START."""
