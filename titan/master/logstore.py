@@ -37,6 +37,7 @@ Stream = Literal["stdout", "stderr"]
 STREAMS: Final[tuple[Stream, Stream]] = ("stdout", "stderr")
 RESULT_FILE: Final = "result.json"
 _APPEND: Final = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+_REPLACE: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,18 +116,34 @@ class LogStore:
 
     @staticmethod
     def _write(directory: Path, exact: dict[str, bytes], result: dict[str, Any]) -> None:
-        """Runs on the writer thread: replace the live copies, then write the result."""
+        """Runs on the writer thread: replace the live copies, then write the result.
+
+        Thousands of attempts end per second, and every file created or renamed
+        here lands in the file system's journal, which the WAL's fsync has to
+        flush too: so a log is renamed into place only over a live copy (which
+        a reader outside the master might be reading), and is written straight
+        to its name otherwise. Readers inside the master never see a partial
+        file: :meth:`read` answers from memory until this has returned.
+        """
+        path = str(directory)
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                os.mkdir(path)
+            except FileNotFoundError:
+                os.makedirs(path, exist_ok=True)
+            except FileExistsError:
+                pass
             for stream, data in exact.items():
-                tmp = directory / f".{stream}.tmp"
-                tmp.write_bytes(data)
-                os.replace(tmp, directory / stream)
+                final = f"{path}/{stream}"
+                if os.path.exists(final):
+                    tmp = f"{path}/.{stream}.tmp"
+                    _write_file(tmp, data)
+                    os.replace(tmp, final)
+                else:
+                    _write_file(final, data)
             for stream in STREAMS:
                 result[f"{stream}_bytes"] = len(exact[stream]) if stream in exact else _size(directory / stream)
-            tmp = directory / f".{RESULT_FILE}.tmp"
-            tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-            os.replace(tmp, directory / RESULT_FILE)
+            _write_file(f"{path}/{RESULT_FILE}", (json.dumps(result, indent=2) + "\n").encode())
         except OSError as exc:
             log.warning("%s attempt %d: cannot store its logs and result: %s", result["job_id"], result["attempt"], exc)
 
@@ -166,6 +183,16 @@ class LogStore:
         """Drop what is remembered about a job whose folder is gone (gc)."""
         for key in [key for key in self._stats if key[0] == job_id]:
             del self._stats[key]
+
+
+def _write_file(path: str, data: bytes) -> None:
+    fd = os.open(path, _REPLACE, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def _size(path: Path) -> int:
