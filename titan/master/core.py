@@ -130,8 +130,11 @@ class MasterState(ServiceStimuli):
         check_dag({job.id: job.deps for job in new.values()}, self.jobs)
         jobs = list(new.values())
         self.dags[dag_id] = jobs
+        if self.journal is not None:
+            self.journal.accepted_all(jobs)  # every acceptance before any transition of them
+        self.jobs.update(new)
         for job in jobs:
-            self._store(job, now, new)
+            self._seat(job, now)
         return jobs, self._done(now)
 
     def cancel(self, job_id: str, now: float, *, dag: bool = False) -> tuple[Job, list[Effect]]:
@@ -322,13 +325,15 @@ class MasterState(ServiceStimuli):
         """
         self.jobs = jobs
         self.failed_attempts = failed_attempts
-        self._seq = itertools.count(max((job.seq for job in jobs.values()), default=0) + 1)
         counts = self.counts = dict.fromkeys(JobState, 0)
         delays, registry = self.delays, self.registry
         pending: list[Job] = []
+        last_seq = 0
         for job in jobs.values():
             state = job.state
             counts[state] += 1
+            if job.seq > last_seq:
+                last_seq = job.seq
             if state not in FINAL_STATES:
                 job.skip_attempt = True  # see Job.skip_attempt
             if job.dag is not None:
@@ -341,6 +346,7 @@ class MasterState(ServiceStimuli):
                 if registry.get(job.worker) is None:
                     registry.expect(job.worker, job.worker_name or job.worker, now)
                 registry.assign(job.worker, job)
+        self._seq = itertools.count(last_seq + 1)
         self.ready.extend(pending)
         for verdict in self.room.rebuild(jobs):
             self._decide(verdict, now)
@@ -374,16 +380,20 @@ class MasterState(ServiceStimuli):
             if verdict is not None:
                 self._decide(verdict, now)
 
-    def _store(self, job: Job, now: float, new: dict[str, Job] | None = None) -> None:
+    def _store(self, job: Job, now: float) -> None:
         if self.journal is not None:
             self.journal.accepted(job)  # before any transition of it
         self.jobs[job.id] = job
+        self._seat(job, now)
+
+    def _seat(self, job: Job, now: float) -> None:
+        """Put a stored job where its first state says: waiting room, delay heap or ready queue."""
         self.counts[job.state] += 1
         if job.deps:
             self.room.link(job)
         if job.state is S.BLOCKED:
-            deps = [(new.get(d) if new else None) or self.jobs[d] for d in job.deps]
-            verdict = self.room.admit(job, deps)
+            jobs = self.jobs
+            verdict = self.room.admit(job, [jobs[d] for d in job.deps])
             if verdict is not None:
                 self._decide(verdict, now)
         elif job.state is S.DELAYED:

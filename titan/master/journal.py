@@ -204,6 +204,10 @@ class Journal:
         """A job was admitted; call before any transition of it."""
         self._accepted.append(_spec_row(job))
 
+    def accepted_all(self, jobs: Iterable[Job]) -> None:
+        """Many jobs were admitted at once (a DAG)."""
+        self._accepted.extend(map(_spec_row, jobs))
+
     def changed(self, job: Job, stimulus: str, t: float) -> None:
         """A transition just happened (``job.state`` is the new state)."""
         self._changed.append(_state_row(job, stimulus, t))
