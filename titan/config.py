@@ -98,6 +98,9 @@ class MasterSettings:
     # write a snapshot (and drop the log it covers) after this many WAL records, or this many bytes
     snapshot_every_records: int = 200_000
     snapshot_every_bytes: int = 256 * 1024 * 1024
+    # records no answer waits on (a worker's report, a dispatch) may wait this long to share an fsync;
+    # anything a client is told is fsynced at once
+    wal_commit_delay_s: float = 0.01
     # retry backoff defaults for jobs that do not set their own (JobSpec.backoff_*)
     retry_backoff_base_s: float = 1.0
     retry_backoff_factor: float = 2.0

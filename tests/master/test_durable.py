@@ -43,6 +43,30 @@ async def test_frames_wait_for_durability_and_leave_in_order_in_one_write(tmp_pa
     assert len(again.jobs) == 5
 
 
+async def test_an_answer_never_waits_out_the_commit_delay_and_an_early_start_keeps_its_order(tmp_path: Path) -> None:
+    state = make_state()
+    wal = DurableLog(tmp_path / "wal", state, commit_delay_s=30.0)
+    wal.recover(now=0.0)
+    await wal.start()
+    client, worker = Recorder(), Recorder()
+    state.submit(shell("quiet"), 1.0)
+    wal.commit()  # nobody waits on this record: it may linger
+    wal.send_early(worker, b"start 1")  # a TASK_START leaves at once
+    assert worker.frames == [b"start 1"]
+    state.submit(shell("answered"), 2.0)
+    wal.commit()
+    wal.send(client, b"ack")  # an answer waits on the batch: it is written now, not in 30 s
+    wal.send(worker, b"stop 1")
+    wal.send_early(worker, b"start 2")  # behind a frame still held for its connection: keeps its place
+    assert worker.frames == [b"start 1"] and wal.held == 3
+    await wait_until(lambda: wal.held == 0, what="the hurried commit")
+    assert client.frames == [b"ack"] and worker.frames == [b"start 1", b"stop 1start 2"]
+    await wal.aclose()
+    again = make_state()
+    DurableLog(tmp_path / "wal", again).recover(now=9.0)
+    assert len(again.jobs) == 2
+
+
 async def test_a_failed_log_withholds_frames_and_says_so(tmp_path: Path) -> None:
     state = make_state()
     failures: list[BaseException] = []

@@ -217,3 +217,28 @@ async def test_a_new_writer_never_reuses_a_segment_number(tmp_path: Path) -> Non
         assert wal.segment == first + 1
         await wal.append({"i": 2})
     assert records_on_disk(tmp_path) == [{"i": 1}, {"i": 2}]
+
+
+async def test_a_batch_nobody_waits_on_lingers_for_company_and_a_waiter_hurries_it(tmp_path: Path) -> None:
+    durable: list[int] = []
+    settled = asyncio.Event()
+
+    def on_durable(records: int, failure: object) -> None:
+        durable.append(records)
+        settled.set()
+
+    async with WalWriter(tmp_path, sync=SyncSpy(), commit_delay_s=30.0, on_durable=on_durable) as wal:
+        for i in range(3):
+            wal.append_nowait({"i": i})
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert durable == [] and records_on_disk(tmp_path) == []  # lingering: nobody asked yet
+        await wal.append({"i": 3})  # a waiter: written at once, the lingering records with it
+        await settled.wait()
+        assert durable == [4] and wal.stats.commits == 1
+        wal.append_nowait({"i": 4})
+        wal.hurry()  # as the master does when an answer waits on the open batch
+        settled.clear()
+        await settled.wait()
+        assert durable == [4, 5]
+    assert [r["i"] for r in records_on_disk(tmp_path)] == [0, 1, 2, 3, 4]

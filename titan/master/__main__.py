@@ -77,6 +77,14 @@ def parse_args(
         help="fsync the WAL before acknowledging (default on); off survives a process crash but not a machine crash",
     )
     parser.add_argument(
+        "--wal-commit-delay",
+        type=float,
+        default=MasterSettings.wal_commit_delay_s * 1000,
+        metavar="MS",
+        help="how long changes nobody is waiting on may wait to share an fsync (default %(default)g ms; "
+        "an answer to a client never waits)",
+    )
+    parser.add_argument(
         "--snapshot-every",
         type=_count,
         default=MasterSettings.snapshot_every_records,
@@ -96,6 +104,7 @@ def parse_args(
         token=args.token or env.get("TITAN_TOKEN") or None,
         fsync=args.fsync == "on",
         snapshot_every_records=args.snapshot_every,
+        wal_commit_delay_s=max(0.0, args.wal_commit_delay) / 1000,
         autoscale=_autoscale(parser, args),
     )
     return settings, args.log_level

@@ -114,6 +114,8 @@ class DurableLog:
         state: the core; its ``journal`` is set here.
         fsync: ``False`` acknowledges before data reaches the disk (a machine crash may lose it).
         snapshot_every_records, snapshot_every_bytes: snapshot once either is reached.
+        commit_delay_s: how long records that no answer waits on may wait to share an fsync
+            (:class:`~titan.wal.WalWriter`'s "When nobody waits"); an answer hurries them.
         on_failure: called once if the log cannot be written any more.
     """
 
@@ -126,6 +128,7 @@ class DurableLog:
         snapshot_every_records: int = 200_000,
         snapshot_every_bytes: int = 256 * 1024 * 1024,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        commit_delay_s: float = 0.0,
         on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.directory = Path(directory)
@@ -135,6 +138,7 @@ class DurableLog:
         self.snapshot_every_records = max(1, snapshot_every_records)
         self.snapshot_every_bytes = max(1, snapshot_every_bytes)
         self.segment_bytes = segment_bytes
+        self.commit_delay_s = commit_delay_s
         self.report: RecoveryReport | None = None
         self.last_snapshot_at: float | None = None
         self.snapshots = 0
@@ -204,6 +208,7 @@ class DurableLog:
             segment_bytes=self.segment_bytes,
             first_segment=self._first_segment,
             on_durable=self._flushed,
+            commit_delay_s=self.commit_delay_s,
         )
         await writer.start()
         self._writer = writer
@@ -269,6 +274,9 @@ class DurableLog:
     def _hold(self, connection: Connection, frame: bytes) -> None:
         self._held.append((self._appended, connection, frame))  # the last commit's barrier covers it
         self._held_by[connection] = self._held_by.get(connection, 0) + 1
+        writer = self._writer
+        if writer is not None:
+            writer.hurry()  # an answer waits on this batch: no commit delay for it
 
     @property
     def held(self) -> int:

@@ -84,6 +84,7 @@ class Master(ClientHandlers):
             fsync=settings.fsync,
             snapshot_every_records=settings.snapshot_every_records,
             snapshot_every_bytes=settings.snapshot_every_bytes,
+            commit_delay_s=settings.wal_commit_delay_s,
             on_failure=self._on_wal_failure,
         )
         self.failure: BaseException | None = None  # why the master stopped on its own
