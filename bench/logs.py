@@ -91,7 +91,14 @@ async def captured(client: TitanClient, workspace: Path, lines: int) -> float:
     (job,) = await client.wait([job_id], timeout_s=120)
     if job.state != "COMPLETED":
         raise RuntimeError(f"printer ended {job.state}: {job.error}")
-    stored = (workspace / "master" / "jobs" / job_id / "attempt-1" / "stdout").read_bytes()
+    folder = workspace / "master" / "jobs" / job_id / "attempt-1"
+    # the master stores an ended attempt's exact log on a writer thread, result.json last: until
+    # that is there, the file may still be the live copy (the whole output, not its tail)
+    for _ in range(1000):
+        if (folder / "result.json").exists():
+            break
+        await asyncio.sleep(0.01)
+    stored = (folder / "stdout").read_bytes()
     expected = "".join(f"line {i}\n" for i in range(lines)).encode()
     # over the worker's size limit only the tail is kept, exactly
     truncated = (await client.status(job_id)).runs[-1].truncated

@@ -28,7 +28,17 @@ from .frame import (
     pack_header,
     unpack_header,
 )
-from .logrecord import LOG_DATAGRAM_BYTES, encode_log_record, log_data_budget, log_key, log_record_mac
+from .logrecord import (
+    LOG_DATAGRAM_BYTES,
+    LOG_LOCAL_DATAGRAM_BYTES,
+    LOG_MAX_DATAGRAM_BYTES,
+    encode_log_record,
+    log_data_budget,
+    log_key,
+    log_mac,
+    log_record_head,
+    log_record_mac,
+)
 from .messages import *  # noqa: F403 - re-export the message table
 from .messages import __all__ as _messages_all
 from .opcodes import Opcode
@@ -39,6 +49,8 @@ __all__ = [
     "FLAG_REPLY",
     "HEADER_SIZE",
     "LOG_DATAGRAM_BYTES",
+    "LOG_LOCAL_DATAGRAM_BYTES",
+    "LOG_MAX_DATAGRAM_BYTES",
     "NEED_DATA",
     "VERSION",
     "BadHeader",
@@ -59,6 +71,8 @@ __all__ = [
     "encode_log_record",
     "log_data_budget",
     "log_key",
+    "log_mac",
+    "log_record_head",
     "log_record_mac",
     "pack_header",
     "unpack_header",

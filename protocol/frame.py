@@ -160,7 +160,7 @@ def packb(obj: Any) -> bytes:
 _GC_PAUSE_BYTES: Final = 1 << 20
 
 
-def _decode_body(payload: bytes) -> dict[str, Any]:
+def _decode_body(payload: bytes | memoryview) -> dict[str, Any]:
     paused = len(payload) >= _GC_PAUSE_BYTES and gc.isenabled()
     if paused:
         gc.disable()
@@ -226,10 +226,14 @@ class FrameDecoder:
         end = HEADER_SIZE + length
         if len(buf) < end:
             return self._need_more()
-        payload = bytes(buf[HEADER_SIZE:end])
-        del buf[:end]
         self._pending = None
-        return Frame(opcode, _decode_body(payload), flags)
+        try:
+            # decoded in place: msgpack copies out what it keeps, so the body is never copied whole
+            with memoryview(buf) as view, view[HEADER_SIZE:end] as payload:
+                body = _decode_body(payload)
+        finally:
+            del buf[:end]
+        return Frame(opcode, body, flags)
 
     def _need_more(self) -> NeedData:
         if self._eof and self._buffer:
@@ -247,12 +251,15 @@ class FrameDecoder:
 
 def decode_datagram(data: bytes, max_body: int = DEFAULT_MAX_BODY) -> Frame:
     """Decode a UDP datagram that must hold exactly one whole frame."""
-    decoder = FrameDecoder(max_body)
-    decoder.feed(data)
-    decoder.feed(b"")
-    frame = decoder.next_frame()
-    if isinstance(frame, NeedData):
+    if not data:
         raise TruncatedFrame("empty datagram")
-    if decoder.buffered:
-        raise BadHeader(f"{decoder.buffered} trailing bytes after the frame in a datagram")
-    return frame
+    if len(data) < HEADER_SIZE:
+        raise TruncatedFrame(f"datagram ended inside the header ({len(data)} bytes)")
+    opcode, flags, length = unpack_header(data, max_body)
+    end = HEADER_SIZE + length
+    if len(data) < end:
+        raise TruncatedFrame(f"datagram ended inside the frame ({len(data)} of {end} bytes)")
+    if len(data) > end:
+        raise BadHeader(f"{len(data) - end} trailing bytes after the frame in a datagram")
+    with memoryview(data) as view, view[HEADER_SIZE:] as payload:
+        return Frame(opcode, _decode_body(payload), flags)

@@ -142,11 +142,16 @@ class WorkerSettings:
     max_output_bytes: int = 8 * 1024 * 1024
     # the most of each of stdout/stderr sent in a final TASK_STATUS: the tail is kept, ``truncated`` says so
     max_log_bytes: int = 4 * 1024 * 1024
-    # live logs over UDP: how often running attempts' output is read and shipped, the datagram
-    # size (1 200 never fragments), and how far the shipper may fall behind a chatty job before it
-    # skips ahead (the skipped part is missing from the live view only)
+    # live logs over UDP: how often running attempts' output is read and shipped (and how often
+    # while each look finds at least ``log_busy_bytes``: a chatty job), the datagram size to a
+    # master on another host (1 200 never fragments) and to one on this host (over the loopback
+    # interface, whose MTU is 64 KiB), and how far the shipper may fall behind a chatty job before
+    # it skips ahead (the skipped part is missing from the live view only)
     log_interval_s: float = 0.005
+    log_busy_interval_s: float = 0.02
+    log_busy_bytes: int = 64 * 1024
     log_datagram_bytes: int = 1200
+    log_local_datagram_bytes: int = 65_000
     log_backlog_bytes: int = 1024 * 1024
     # services (DEPLOY) and child workers: a service is up once alive for ``service_settle_s`` (or its
     # port answers); a crash restarts it after a backoff doubling from ``service_restart_backoff_s``

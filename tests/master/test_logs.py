@@ -68,6 +68,18 @@ async def test_records_reach_followers_in_order_and_replays_are_dropped(hub: Log
     assert hub.counts["replayed"] == 1
 
 
+async def test_large_records_reach_a_follower_whole_in_few_frames(hub: LogHub, tmp_path: Path) -> None:
+    peer = FakePeer()
+    hub.subscribe(peer, job(), follow=True)  # type: ignore[arg-type]
+    pieces = [bytes([65 + i]) * 60_000 for i in range(10)]  # datagrams as large as a local path carries
+    for seq, piece in enumerate(pieces):
+        hub.datagram(record(seq, piece, seq * 60_000))
+    hub._flush()
+    assert peer.text("stdout") == b"".join(pieces)
+    assert len(peer.sent) < len(pieces)  # joined into LOG_DATA frames, not one frame per datagram
+    assert (tmp_path / "jobs" / "J" / "attempt-1" / "stdout").read_bytes() == b"".join(pieces)
+
+
 async def test_unknown_attempts_and_garbage_are_counted_not_taken(hub: LogHub) -> None:
     hub.datagram(record(0, b"x", 0, job_id="OTHER"))
     hub.datagram(b"\x01\x60\x00\x00\x00\x00\x00\x01\xc1")
@@ -82,7 +94,7 @@ async def test_with_a_token_forged_records_are_dropped(tmp_path: Path) -> None:
     hub.datagram(record(1, b"forged\n", 5))  # no mac
     hub.datagram(record(1, b"forged\n", 5, key=log_key("guess")))  # wrong key
     tampered = bytearray(record(1, b"tamper\n", 5, key=key))
-    tampered[-40] ^= 1  # a byte of the data, under the mac
+    tampered[tampered.rindex(b"tamper")] ^= 1  # a byte of the data, under the mac
     hub.datagram(bytes(tampered))
     assert hub.counts["received"] == 1
     assert hub.counts["forged"] + hub.counts["malformed"] == 3

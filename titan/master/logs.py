@@ -16,7 +16,10 @@ running job prints, and what a new follower gets first) and the live copy on
 disk (:mod:`titan.master.logstore`). ``offset`` tells where the bytes belong:
 a record behind what was already shown (reordered) is not shown again, and one
 ahead of it leaves a gap in the live view. Followers of the job get the bytes
-batched, one LOG_DATA per stream run per wakeup of the reader.
+batched, one LOG_DATA per stream run per wakeup of the reader (the records'
+bytes are kept by reference and joined once, when that LOG_DATA is made).
+Datagrams may be up to 64 KiB (a worker on the master's host sends them that
+large), so the socket is read with room for the largest.
 
 When the attempt's final TASK_STATUS arrives (:meth:`LogHub.attempt_ended`),
 the socket is drained first, so records sent before the report are counted.
@@ -121,13 +124,28 @@ class _Live:
         self.fds.clear()
 
 
+class _Run:
+    """Bytes of one attempt's stream waiting for a follower: one LOG_DATA once joined."""
+
+    __slots__ = ("attempt", "parts", "size", "stream")
+
+    def __init__(self, attempt: int, stream: Stream, data: bytes) -> None:
+        self.attempt = attempt
+        self.stream: Stream = stream
+        self.parts = [data]
+        self.size = len(data)
+
+    def data(self) -> bytes:
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+
+
 @dataclass(eq=False)
 class _Follower:
     peer: Peer
     job_id: str
     follow: bool
     attempt: int = 0
-    pending: list[tuple[int, Stream, bytearray]] = field(default_factory=list)
+    pending: list[_Run] = field(default_factory=list)
 
 
 class LogHub:
@@ -379,10 +397,12 @@ class LogHub:
             return
         follower.attempt = attempt
         pending = follower.pending
-        if pending and pending[-1][0] == attempt and pending[-1][1] == stream and len(pending[-1][2]) < _CHUNK:
-            pending[-1][2].extend(data)
+        last = pending[-1] if pending else None
+        if last is not None and last.attempt == attempt and last.stream == stream and last.size < _CHUNK:
+            last.parts.append(data)  # the bytes are shared, not copied, until the one join at the flush
+            last.size += len(data)
         else:
-            pending.append((attempt, stream, bytearray(data)))
+            pending.append(_Run(attempt, stream, data))
         self._dirty.add(follower)
 
     def _flush(self) -> None:
@@ -392,8 +412,8 @@ class LogHub:
 
     def _send_pending(self, follower: _Follower) -> bool:
         pending, follower.pending = follower.pending, []
-        for attempt, stream, data in pending:
-            message = LogData(job_id=follower.job_id, attempt=attempt, stream=stream, data=bytes(data))
+        for run in pending:
+            message = LogData(job_id=follower.job_id, attempt=run.attempt, stream=run.stream, data=run.data())
             if not self._send(follower, message):
                 return False
         return True

@@ -158,7 +158,10 @@ class Worker:
             settings.master_port,
             token=settings.token,
             interval_s=settings.log_interval_s,
+            busy_interval_s=settings.log_busy_interval_s,
+            busy_bytes=settings.log_busy_bytes,
             datagram_bytes=settings.log_datagram_bytes,
+            local_datagram_bytes=settings.log_local_datagram_bytes,
             backlog_bytes=settings.log_backlog_bytes,
         )
         await self.shipper.start()
