@@ -77,6 +77,17 @@ def test_acceptance_rows_follow_the_field_order_replay_builds_jobs_with() -> Non
     assert names[: len(SPEC_FIELDS) - 1] == list(SPEC_FIELDS[:-1])
 
 
+def test_a_job_at_its_usual_values_is_accepted_in_a_short_row_and_replays_whole() -> None:
+    live = journaled(retry_backoff_cap_s=60.0)  # the usual backoff, as Job's defaults have it
+    records: list[dict[str, Any]] = []
+    plain, _ = live.submit(shell("plain"), 1.0)
+    unusual, _ = live.submit(shell("unusual", priority=5, args=["x"], max_attempts=1), 1.0)
+    take(live, records)
+    rows = [row for record in records for row in record["a"]]
+    assert [len(row) for row in rows] == [6, len(SPEC_FIELDS)]
+    same_jobs(live, rebuilt(records, now=2.0, retry_backoff_cap_s=60.0))
+
+
 def test_a_busy_history_replays_to_the_same_table_and_queues() -> None:
     live = journaled()
     records: list[dict[str, Any]] = []

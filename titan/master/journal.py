@@ -117,6 +117,42 @@ _GENERAL: Final = frozenset({"GENERAL"})
 _BACKOFF: Final = (1.0, 2.0, 60.0)  # Job's own defaults (not the settings': those may change)
 
 
+# The rest of an acceptance row when every one of its cells is at its usual value:
+# then the row is cut after the state (six cells instead of twenty-six), which
+# unpacks in two thirds of the time. Snapshots always write whole rows.
+_USUAL_TAIL: Final = (
+    None,
+    None,
+    (),
+    (),
+    1,
+    0,
+    (),
+    3,
+    None,
+    1,
+    None,
+    None,
+    False,
+    None,
+    None,
+    None,
+    None,
+    None,
+    None,
+    None,
+)
+_HEAD_CELLS: Final = 6
+
+
+def _accept_row(job: Job) -> list[Any]:
+    """The acceptance row the journal writes: :func:`_spec_row`, cut short when its tail is the usual one."""
+    row = _spec_row(job)
+    if tuple(row[_HEAD_CELLS:]) == _USUAL_TAIL:
+        del row[_HEAD_CELLS:]
+    return row
+
+
 def _spec_row(job: Job) -> list[Any]:
     return [
         job.id,
@@ -202,11 +238,11 @@ class Journal:
 
     def accepted(self, job: Job) -> None:
         """A job was admitted; call before any transition of it."""
-        self._accepted.append(_spec_row(job))
+        self._accepted.append(_accept_row(job))
 
     def accepted_all(self, jobs: Iterable[Job]) -> None:
         """Many jobs were admitted at once (a DAG)."""
-        self._accepted.extend(map(_spec_row, jobs))
+        self._accepted.extend(map(_accept_row, jobs))
 
     def changed(self, job: Job, stimulus: str, t: float) -> None:
         """A transition just happened (``job.state`` is the new state)."""
@@ -267,9 +303,14 @@ def _job_from_spec(row: list[Any], story_limit: int, replay: Replay) -> Job:
     Strings and skill sets are shared with earlier jobs: a million jobs have a
     handful of distinct ones, and every object is memory the master keeps.
     """
+    strings = replay.strings
+    if len(row) == _HEAD_CELLS:  # every other field at its usual value (see _accept_row): Job's defaults
+        kind, data = _shared(strings, row[1]), _shared(strings, row[2])
+        job = Job(row[0], kind, data, row[3], row[4], _STATES[row[5]], kind, data)
+        job.story_limit = story_limit
+        return job
     due = row.pop()
     row[5] = _STATES[row[5]]
-    strings = replay.strings
     row[1] = _shared(strings, row[1])  # type
     row[2] = _shared(strings, row[2])  # data
     # run_kind, run_data: None means the same as type, data
