@@ -80,9 +80,21 @@ def test_flags_and_token_from_the_environment() -> None:
     assert (settings.token, level) == ("s3cret", "DEBUG")
     settings, _ = parse_args(["--token", "flag"], environ={"TITAN_TOKEN": "env"})
     assert settings.token == "flag"
+    settings, _ = parse_args(["--wal-commit-delay", "2.5"], environ={})
+    assert settings.wal_commit_delay_s == 0.0025
+    assert parse_args([], environ={})[0].wal_commit_delay_s == 0.01
 
 
-@pytest.mark.parametrize("argv", [["--port", "99999"], ["--heartbeat-timeout", "-1"], ["--port", "x"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--port", "99999"],
+        ["--heartbeat-timeout", "-1"],
+        ["--port", "x"],
+        ["--wal-commit-delay", "-1"],
+        ["--wal-commit-delay", "soon"],
+    ],
+)
 def test_bad_flags_exit_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         parse_args(argv, environ={})

@@ -33,6 +33,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of milliseconds, got '{text}'") from None
+    if not 0 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1000 ms, got '{text}'")
+    return value
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -78,7 +88,7 @@ def parse_args(
     )
     parser.add_argument(
         "--wal-commit-delay",
-        type=float,
+        type=_milliseconds,
         default=MasterSettings.wal_commit_delay_s * 1000,
         metavar="MS",
         help="how long changes nobody is waiting on may wait to share an fsync (default %(default)g ms; "
@@ -104,7 +114,7 @@ def parse_args(
         token=args.token or env.get("TITAN_TOKEN") or None,
         fsync=args.fsync == "on",
         snapshot_every_records=args.snapshot_every,
-        wal_commit_delay_s=max(0.0, args.wal_commit_delay) / 1000,
+        wal_commit_delay_s=args.wal_commit_delay / 1000,
         autoscale=_autoscale(parser, args),
     )
     return settings, args.log_level
