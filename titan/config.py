@@ -142,6 +142,9 @@ class WorkerSettings:
     max_output_bytes: int = 8 * 1024 * 1024
     # the most of each of stdout/stderr sent in a final TASK_STATUS: the tail is kept, ``truncated`` says so
     max_log_bytes: int = 4 * 1024 * 1024
+    # an attempt's RUNNING report waits this long: one that ends sooner is reported once, COMPLETED or
+    # FAILED (the master passes it through RUNNING), which spares both sides a frame per short job
+    running_report_delay_s: float = 0.005
     # live logs over UDP: how often running attempts' output is read and shipped (and how often
     # while each look finds at least ``log_busy_bytes``: a chatty job), the datagram size to a
     # master on another host (1 200 never fragments) and to one on this host (over the loopback

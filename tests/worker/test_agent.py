@@ -44,7 +44,7 @@ async def test_configured_worker_id_wins(master: FakeMaster, make_worker: MakeWo
 
 
 async def test_task_reports_running_then_completed(master: FakeMaster, make_worker: MakeWorker) -> None:
-    worker = await registered(await make_worker())
+    worker = await registered(await make_worker(running_report_delay_s=0.0))
     master.send(shell("echo hello", job_id="J1"))
     master.send(shell("exit 5", job_id="J2"))
     await wait_until(lambda: len(master.statuses) == 4, what="four statuses")
@@ -56,6 +56,25 @@ async def test_task_reports_running_then_completed(master: FakeMaster, make_work
     out = worker.settings.workspace / "jobs" / "J1" / "attempt-1" / "stdout"
     assert out.read_text() == "hello\n"
     assert not worker.running and worker.load == 0
+
+
+async def test_an_attempt_that_ends_within_the_running_delay_is_reported_once(
+    master: FakeMaster, make_worker: MakeWorker
+) -> None:
+    await registered(await make_worker(running_report_delay_s=30.0))
+    master.send(shell("exit 5", job_id="J1"))
+    await wait_until(lambda: bool(master.statuses_of("J1")), what="its report")
+    assert master.statuses_of("J1") == [("FAILED", 5, "exit code 5")]
+
+
+async def test_a_longer_attempt_reports_running_once_the_delay_is_over(
+    master: FakeMaster, make_worker: MakeWorker
+) -> None:
+    worker = await registered(await make_worker(running_report_delay_s=0.05))
+    master.send(shell("sleep 30", job_id="J1"))
+    await wait_until(lambda: bool(master.statuses_of("J1")), what="RUNNING")
+    assert master.statuses_of("J1") == [("RUNNING", None, "")]
+    await worker.aclose()
 
 
 async def test_task_that_cannot_start_is_reported_failed_without_running(
@@ -166,7 +185,7 @@ async def test_simulated_crash_kills_everything_and_reports_nothing(
 ) -> None:
     worker = await registered(await make_worker())
     master.send(shell("sleep 30", job_id="J1"))
-    await wait_until(lambda: TaskRef("J1", 1) in worker.running, what="running")
+    await wait_until(lambda: bool(master.statuses_of("J1")), what="running reported")
     pid = worker.running_pids()[TaskRef("J1", 1)]
     worker.simulate_crash()
     await wait_until(lambda: not pid_alive(pid), what="group killed")
@@ -219,16 +238,18 @@ def test_worker_runs_on_uvloop(tmp_path: Path) -> None:
 
     async def scenario() -> list[tuple[str, int | None, str]]:
         master = await FakeMaster().start()
-        settings = WorkerSettings(**{**FAST_WORKER, "master_port": master.port, "workspace": tmp_path / "ws"})
+        settings = WorkerSettings(
+            **{**FAST_WORKER, "master_port": master.port, "workspace": tmp_path / "ws", "running_report_delay_s": 30.0}
+        )
         worker = Worker(settings)
         try:
             await worker.start()
             await registered(worker)
             master.send(shell("echo a && exit 2", job_id="U1"))
-            await wait_until(lambda: len(master.statuses_of("U1")) == 2, what="U1 done")
+            await wait_until(lambda: bool(master.statuses_of("U1")), what="U1 done")
             return master.statuses_of("U1")
         finally:
             await worker.aclose()
             await master.aclose()
 
-    assert uvloop.run(scenario()) == [("RUNNING", None, ""), ("FAILED", 2, "exit code 2")]
+    assert uvloop.run(scenario()) == [("FAILED", 2, "exit code 2")]  # too short for a RUNNING report

@@ -104,6 +104,7 @@ class Worker:
         self._peer: Peer | None = None  # the connection once registered on it
         self._outbox: list[TaskStatus] = []
         self._slots: dict[TaskRef, int] = {}
+        self._running_reports: dict[TaskRef, asyncio.TimerHandle] = {}  # RUNNING reports not sent yet
         self._preparing: set[asyncio.Task[None]] = set()
         self._main: asyncio.Task[None] | None = None
         self._draining = False
@@ -183,6 +184,7 @@ class Worker:
             return
         self._closed = True
         self._draining = True
+        self._cancel_running_reports()
         await self._cancel_background()
         # services end with the worker; children the master is draining get time to leave first
         patience = self.settings.child_drain_timeout_s if self.drained.is_set() else 0.0
@@ -200,6 +202,7 @@ class Worker:
         """Die like ``kill -9``: abort the connection, SIGKILL every group, report nothing."""
         self._crashed = True
         self.registered.clear()
+        self._cancel_running_reports()
         if self._peer is not None:
             self._peer.abort()
         if self._main is not None:
@@ -420,14 +423,33 @@ class Worker:
         if self.shipper is not None:
             self.shipper.watch(attempt.ref, attempt.directory)
         if self._peer is not None:
-            self._peer.send(
-                TaskStatus(task.job_id, task.attempt, "RUNNING", started_at=attempt.started_at)
-            )  # if this is lost, the next REGISTER lists the attempt as running
+            # if this is lost, the next REGISTER lists the attempt as running
+            running = TaskStatus(task.job_id, task.attempt, "RUNNING", started_at=attempt.started_at)
+            delay = self.settings.running_report_delay_s
+            if delay > 0:
+                self._running_reports[attempt.ref] = asyncio.get_running_loop().call_later(
+                    delay, self._report_running, attempt.ref, running
+                )
+            else:
+                self._peer.send(running)
         log.debug("%s %s#%d started as pid %s", self.name, task.job_id, task.attempt, attempt.pid)
         attempt.result.add_done_callback(lambda _: self._on_attempt_done(attempt))
 
+    def _cancel_running_reports(self) -> None:
+        for timer in self._running_reports.values():
+            timer.cancel()
+        self._running_reports.clear()
+
+    def _report_running(self, ref: TaskRef, running: TaskStatus) -> None:
+        del self._running_reports[ref]
+        if self._peer is not None:
+            self._peer.send(running)
+
     def _on_attempt_done(self, attempt: Attempt) -> None:
         self._slots.pop(attempt.ref, None)
+        unsent = self._running_reports.pop(attempt.ref, None)
+        if unsent is not None:
+            unsent.cancel()  # ended within the delay: its final report says it all
         if self._crashed:
             return
         result = attempt.result.result()
