@@ -1,6 +1,7 @@
 """The WAL directory on disk: file names, listing, and the blocking file operations.
 
-Everything here blocks; the writer calls it from a thread. Layout of
+Everything here blocks: the writer calls it inline (a segment's write and fsync) or from a
+thread (opening the first segment, snapshots). Layout of
 ``<workspace>/wal/``::
 
     wal-000000000007.log          segments, appended in order of their number
