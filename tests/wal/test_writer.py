@@ -11,7 +11,7 @@ import pytest
 
 from titan.wal import WalClosed, WalWriteFailed, WalWriter, decode_records, encode_record, load
 from titan.wal.files import list_directory, segment_name
-from titan.wal.record import SEAL_BYTES, split_seal
+from titan.wal.record import SEAL_BYTES, read_seal
 
 
 class SyncSpy:
@@ -35,7 +35,8 @@ def records_on_disk(directory: Path) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for _, path in list_directory(directory).segments:
         data = path.read_bytes()
-        records, good, problem = decode_records(data[: split_seal(data)[0]])
+        seal = read_seal(data)
+        records, good, problem = decode_records(data if seal is None else data[: seal.covered])
         assert problem is None, (path, good, problem)
         out += records
     return out

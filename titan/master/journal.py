@@ -120,7 +120,7 @@ _BACKOFF: Final = (1.0, 2.0, 60.0)  # Job's own defaults (not the settings': tho
 # The rest of an acceptance row when every one of its cells is at its usual value:
 # then the row is cut after the state (six cells instead of twenty-six), which
 # unpacks in two thirds of the time. Snapshots always write whole rows.
-_USUAL_TAIL: Final = (
+_USUAL_TAIL: Final[list[Any]] = [
     None,
     None,
     (),
@@ -141,14 +141,14 @@ _USUAL_TAIL: Final = (
     None,
     None,
     None,
-)
+]
 _HEAD_CELLS: Final = 6
 
 
 def _accept_row(job: Job) -> list[Any]:
     """The acceptance row the journal writes: :func:`_spec_row`, cut short when its tail is the usual one."""
     row = _spec_row(job)
-    if tuple(row[_HEAD_CELLS:]) == _USUAL_TAIL:
+    if row[_HEAD_CELLS:] == _USUAL_TAIL:  # list against list: no tuple built per submission
         del row[_HEAD_CELLS:]
     return row
 

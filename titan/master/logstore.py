@@ -28,6 +28,7 @@ from typing import Any, Final, Literal
 
 from protocol import TaskStatus
 from titan.jobs import Job
+from titan.wal.files import write_all
 
 __all__ = ["AttemptLogStats", "LogStore", "Stream"]
 
@@ -60,6 +61,8 @@ class LogStore:
         self._stats: dict[tuple[str, int], AttemptLogStats] = {}
         # exact logs handed to the writer thread and not yet on disk
         self._unwritten: dict[tuple[str, int], dict[str, bytes]] = {}
+        # (job id, attempt, stream) with a live copy on disk, which the exact log must replace atomically
+        self._live: set[tuple[str, int, str]] = set()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="titan-logstore")
 
     def attempt_dir(self, job_id: str, attempt: int) -> Path:
@@ -74,7 +77,9 @@ class LogStore:
         """
         directory = self.attempt_dir(job_id, attempt)
         directory.mkdir(parents=True, exist_ok=True)
-        return os.open(directory / stream, _APPEND, 0o644)
+        fd = os.open(directory / stream, _APPEND, 0o644)
+        self._live.add((job_id, attempt, stream))
+        return fd
 
     # ------------------------------------------------------------------ at rest
     def store_ended(self, status: TaskStatus, job: Job | None, stats: AttemptLogStats) -> None:
@@ -91,9 +96,11 @@ class LogStore:
         }
         self._stats[key] = stats
         self._unwritten[key] = exact
+        live = {stream for stream in exact if (*key, stream) in self._live}
+        self._live.difference_update((*key, stream) for stream in live)
         result = self._result(status, job, stats)
         loop = asyncio.get_running_loop()
-        future = self._writer.submit(self._write, self.attempt_dir(*key), exact, result)
+        future = self._writer.submit(self._write, self.attempt_dir(*key), exact, live, result)
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._unwritten.pop, key, None))
 
     def _result(self, status: TaskStatus, job: Job | None, stats: AttemptLogStats) -> dict[str, Any]:
@@ -115,14 +122,14 @@ class LogStore:
         }
 
     @staticmethod
-    def _write(directory: Path, exact: dict[str, bytes], result: dict[str, Any]) -> None:
+    def _write(directory: Path, exact: dict[str, bytes], live: set[str], result: dict[str, Any]) -> None:
         """Runs on the writer thread: replace the live copies, then write the result.
 
         Thousands of attempts end per second, and every file created or renamed
         here lands in the file system's journal, which the WAL's fsync has to
-        flush too: so a log is renamed into place only over a live copy (which
-        a reader outside the master might be reading), and is written straight
-        to its name otherwise. Readers inside the master never see a partial
+        flush too: so a log is renamed into place only over a live copy (``live``:
+        a reader outside the master might be reading it), and is written
+        straight to its name otherwise. Readers inside the master never see a partial
         file: :meth:`read` answers from memory until this has returned.
         """
         path = str(directory)
@@ -135,7 +142,7 @@ class LogStore:
                 pass
             for stream, data in exact.items():
                 final = f"{path}/{stream}"
-                if os.path.exists(final):
+                if stream in live:
                     tmp = f"{path}/.{stream}.tmp"
                     _write_file(tmp, data)
                     os.replace(tmp, final)
@@ -188,9 +195,7 @@ class LogStore:
 def _write_file(path: str, data: bytes) -> None:
     fd = os.open(path, _REPLACE, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
     finally:
         os.close(fd)
 

@@ -44,7 +44,7 @@ Recovery then proves a sealed segment whole with one C-speed checksum of the
 file instead of walking a million frames in Python (:func:`read_seal`); the
 last segment, never sealed, and any segment whose seal does not check out are
 walked frame by frame as before. A seal is not a record: readers stop in front
-of it (:func:`split_seal`).
+of it.
 
 The decoder never raises on garbage and never returns a record it has not
 checked. msgpack turns tuples into lists and needs ``strict_map_key=False``
@@ -85,7 +85,6 @@ __all__ = [
     "read_seal",
     "scan_frames",
     "snapshot_header",
-    "split_seal",
 ]
 
 Record = dict[str, Any]
@@ -180,12 +179,6 @@ def looks_like_seal(buf: bytes | bytearray | memoryview, offset: int) -> bool:
         return False
     length, _ = HEADER.unpack_from(buf, offset)
     return bool(length == SEAL_BYTES - HEADER.size)
-
-
-def split_seal(buf: bytes | bytearray | memoryview) -> tuple[int, Seal | None]:
-    """How many bytes of ``buf`` are records (all of them unless it ends with a seal), and the seal."""
-    seal = read_seal(buf)
-    return (len(buf), None) if seal is None else (seal.covered, seal)
 
 
 def decode_records(buf: bytes | bytearray | memoryview) -> DecodeResult:
