@@ -9,8 +9,8 @@ Two numbers, each the median of a few runs at ``--concurrency`` in flight:
   nothing else (DESIGN §5a: the best-known method).
 * ``runner_per_s``: the same ``/bin/true`` jobs through the worker's
   :class:`~titan.worker.engine.ProcessRunner`, including what a real attempt
-  costs on top: its directory, ``outputs/``, the stdout/stderr files and the
-  job's environment.
+  costs on top: its directory (recycled once it ends, as the worker does),
+  ``outputs/``, the stdout/stderr files and the job's environment.
 
 A human line per run goes to stdout; the last line is one JSON object.
 """
@@ -90,7 +90,12 @@ async def runner_rate(n: int, concurrency: int, workspace: Path) -> float:
         def launch(index: int, done: Callable[[], None]) -> None:
             task = TaskStart(job_id=f"B{run_id}-{index}", attempt=1, kind="SHELL", data="true")
             attempt = runner.start(task)
-            attempt.result.add_done_callback(lambda _: done())
+
+            def reported(_: object) -> None:
+                runner.release(attempt)  # as the worker does once the final report is built
+                done()
+
+            attempt.result.add_done_callback(reported)
 
         return await _pump(n, concurrency, launch)
     finally:

@@ -53,9 +53,27 @@ async def test_task_reports_running_then_completed(master: FakeMaster, make_work
     running, done = (s for s in master.statuses if s.job_id == "J1")
     assert running.started_at is not None and done.started_at is not None and done.finished_at is not None
     assert running.started_at == done.started_at <= done.finished_at
-    out = worker.settings.workspace / "jobs" / "J1" / "attempt-1" / "stdout"
-    assert out.read_text() == "hello\n"
+    assert done.stdout == b"hello\n"
+    # reported whole, so the worker's copy went back to the pool for the next job
+    assert not (worker.settings.workspace / "jobs" / "J1").exists()
     assert not worker.running and worker.load == 0
+
+
+async def test_an_attempt_reported_only_in_part_keeps_its_directory(
+    master: FakeMaster, make_worker: MakeWorker
+) -> None:
+    worker = await registered(await make_worker(max_log_bytes=100, max_output_bytes=10))
+    master.send(shell("head -c 1000 /dev/zero", job_id="LONG"))
+    master.send(shell('head -c 50 /dev/zero > "$TITAN_OUTPUT_DIR/big"', job_id="OUT"))
+    master.send(shell("echo short", job_id="SHORT"))
+    await wait_until(lambda: len(master.statuses) >= 3 and not worker.running, what="three reports")
+    (long,) = (s for s in master.statuses if s.job_id == "LONG" and s.state == "COMPLETED")
+    assert long.truncated and long.stdout is not None and len(long.stdout) == 100
+    jobs = worker.settings.workspace / "jobs"
+    # the whole log and the outputs nobody received are only here: left for a person to look at
+    assert (jobs / "LONG" / "attempt-1" / "stdout").stat().st_size == 1000
+    assert (jobs / "OUT" / "attempt-1" / "outputs" / "big").stat().st_size == 50
+    assert not (jobs / "SHORT").exists()
 
 
 async def test_an_attempt_that_ends_within_the_running_delay_is_reported_once(
@@ -89,11 +107,11 @@ async def test_task_that_cannot_start_is_reported_failed_without_running(
 
 async def test_large_payload_is_stored_off_the_loop_and_runs(master: FakeMaster, make_worker: MakeWorker) -> None:
     script = b"print(len(open(__file__, 'rb').read()))\n#" + b"x" * 300_000 + b"\n"
-    worker = await registered(await make_worker())
+    await registered(await make_worker())
     master.send(shipped("big.py", script, job_id="BIG"))
     await wait_until(lambda: ("COMPLETED", 0, "") in master.statuses_of("BIG"), what="big job done")
-    out = worker.settings.workspace / "jobs" / "BIG" / "attempt-1" / "stdout"
-    assert out.read_text().strip() == str(len(script))
+    (done,) = (s for s in master.statuses if s.job_id == "BIG" and s.state == "COMPLETED")
+    assert done.stdout is not None and done.stdout.strip() == str(len(script)).encode()
 
 
 async def test_heartbeats_arrive_at_the_interval_with_load(master: FakeMaster, make_worker: MakeWorker) -> None:

@@ -1,30 +1,81 @@
-"""Attempt directories: the spare pool and the fallback that makes them in place."""
+"""Attempt directories: made in place, recycled once reported, deleted when they cannot be."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from tests.support import wait_until
-from titan.worker.dirs import AttemptDirs, next_target
+from titan.worker.dirs import AttemptDirs
 
 
-def _tree(directory: str) -> list[str]:
+def _tree(directory: str | Path) -> list[str]:
     return sorted(os.listdir(directory))
 
 
-async def test_first_attempt_takes_a_spare_tree(tmp_path: Path) -> None:
+def _run(directory: str, stdout: bytes = b"") -> None:
+    """What a job's spawn and run leave: the two log files."""
+    Path(directory, "stdout").write_bytes(stdout)
+    Path(directory, "stderr").write_bytes(b"")
+
+
+async def test_a_pristine_tree_is_recycled_for_the_next_new_job(tmp_path: Path) -> None:
     dirs = AttemptDirs(str(tmp_path), max_spares=4)
     try:
-        assert dirs.spares_ready == 0  # the pool starts empty: a quiet worker builds none
-        dirs.make("J0", 1)  # made in place; the miss starts the pool
-        await wait_until(lambda: dirs.spares_ready == 4, what="pool filled")
-        directory = dirs.make("J1", 1)
-        assert directory == f"{tmp_path}/jobs/J1/attempt-1"
-        assert _tree(directory) == ["outputs", "stderr", "stdout"]
-        assert os.path.getsize(f"{directory}/stdout") == 0
-        assert _tree(f"{tmp_path}/jobs/J1") == ["attempt-1"]
-        assert dirs.spares_ready == 3
+        first = dirs.make("J1", 1)
+        assert first == f"{tmp_path}/jobs/J1/attempt-1"
+        assert _tree(first) == ["outputs"]  # made in place: the pool starts empty
+        _run(first, b"hello\n")
+        dirs.release(first)
+        assert not (tmp_path / "jobs" / "J1").exists() and dirs.spares_ready == 1
+        second = dirs.make("J2", 1)
+        assert second == f"{tmp_path}/jobs/J2/attempt-1" and dirs.spares_ready == 0
+        assert _tree(second) == ["outputs", "stderr", "stdout"]  # the spawn truncates what J1 wrote
+        assert _tree(tmp_path / "jobs") == ["J2"]
+    finally:
+        await dirs.aclose()
+
+
+async def test_a_tree_with_leftovers_is_deleted_not_reused(tmp_path: Path) -> None:
+    dirs = AttemptDirs(str(tmp_path), max_spares=4)
+    try:
+        for job_id, litter in (("OUT", "outputs/part.txt"), ("CWD", "scratch.tmp"), ("UP", "../note")):
+            directory = dirs.make(job_id, 1)
+            _run(directory)
+            Path(directory, litter).write_text("mine")
+            dirs.release(directory)
+        assert dirs.spares_ready == 0
+        assert _tree(tmp_path / "jobs") == []
+        await dirs.aclose()  # waits for the trash to be emptied
+        assert _tree(tmp_path / ".trash") == []
+        fresh = dirs.make("NEXT", 1)
+        assert _tree(fresh) == ["outputs"]
+    finally:
+        await dirs.aclose()
+
+
+async def test_later_attempts_are_deleted_and_the_job_folder_with_the_last(tmp_path: Path) -> None:
+    dirs = AttemptDirs(str(tmp_path), max_spares=4)
+    try:
+        kept = dirs.make("J1", 1)
+        second = dirs.make("J1", 2)
+        assert _tree(tmp_path / "jobs" / "J1") == ["attempt-1", "attempt-2"]
+        dirs.release(second)
+        assert _tree(tmp_path / "jobs" / "J1") == ["attempt-1"]
+        dirs.release(kept)  # not pristine any more? it is: attempt-1 alone, empty outputs
+        assert not (tmp_path / "jobs" / "J1").exists()
+        assert dirs.spares_ready == 1
+    finally:
+        await dirs.aclose()
+
+
+async def test_keep_leaves_the_directory_for_inspection(tmp_path: Path) -> None:
+    dirs = AttemptDirs(str(tmp_path), max_spares=4)
+    try:
+        directory = dirs.make("BIG", 1)
+        _run(directory, b"x" * 1000)
+        dirs.release(directory, keep=True)
+        assert Path(directory, "stdout").read_bytes() == b"x" * 1000
+        assert dirs.spares_ready == 0
     finally:
         await dirs.aclose()
 
@@ -32,63 +83,75 @@ async def test_first_attempt_takes_a_spare_tree(tmp_path: Path) -> None:
 async def test_existing_job_directory_falls_back_and_keeps_the_spare(tmp_path: Path) -> None:
     dirs = AttemptDirs(str(tmp_path), max_spares=2)
     try:
-        dirs.make("J0", 1)
-        await wait_until(lambda: dirs.spares_ready == 2, what="pool filled")
+        dirs.release(dirs.make("J0", 1))
+        assert dirs.spares_ready == 1
         first = dirs.make("J1", 1)
+        dirs.release(dirs.make("J2", 1))  # back to one spare
         Path(first, "stdout").write_text("old run")
         again = dirs.make("J1", 1)  # a rerun of the same attempt on this worker
         assert again == first and Path(again, "stdout").read_text() == "old run"  # the spawn truncates it
-        second = dirs.make("J1", 2)
-        assert _tree(f"{tmp_path}/jobs/J1") == ["attempt-1", "attempt-2"]
-        assert _tree(second) == ["outputs"]  # the spawn creates stdout/stderr
-        assert dirs.spares_ready >= 1
+        assert dirs.spares_ready == 1
     finally:
         await dirs.aclose()
 
 
-async def test_without_a_pool_directories_are_made_in_place(tmp_path: Path) -> None:
+async def test_the_pool_is_bounded_and_the_rest_deleted(tmp_path: Path) -> None:
+    dirs = AttemptDirs(str(tmp_path), max_spares=2)
+    try:
+        made = [dirs.make(f"J{i}", 1) for i in range(5)]
+        for directory in made:
+            dirs.release(directory)
+        assert dirs.spares_ready == 2
+        await dirs.aclose()
+        assert len(os.listdir(tmp_path / ".spare")) == 2
+        assert _tree(tmp_path / "jobs") == [] and _tree(tmp_path / ".trash") == []
+    finally:
+        await dirs.aclose()
+
+
+async def test_without_a_pool_directories_are_made_in_place_and_deleted(tmp_path: Path) -> None:
     dirs = AttemptDirs(str(tmp_path), max_spares=0)
-    assert dirs.make("J1", 3) == f"{tmp_path}/jobs/J1/attempt-3"
-    assert _tree(f"{tmp_path}/jobs/J1/attempt-3") == ["outputs"]
-    assert not os.path.exists(f"{tmp_path}/.spare")
+    directory = dirs.make("J1", 3)
+    assert directory == f"{tmp_path}/jobs/J1/attempt-3"
+    assert _tree(directory) == ["outputs"]
+    dirs.release(directory)
     await dirs.aclose()
+    assert _tree(tmp_path / "jobs") == [] and dirs.spares_ready == 0
 
 
-async def test_leftover_spares_are_reused_and_half_built_ones_removed(tmp_path: Path) -> None:
+async def test_leftover_spares_are_reused_and_broken_ones_removed(tmp_path: Path) -> None:
     first = AttemptDirs(str(tmp_path), max_spares=3)
-    first.make("J0", 1)
-    await wait_until(lambda: first.spares_ready == 3, what="pool filled")
+    for directory in [first.make(f"J{i}", 1) for i in range(3)]:
+        first.release(directory)
     await first.aclose()
-    half_built = tmp_path / ".spare" / ".building-dead-1"
-    (half_built / "attempt-1").mkdir(parents=True)
+    broken = tmp_path / ".spare" / "broken"
+    (broken / "attempt-1").mkdir(parents=True)  # no outputs/: not a whole tree
 
     second = AttemptDirs(str(tmp_path), max_spares=3)
     try:
-        assert not half_built.exists()
         assert second.spares_ready == 3
-        assert len(os.listdir(tmp_path / ".spare")) == 3  # adopted, none built anew
         second.make("J9", 1)
-        assert _tree(f"{tmp_path}/jobs/J9/attempt-1") == ["outputs", "stderr", "stdout"]
+        assert _tree(f"{tmp_path}/jobs/J9/attempt-1") == ["outputs"]
         assert second.spares_ready == 2
+        await second.aclose()
+        assert not broken.exists() and _tree(tmp_path / ".trash") == []
     finally:
         await second.aclose()
 
 
-def test_pool_doubles_on_each_miss_up_to_its_limit() -> None:
-    targets = [0]
-    for _ in range(5):
-        targets.append(next_target(targets[-1], 16))
-    assert targets == [0, 4, 8, 16, 16, 16]
-    assert next_target(0, 2) == 2
-
-
-async def test_burst_of_new_jobs_all_get_complete_directories(tmp_path: Path) -> None:
-    dirs = AttemptDirs(str(tmp_path), max_spares=16)
+async def test_many_jobs_back_to_back_create_no_new_trees(tmp_path: Path) -> None:
+    dirs = AttemptDirs(str(tmp_path), max_spares=8)
     try:
+        running = [dirs.make(f"W{i}", 1) for i in range(4)]  # four slots' worth, made in place
+        for directory in running:
+            dirs.release(directory)
+        spares = set(os.listdir(tmp_path / ".spare"))
         for i in range(200):
-            assert _tree(dirs.make(f"B{i}", 1)) in (["outputs"], ["outputs", "stderr", "stdout"])
-            if i % 20 == 0:
-                await wait_until(lambda: dirs._filling is None, what="batch done")
-        assert len(os.listdir(tmp_path / "jobs")) == 200
+            directory = dirs.make(f"B{i}", 1)
+            _run(directory, b"line\n")
+            dirs.release(directory)
+            assert dirs.spares_ready == 4
+        assert _tree(tmp_path / "jobs") == []
+        assert len(os.listdir(tmp_path / ".spare")) == 4 and set(os.listdir(tmp_path / ".spare")) != spares
     finally:
         await dirs.aclose()

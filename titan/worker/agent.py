@@ -457,7 +457,11 @@ class Worker:
             log.info("%s %s#%d FAILED (%s)", self.name, result.job_id, result.attempt, result.error)
         else:
             log.debug("%s %s#%d COMPLETED", self.name, result.job_id, result.attempt)
-        self._send_final(self._with_logs(attempt.ref, attempt.directory, result.to_status()))
+        final = self._with_logs(attempt.ref, attempt.directory, result.to_status())
+        self._send_final(final)
+        if self._runner is not None:
+            # the report holds the logs and outputs now; over the size limit the files are the only whole copy
+            self._runner.release(attempt, keep=final.truncated)
         self._check_drained()
 
     def _with_logs(self, ref: TaskRef, directory: str, status: TaskStatus) -> TaskStatus:

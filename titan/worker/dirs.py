@@ -1,21 +1,31 @@
-"""Attempt directories, made ahead of time off the event loop.
+"""Attempt directories: made when an attempt starts, recycled once it is reported.
 
-Every attempt needs ``jobs/<job_id>/attempt-<n>/`` with ``outputs/`` in it,
-and its ``stdout``/``stderr``. On the ext4 disks we measured, those five
-metadata operations cost 200-700 us of kernel time, more than the spawn
-itself, and they would all run on the event loop's thread.
+Every attempt runs in ``jobs/<job_id>/attempt-<n>/``, with an ``outputs/``
+directory and its ``stdout``/``stderr`` files. Making that tree costs five
+metadata operations (200-700 us of kernel time on the ext4 disks we measured,
+more than the spawn itself), and every one of them lands in the file system's
+journal, which the master's WAL fsync has to flush too when both share a disk.
 
-So a helper thread keeps a pool of *spare* trees under
-``<workspace>/.spare/``: each one a would-be job directory holding a complete
-``attempt-1/`` (with ``outputs/`` and empty ``stdout``/``stderr``). The first
-attempt of a new job takes one with a single ``rename`` into ``jobs/``, and the
-spawn then only truncates the existing output files. Anything else -- later
-attempts, a job directory that already exists, an empty pool -- falls back to
-making the directories in place. A spare is built under a temporary name and
-renamed when complete, so the pool never holds half a tree; spares left at
-shutdown are reused by the next runner. The pool grows with demand: it starts
-empty and doubles (from 4, up to ``max_spares``) each time a first attempt
-finds it empty, so a quiet worker keeps a handful and a busy one keeps enough.
+But a worker's copy of an attempt is scratch: once the attempt has ended, the
+final TASK_STATUS carries its exact logs and output files, and the master
+keeps them (``<master workspace>/jobs/<id>/attempt-<n>/``). So the worker
+*recycles* the tree: :meth:`AttemptDirs.release` renames a pristine job tree
+(``attempt-1/`` with nothing but ``stdout``, ``stderr`` and an empty
+``outputs/``) into a pool under ``<workspace>/.spare/``, and the next new job
+takes it back with one ``rename``; the spawn truncates the files it opens. A
+worker running short jobs back to back thus does two renames per attempt and
+creates nothing, and its ``jobs/`` holds just what is running.
+
+Anything else -- a retry (``attempt-2``), a job that left other files behind or
+wrote outputs, a pool already full -- is renamed into ``<workspace>/.trash/``
+and deleted there by a helper thread, so a job never finds another job's files
+in its directory and the workspace does not grow with every attempt. An
+attempt whose report could not carry everything (logs over the size limit,
+outputs over theirs) is kept where it is, for someone to look at.
+
+New jobs find the pool empty only until as many attempts have ended as run at
+once; they then make their tree in place. Spares left at shutdown are reused by
+the next runner; leftover trash is deleted.
 """
 
 from __future__ import annotations
@@ -28,36 +38,38 @@ import secrets
 import shutil
 from typing import Final
 
-__all__ = ["AttemptDirs", "next_target"]
+__all__ = ["AttemptDirs"]
 
 log = logging.getLogger(__name__)
 
-_BUILDING: Final = ".building-"
-_OUT_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+_FIRST: Final = "attempt-1"
+# what a first attempt's directory may hold and still be handed to another job
+_PRISTINE: Final = frozenset({"stdout", "stderr", "outputs"})
 
 
 class AttemptDirs:
-    """Creates attempt directories (absolute paths only: see the engine's note on chdir).
+    """Creates and recycles attempt directories (absolute paths only: see the engine's note on chdir).
 
     Args:
-        workspace: absolute workspace path; ``jobs/`` and ``.spare/`` go under it.
-        max_spares: the most spare trees to keep ready (0 disables the pool).
+        workspace: absolute workspace path; ``jobs/``, ``.spare/`` and ``.trash/`` go under it.
+        max_spares: the most recycled trees to keep (0: never recycle, delete instead).
     """
 
     def __init__(self, workspace: str, *, max_spares: int = 64) -> None:
         self.jobs_dir = f"{workspace}/jobs"
         self.spare_dir = f"{workspace}/.spare"
+        self.trash_dir = f"{workspace}/.trash"
         self._max = max_spares
-        self._target = 0
         self._ready: collections.deque[str] = collections.deque()
-        self._filling: asyncio.Future[None] | None = None
         self._prefix = secrets.token_hex(4)
-        self._built = 0
+        self._named = 0
         self._loop = asyncio.get_running_loop()
+        self._emptying: asyncio.Future[None] | None = None
+        self._trash_pending = False
         os.makedirs(self.jobs_dir, exist_ok=True)
-        if max_spares:
-            os.makedirs(self.spare_dir, exist_ok=True)
-            self._adopt_leftovers()
+        os.makedirs(self.spare_dir, exist_ok=True)
+        os.makedirs(self.trash_dir, exist_ok=True)
+        self._adopt_leftovers()
 
     @property
     def spares_ready(self) -> int:
@@ -71,19 +83,14 @@ class AttemptDirs:
         """
         job_dir = f"{self.jobs_dir}/{job_id}"
         directory = f"{job_dir}/attempt-{attempt}"
-        if attempt == 1 and self._max:
-            if self._ready:
-                spare = self._ready.popleft()
-                self._refill()
-                try:
-                    os.rename(spare, job_dir)
-                    return directory
-                except OSError:
-                    # the job directory exists already (a rerun on this worker): keep the spare
-                    self._ready.appendleft(spare)
-            else:
-                self._target = next_target(self._target, self._max)
-                self._refill()
+        if attempt == 1 and self._ready:
+            spare = self._ready.pop()  # the most recently used: its inodes are the likeliest cached
+            try:
+                os.rename(spare, job_dir)
+                return directory
+            except OSError:
+                # the job directory exists already (a rerun on this worker): keep the spare
+                self._ready.append(spare)
         # One mkdir per level, no stat first: each costs tens of microseconds or more.
         if attempt <= 1:
             _mkdir(job_dir)
@@ -95,59 +102,103 @@ class AttemptDirs:
         _mkdir(f"{directory}/outputs")
         return directory
 
-    async def aclose(self) -> None:
-        """Wait for the helper thread; spares stay on disk for the next runner."""
-        self._target = self._max = 0
-        if self._filling is not None:
-            await asyncio.shield(self._filling)
+    def release(self, directory: str, *, keep: bool = False) -> None:
+        """The attempt in ``directory`` has ended and been reported: recycle its tree, or delete it.
 
-    # ------------------------------------------------------------------ the pool
-    def _refill(self) -> None:
-        # refill in batches from half empty: one executor job per batch, not per spare
-        if self._target and self._filling is None and len(self._ready) <= self._target // 2:
-            self._filling = self._loop.run_in_executor(None, self._build, self._target - len(self._ready))
-            self._filling.add_done_callback(self._built_batch)
-
-    def _built_batch(self, future: asyncio.Future[None]) -> None:
-        self._filling = None
-        if future.cancelled():
+        ``keep`` leaves it where it is (its report could not carry everything).
+        Never raises: a directory that cannot be recycled or moved is left alone.
+        """
+        if keep:
             return
-        exc = future.exception()
-        if exc is not None:
-            # not fatal: make() falls back to creating directories in place
-            log.warning("cannot prepare spare attempt directories: %s", exc)
-            self._target = self._max = 0
-
-    def _build(self, count: int) -> None:
-        """Runs in a worker thread; touches only absolute paths and the thread-safe deque."""
-        for _ in range(count):
-            if not self._target:
+        job_dir, _, leaf = directory.rpartition("/")
+        try:
+            if leaf == _FIRST and len(self._ready) < self._max and _pristine(job_dir, directory):
+                self._named += 1
+                spare = f"{self.spare_dir}/{self._prefix}-{self._named}"
+                os.rename(job_dir, spare)
+                self._ready.append(spare)
                 return
-            self._built += 1
-            name = f"{self._prefix}-{self._built}"
-            building = f"{self.spare_dir}/{_BUILDING}{name}"
-            attempt = f"{building}/attempt-1"
-            os.mkdir(building)
-            os.mkdir(attempt)
-            os.mkdir(f"{attempt}/outputs")
-            for stream in ("stdout", "stderr"):
-                os.close(os.open(f"{attempt}/{stream}", _OUT_FLAGS, 0o644))
-            ready = f"{self.spare_dir}/{name}"
-            os.rename(building, ready)
-            self._ready.append(ready)
+            self._named += 1
+            os.rename(directory, f"{self.trash_dir}/{self._prefix}-{self._named}")
+        except OSError as exc:
+            log.debug("cannot recycle %s: %s", directory, exc)
+            return
+        try:
+            os.rmdir(job_dir)  # the job's last attempt here: its folder goes too
+        except OSError:
+            self._trash_job_folder(job_dir)
+        self._empty_trash()
+
+    def _trash_job_folder(self, job_dir: str) -> None:
+        """A job folder that is not empty: trash it too unless an attempt is still in there."""
+        try:
+            if any(name.startswith("attempt-") for name in os.listdir(job_dir)):
+                return
+            self._named += 1
+            os.rename(job_dir, f"{self.trash_dir}/{self._prefix}-{self._named}")
+        except OSError as exc:
+            log.debug("cannot clear %s: %s", job_dir, exc)
+
+    async def aclose(self) -> None:
+        """Wait for the trash to be emptied; spares stay on disk for the next runner."""
+        while self._emptying is not None:
+            await asyncio.shield(self._emptying)
+
+    # ------------------------------------------------------------------ the trash
+    def _empty_trash(self) -> None:
+        # one helper-thread job at a time, however many trees arrive meanwhile
+        if self._emptying is not None:
+            self._trash_pending = True
+            return
+        self._trash_pending = False
+        self._emptying = self._loop.run_in_executor(None, _remove_contents, self.trash_dir)
+        self._emptying.add_done_callback(self._emptied)
+
+    def _emptied(self, future: asyncio.Future[None]) -> None:
+        self._emptying = None
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("cannot empty %s: %s", self.trash_dir, future.exception())
+        if self._trash_pending:
+            self._empty_trash()
 
     def _adopt_leftovers(self) -> None:
         for entry in os.listdir(self.spare_dir):
             path = f"{self.spare_dir}/{entry}"
-            if entry.startswith(_BUILDING):
-                shutil.rmtree(path, ignore_errors=True)  # a build cut short by a crash
-            else:
+            if len(self._ready) < self._max and os.path.isdir(f"{path}/{_FIRST}/outputs"):
                 self._ready.append(path)
+            else:
+                self._named += 1
+                os.rename(path, f"{self.trash_dir}/{self._prefix}-{self._named}")
+        if os.listdir(self.trash_dir):
+            self._empty_trash()
 
 
-def next_target(current: int, limit: int) -> int:
-    """Pool size after a miss: double it, from 4, up to ``limit``."""
-    return min(limit, max(4, current * 2))
+def _pristine(job_dir: str, directory: str) -> bool:
+    """Would a new job find nothing of this one's in the tree? (Three directory reads.)"""
+    with os.scandir(job_dir) as entries:
+        if [entry.name for entry in entries] != [_FIRST]:
+            return False
+    with os.scandir(directory) as entries:
+        if not {entry.name for entry in entries} <= _PRISTINE:
+            return False
+    try:
+        with os.scandir(f"{directory}/outputs") as entries:
+            return next(entries, None) is None
+    except FileNotFoundError:
+        return False
+
+
+def _remove_contents(folder: str) -> None:
+    """Runs in a helper thread: delete everything in ``folder``."""
+    for entry in os.listdir(folder):
+        path = f"{folder}/{entry}"
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
 
 def _mkdir(path: str) -> None:

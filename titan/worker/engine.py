@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 Each attempt gets ``<workspace>/jobs/<job_id>/attempt-<n>/`` with ``stdout``,
-``stderr`` and an ``outputs/`` directory (made ahead of time where possible:
-see ``dirs.py``). The process is started with
+``stderr`` and an ``outputs/`` directory (a recycled one where possible, see
+``dirs.py``: whoever reports an ended attempt hands its directory back with
+:meth:`ProcessRunner.release`). The process is started with
 ``os.posix_spawn`` (glibc does a vfork-style clone and exec; no Python runs in
 the child) in a new session, so its pid is also its process group id and a
 kill reaches everything it started. stdin is ``/dev/null``; stdout and stderr
@@ -99,6 +100,7 @@ class Attempt:
         "_stop_error",
         "_timeout_timer",
         "directory",
+        "keep_directory",
         "pid",
         "ref",
         "result",
@@ -113,6 +115,8 @@ class Attempt:
         self.ref = ref
         self.timeout_s = timeout_s
         self.directory = ""
+        # set when the result could not carry the output files: the directory is kept for a person to look at
+        self.keep_directory = False
         self.pid: int | None = None
         self.started_at = time.time()
         self.result: asyncio.Future[AttemptResult] = self._loop.create_future()
@@ -202,6 +206,7 @@ class Attempt:
             artifacts = collect_artifacts(self.directory, max_output_bytes=self._runner.max_output_bytes)
             outputs = artifacts.outputs
             error = error or artifacts.error
+            self.keep_directory = bool(artifacts.error)
         result = AttemptResult(
             self.ref.job_id, self.ref.attempt, exit_code, error, self.started_at, time.time(), outputs
         )
@@ -216,7 +221,7 @@ class ProcessRunner:
         worker_id: exported to jobs as ``TITAN_WORKER``.
         base_env: the environment every job starts from (default: this process's).
         kill_grace_s: seconds between SIGTERM and SIGKILL.
-        spare_dirs: the most attempt directories to keep made ahead of time (see ``dirs.py``).
+        spare_dirs: the most ended attempts' directories to keep for reuse (see ``dirs.py``).
         max_output_bytes: the output files one attempt may send back (see ``artifacts.py``).
     """
 
@@ -277,6 +282,14 @@ class ProcessRunner:
         self._running[ref] = attempt
         attempt._started(pid)
         return attempt
+
+    def release(self, attempt: Attempt, *, keep: bool = False) -> None:
+        """``attempt`` has ended and its report holds its logs and outputs: its directory may be reused.
+
+        ``keep`` (say, its logs were too long to report whole) leaves the directory as it is.
+        """
+        if attempt.directory and attempt.result.done():
+            self._dirs.release(attempt.directory, keep=keep or attempt.keep_directory)
 
     def stop(self, job_id: str, attempt: int, reason: str) -> bool:
         """Stop one attempt; False if it is not running here."""
