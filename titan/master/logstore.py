@@ -18,6 +18,7 @@ Each attempt's folder in the master's workspace holds:
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -33,6 +34,9 @@ from titan.wal.files import write_all
 __all__ = ["AttemptLogStats", "LogStore", "Stream"]
 
 log = logging.getLogger(__name__)
+
+# (job id, attempt), its exact logs, the streams with a live copy, its result.json
+_Pending = tuple[tuple[str, int], dict[str, bytes], set[str], dict[str, Any]]
 
 Stream = Literal["stdout", "stderr"]
 STREAMS: Final[tuple[Stream, Stream]] = ("stdout", "stderr")
@@ -64,6 +68,9 @@ class LogStore:
         # (job id, attempt, stream) with a live copy on disk, which the exact log must replace atomically
         self._live: set[tuple[str, int, str]] = set()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="titan-logstore")
+        # ended attempts for the writer thread, oldest first; a turn of the thread is pending or running
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._turn_pending = False
 
     def attempt_dir(self, job_id: str, attempt: int) -> Path:
         return self.jobs_dir / job_id / f"attempt-{attempt}"
@@ -87,8 +94,10 @@ class LogStore:
 
         The files are written by one background thread, in order, so the event
         loop never waits on the disk for the hottest message of all (thousands of
-        attempts end per second). Until the thread has written them, :meth:`read`
-        answers from the bytes held here; :meth:`flush` waits for the thread.
+        attempts end per second). The thread takes whatever has queued up since
+        its last turn and tells the loop once per turn, not once per attempt.
+        Until it has written them, :meth:`read` answers from the bytes held
+        here; :meth:`flush` waits for the thread.
         """
         key = (status.job_id, status.attempt)
         exact = {
@@ -98,10 +107,35 @@ class LogStore:
         self._unwritten[key] = exact
         live = {stream for stream in exact if (*key, stream) in self._live}
         self._live.difference_update((*key, stream) for stream in live)
-        result = self._result(status, job, stats)
-        loop = asyncio.get_running_loop()
-        future = self._writer.submit(self._write, self.attempt_dir(*key), exact, live, result)
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._unwritten.pop, key, None))
+        self._queue.append((key, exact, live, self._result(status, job, stats)))
+        if not self._turn_pending:
+            self._turn_pending = True
+            self._writer.submit(self._turn, asyncio.get_running_loop())
+
+    def _turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Runs on the writer thread: write what is queued, then tell the loop what is on disk."""
+        written = self._write_queued()
+        try:
+            loop.call_soon_threadsafe(self._turn_done, written)
+        except RuntimeError:
+            pass  # the loop is gone: nobody is left to read from memory
+
+    def _turn_done(self, written: list[tuple[str, int]]) -> None:
+        for key in written:
+            self._unwritten.pop(key, None)
+        self._turn_pending = False
+        if self._queue:  # queued after the thread's last look
+            self._turn_pending = True
+            self._writer.submit(self._turn, asyncio.get_running_loop())
+
+    def _write_queued(self) -> list[tuple[str, int]]:
+        written = []
+        queue = self._queue
+        while queue:
+            key, exact, live, result = queue.popleft()  # deque pops are atomic: the loop only appends
+            self._write(self.jobs_dir, key, exact, live, result)
+            written.append(key)
+        return written
 
     def _result(self, status: TaskStatus, job: Job | None, stats: AttemptLogStats) -> dict[str, Any]:
         """``result.json`` of an ended attempt; the job's record (if it has one for it) wins over the report."""
@@ -122,7 +156,9 @@ class LogStore:
         }
 
     @staticmethod
-    def _write(directory: Path, exact: dict[str, bytes], live: set[str], result: dict[str, Any]) -> None:
+    def _write(
+        jobs_dir: Path, key: tuple[str, int], exact: dict[str, bytes], live: set[str], result: dict[str, Any]
+    ) -> None:
         """Runs on the writer thread: replace the live copies, then write the result.
 
         Thousands of attempts end per second, and every file created or renamed
@@ -132,14 +168,16 @@ class LogStore:
         straight to its name otherwise. Readers inside the master never see a partial
         file: :meth:`read` answers from memory until this has returned.
         """
-        path = str(directory)
+        job_dir = f"{jobs_dir}/{key[0]}"
+        path = f"{job_dir}/attempt-{key[1]}"
         try:
-            try:
-                os.mkdir(path)
-            except FileNotFoundError:
-                os.makedirs(path, exist_ok=True)
-            except FileExistsError:
-                pass
+            if not live:  # a live copy made the folders already
+                try:
+                    if key[1] == 1:
+                        _mkdir(job_dir)
+                    _mkdir(path)
+                except FileNotFoundError:  # no jobs/ yet, or a later attempt's job folder is gone
+                    os.makedirs(path, exist_ok=True)
             for stream, data in exact.items():
                 final = f"{path}/{stream}"
                 if stream in live:
@@ -149,17 +187,18 @@ class LogStore:
                 else:
                     _write_file(final, data)
             for stream in STREAMS:
-                result[f"{stream}_bytes"] = len(exact[stream]) if stream in exact else _size(directory / stream)
+                result[f"{stream}_bytes"] = len(exact[stream]) if stream in exact else _size(f"{path}/{stream}")
             _write_file(f"{path}/{RESULT_FILE}", (json.dumps(result, indent=2) + "\n").encode())
         except OSError as exc:
-            log.warning("%s attempt %d: cannot store its logs and result: %s", result["job_id"], result["attempt"], exc)
+            log.warning("%s attempt %d: cannot store its logs and result: %s", key[0], key[1], exc)
 
     def flush(self) -> None:
         """Block until every attempt handed to :meth:`store_ended` is on disk."""
-        self._writer.submit(lambda: None).result()
+        self._writer.submit(self._write_queued).result()
 
     def close(self) -> None:
         """Finish the pending writes and stop the writer thread."""
+        self._writer.submit(self._write_queued)
         self._writer.shutdown(wait=True)
 
     def stats(self, job_id: str, attempt: int) -> AttemptLogStats:
@@ -200,8 +239,15 @@ def _write_file(path: str, data: bytes) -> None:
         os.close(fd)
 
 
-def _size(path: Path) -> int:
+def _size(path: str) -> int:
     try:
-        return path.stat().st_size
+        return os.stat(path).st_size
     except OSError:
         return 0
+
+
+def _mkdir(path: str) -> None:
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass  # a rerun of the attempt, or a folder the live log made
