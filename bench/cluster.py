@@ -2,7 +2,10 @@
 
 The master can be killed and started again on the same port and workspace
 (:meth:`LocalCluster.kill_master`, :meth:`LocalCluster.start_master`); its
-stderr goes to ``<workspace>/master.log`` (appended across restarts).
+stderr goes to ``<workspace>/master.log`` (appended across restarts). A
+workspace the cluster made itself is deleted when it stops, unless it stops
+on an exception (the path is printed, for the logs) or ``TITAN_KEEP_WORKSPACE``
+is set.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -19,6 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 READY_MASTER = re.compile(rb"listening on (\S+):(\d+)")
+_TEMP_PREFIX = "titan-bench-"
 
 
 @dataclass
@@ -31,7 +36,7 @@ class LocalCluster:
     worker_args: list[str] = field(default_factory=list)
     port: int = 0
     host: str = "127.0.0.1"
-    workspace: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="titan-bench-")))
+    workspace: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX)))
     procs: list[asyncio.subprocess.Process] = field(default_factory=list)
     master: asyncio.subprocess.Process | None = None
 
@@ -110,3 +115,12 @@ class LocalCluster:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+        self._clean_up(failed=exc[0] is not None)
+
+    def _clean_up(self, *, failed: bool) -> None:
+        if not self.workspace.name.startswith(_TEMP_PREFIX) or os.environ.get("TITAN_KEEP_WORKSPACE"):
+            return  # not ours to delete, or asked to keep
+        if failed:
+            print(f"cluster workspace kept for inspection: {self.workspace}", file=sys.stderr)
+            return
+        shutil.rmtree(self.workspace, ignore_errors=True)

@@ -162,7 +162,7 @@ async def test_jobs_that_finish_while_the_master_is_down_are_recorded_once_not_r
                 assert len(finishes) == 1 and "reported on reconnect" in finishes[0].stimulus
             stats = await client.stats()
             assert stats.completed == 4 and stats.failed == 0
-    assert "recovered 4 jobs (4 scheduled or running" in cluster.master_log.read_text()
+        assert "recovered 4 jobs (4 scheduled or running" in cluster.master_log.read_text()
 
 
 # ------------------------------------------------------------------ a damaged log
@@ -189,7 +189,7 @@ async def test_a_damaged_last_wal_record_is_reported_and_the_master_serves(damag
             assert stats.extra["recovery_jobs"] == 9
             assert {job.id for job in await all_jobs(client)} == set(ids[:9])
             assert (await client.submit(JobSpec(type="SHELL", data="true"))).startswith("TSK-")
-    assert "DROPPED torn tail" in cluster.master_log.read_text()
+        assert "DROPPED torn tail" in cluster.master_log.read_text()
 
 
 # ------------------------------------------------------------------ workers that die, hang or are cut off

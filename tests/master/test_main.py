@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,18 +19,18 @@ from titan.net import dial
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def start_master(*args: str) -> asyncio.subprocess.Process:
+async def start_master(workspace: Path, *args: str) -> asyncio.subprocess.Process:
+    """The master as its own process, on a test's own workspace (never the repo's)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    workspace = tempfile.mkdtemp(prefix="titan-master-main-")  # never the repo's own workspace
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "titan.master", "--perm-files", str(REPO / "perm_files"), "--workspace", workspace,
+        sys.executable, "-m", "titan.master", "--perm-files", str(REPO / "perm_files"), "--workspace", str(workspace),
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-async def test_prints_one_readiness_line_and_stops_cleanly_on_a_signal(signum: int) -> None:
-    proc = await start_master("--port", "0", "--log-level", "WARNING")
+async def test_prints_one_readiness_line_and_stops_cleanly_on_a_signal(signum: int, tmp_path: Path) -> None:
+    proc = await start_master(tmp_path, "--port", "0", "--log-level", "WARNING")
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 20)
     match = re.fullmatch(rb"titan master listening on 127\.0\.0\.1:(\d+)\n", line)
@@ -42,8 +41,8 @@ async def test_prints_one_readiness_line_and_stops_cleanly_on_a_signal(signum: i
     assert out == b"" and b"Traceback" not in err
 
 
-async def test_serves_a_client_under_its_real_event_loop() -> None:
-    proc = await start_master("--port", "0", "--log-level", "WARNING")
+async def test_serves_a_client_under_its_real_event_loop(tmp_path: Path) -> None:
+    proc = await start_master(tmp_path, "--port", "0", "--log-level", "WARNING")
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), 20)
@@ -58,12 +57,12 @@ async def test_serves_a_client_under_its_real_event_loop() -> None:
     assert proc.returncode == 0 and b"Traceback" not in err, err
 
 
-async def test_port_in_use_is_a_one_line_error() -> None:
+async def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = await start_master("--port", str(port))
+        proc = await start_master(tmp_path, "--port", str(port))
         out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 1
     lines = err.decode().strip().splitlines()
