@@ -111,6 +111,17 @@ def test_a_reseated_job_counts_each_dependency_once() -> None:
     assert finish(room, a) == [("B", True, "")]
 
 
+def test_a_job_released_twice_counts_once() -> None:
+    room = WaitingRoom()
+    service, other = job("SVC", state=S.RUNNING), job("O", state=S.RUNNING)
+    jobs = {"SVC": service, "O": other}
+    seat(room, jobs, job("B", "SVC", "O"))
+    assert room.release("SVC", True, "") == []  # the service is up: one of two
+    assert room.release("SVC", True, "") == []  # ... and later ends: still one of two
+    assert room.missing("B") == 1
+    assert finish(room, other) == [("B", True, "")]
+
+
 def test_skipped_downstream_comes_in_dependency_order() -> None:
     room = WaitingRoom()
     jobs: dict[str, Job] = {"A": job("A", state=S.RUNNING), "C": job("C", state=S.RUNNING)}

@@ -3,20 +3,22 @@
 Theory of operation
 -------------------
 Each blocked job carries the set of its dependencies that are not COMPLETED
-yet; each job id maps to the blocked jobs seated on it. A completion therefore
-touches exactly its own dependants, never the whole room: it takes its id out
-of each dependant's set, and a dependant whose set empties is released. A
-dependency that ends any other final way (DEAD, CANCELLED, SKIPPED) skips its
-dependants, and their own dependants in turn, since each skip is again a final
-state reported back here.
+yet, and one permanent index keeps every edge ever submitted (parent ->
+children). A completion therefore touches exactly its own children, never the
+whole room: it takes its id out of the set of each child still waiting, and a
+child whose set empties is released. A dependency that ends any other final
+way (DEAD, CANCELLED, SKIPPED) skips its waiting children, and their own in
+turn, since each skip is again a final state reported back here.
 
-Entries in the dependants index may go stale (a job skipped by one dependency
-still sits in the list of another); a set member can be removed only once, so
-a stale or repeated entry never counts twice.
+Children that are not waiting on the job (decided already, or never blocked
+on it) are passed over; a set member can be removed only once, so a job that
+is released twice (a service up, then ended) never counts twice. One index
+instead of a second one of "seated" jobs halves the bookkeeping per edge when
+a large DAG is accepted.
 
-A second, permanent index keeps every edge ever admitted (parent -> children).
-RETRY of a DEAD job walks it to find the jobs that were SKIPPED because of it
-and seats them again, in dependency order (:meth:`WaitingRoom.skipped_downstream`).
+RETRY of a DEAD job walks the same index to find the jobs that were SKIPPED
+because of it and seats them again, in dependency order
+(:meth:`WaitingRoom.skipped_downstream`).
 """
 
 from __future__ import annotations
@@ -112,7 +114,6 @@ class WaitingRoom:
 
     def __init__(self) -> None:
         self._waiting: dict[str, set[str]] = {}  # blocked job id -> ids of deps not yet COMPLETED
-        self._dependants: dict[str, list[Job]] = {}  # dep id -> blocked jobs seated on it
         self._children: dict[str, list[Job]] = {}  # job id -> every job that depends on it
 
     def __len__(self) -> int:
@@ -149,7 +150,7 @@ class WaitingRoom:
         return verdicts
 
     def admit(self, job: Job, deps: Sequence[Job]) -> Verdict | None:
-        """Seat a BLOCKED job. Returns a verdict at once if its deps already decide it."""
+        """Seat a BLOCKED job whose edges are linked. Returns a verdict at once if its deps already decide it."""
         missing: set[str] = set()
         completed = JobState.COMPLETED
         for dep in deps:
@@ -161,24 +162,17 @@ class WaitingRoom:
             missing.add(dep.id)
         if not missing:
             return job, True, ""
-        self._waiting[job.id] = missing
-        dependants = self._dependants
-        for dep_id in missing:
-            seated = dependants.get(dep_id)
-            if seated is None:
-                dependants[dep_id] = [job]
-            else:
-                seated.append(job)
+        self._waiting[job.id] = missing  # its edges are in the index already (link)
         return None
 
     def release(self, job_id: str, satisfied: bool, reason: str) -> list[Verdict]:
-        """``job_id`` is final: the dependants it decides, in the order they were seated."""
+        """``job_id`` is final (or a service is up): the waiting children it decides, in submission order."""
         verdicts: list[Verdict] = []
         waiting = self._waiting
-        for dependant in self._dependants.pop(job_id, ()):
+        for dependant in self._children.get(job_id, ()):
             missing = waiting.get(dependant.id)
             if missing is None or job_id not in missing or dependant.state is not JobState.BLOCKED:
-                continue  # already decided (skipped by another dep, cancelled) or a stale entry
+                continue  # not waiting on it: decided already (skipped by another dep, cancelled), or never
             if not satisfied:
                 del waiting[dependant.id]
                 verdicts.append((dependant, False, reason))
