@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -243,3 +244,56 @@ async def test_a_batch_nobody_waits_on_lingers_for_company_and_a_waiter_hurries_
         await settled.wait()
         assert durable == [4, 5]
     assert [r["i"] for r in records_on_disk(tmp_path)] == [0, 1, 2, 3, 4]
+
+
+class BlockingSync(SyncSpy):
+    """A sync that records its thread and, when told to, blocks until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, fd: int) -> None:
+        self.threads.append(threading.current_thread().name)
+        self.entered.set()
+        self.release.wait(10)
+        super().__call__(fd)
+
+
+async def test_a_batch_nobody_waits_on_is_synced_off_the_loop_and_one_awaited_on_it(tmp_path: Path) -> None:
+    sync = BlockingSync()
+    durable: list[int] = []
+    async with WalWriter(tmp_path, sync=sync, commit_delay_s=0.001, on_durable=lambda n, _: durable.append(n)) as wal:
+        sync.release.clear()
+        wal.append_nowait({"i": 0})
+        await asyncio.to_thread(sync.entered.wait, 10)
+        # the helper thread is in the fsync and the loop still serves: appends queue behind it
+        assert durable == []
+        awaited = wal.append({"i": 1})
+        sync.release.set()
+        await awaited
+        assert durable == [1, 2]
+    main = threading.current_thread().name
+    assert sync.threads[0] != main and sync.threads[1] == main
+    assert [r["i"] for r in records_on_disk(tmp_path)] == [0, 1]
+
+
+async def test_cancelling_the_writer_during_a_threaded_commit_lets_it_finish(tmp_path: Path) -> None:
+    sync = BlockingSync()
+    durable: list[int] = []
+    wal = WalWriter(tmp_path, sync=sync, commit_delay_s=0.001, on_durable=lambda n, _: durable.append(n))
+    await wal.start()
+    sync.release.clear()
+    wal.append_nowait({"i": 0})
+    await asyncio.to_thread(sync.entered.wait, 10)
+    assert wal._task is not None
+    wal._task.cancel()
+    await asyncio.sleep(0)
+    threading.Timer(0.05, sync.release.set).start()  # the commit ends after the cancellation
+    with pytest.raises(asyncio.CancelledError):
+        await wal.aclose()
+    assert durable == [1]  # settled as written, then the segment closed
+    assert records_on_disk(tmp_path) == [{"i": 0}]

@@ -24,14 +24,22 @@ before the one ``cut`` returns. A sealed batch that ends a segment is always
 fsynced before the next segment is created, so no record can become durable
 before the records ahead of it.
 
-Where the fsync runs: on the loop, in the writer task. An ``fdatasync`` here
-takes a fraction of a millisecond, and while it runs the next requests queue
-in the sockets and join the next batch, so nothing is lost by waiting. A
-thread would overlap the fsync with the loop's work, but handing the GIL to
-it and back, and the wake-up that reports the commit, cost more per batch
-than the overlap saves: measured with 64 submissions in flight, the master
-spent about 55 µs per acknowledged submission with the fsync in a thread
-and 40 µs with it inline, and acknowledged 1.5 times as many per second.
+Where the fsync runs depends on who waits for it. A batch somebody waits on
+(an :meth:`append`, :meth:`flush`, :meth:`barrier` or :meth:`hurry` since
+the last commit) is written on the loop, in the writer task: an ``fdatasync``
+takes a fraction of a millisecond when the machine is idle, and while it runs
+the next requests queue in the sockets and join the next batch, so nothing is
+lost by waiting. A thread would overlap the fsync with the loop's work, but
+handing the GIL to it and back, and the wake-up that reports the commit, cost
+more per batch than the overlap saves: measured with 64 submissions in flight,
+the master spent about 55 µs per acknowledged submission with the fsync in a
+thread and 40 µs with it inline, and acknowledged 1.5 times as many per second.
+A batch nobody waits on (a worker's report, a dispatch: see below) is written
+by a helper thread instead, while the loop goes on serving. Under load such a
+commit takes one to two milliseconds, and a loop blocked for that long leaves
+every worker slot that frees up meanwhile idle, with its next TASK_START
+unsent. There are few such commits (they linger to grow, see below), so the
+handoff costs little. Commits still run one at a time, in order.
 
 When nobody waits: with ``commit_delay_s`` set, a batch that no caller is
 waiting on (only :meth:`WalWriter.append_nowait` records) is held for up to
@@ -43,10 +51,11 @@ milliseconds of a blocked loop, because the workers' own files fill the
 file system's journal that the fsync must flush too.
 
 Cancellation: a record is in the batch the moment ``append`` is called;
-cancelling the caller only stops it waiting. A commit is one synchronous
-step of the writer task, so cancelling the writer can never interrupt it: a
-batch is either written and acknowledged, or never written and failed with
-:class:`WalClosed`.
+cancelling the caller only stops it waiting. Cancelling the writer can never
+interrupt a commit: one on the loop is a synchronous step, and one in the
+helper thread is waited for (blocking, at most one fsync) before the writer
+stops. A batch is either written and acknowledged, or never written and
+failed with :class:`WalClosed`.
 
 A failed write or fsync poisons the writer (see :class:`WalWriteFailed`).
 """
@@ -55,6 +64,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import logging
 import os
 import time
@@ -169,6 +179,7 @@ class WalWriter:
         self._accepting = False
         self._failure: WalError | None = None
         self._on_durable = on_durable
+        self._helper: concurrent.futures.ThreadPoolExecutor | None = None  # made on first use
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -377,6 +388,7 @@ class WalWriter:
                     lingered = True
                     continue  # whatever happened meanwhile (a failure, a cut) is looked at again
                 lingered = False
+                awaited = self._urgent.is_set()
                 self._urgent.clear()  # the batch about to be written serves whoever waited
                 batch = self._take()
                 if batch is None:
@@ -386,13 +398,29 @@ class WalWriter:
                     await self._wake.wait()
                     continue
                 try:
-                    self._commit(batch)
+                    if awaited or not batch.data:
+                        self._commit(batch)
+                    else:
+                        await self._commit_in_thread(batch)
                 except OSError as exc:
                     self._settle(batch, exc)
                 else:
                     self._settle(batch, None)
         finally:
             self._shutdown()
+
+    async def _commit_in_thread(self, batch: _Batch) -> None:
+        """:meth:`_commit` on the helper thread (see "Where the fsync runs"); raises what it raised."""
+        if self._helper is None:
+            self._helper = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="titan-wal")
+        done = self._helper.submit(self._commit, batch)
+        try:
+            await asyncio.shield(asyncio.wrap_future(done, loop=self._loop))
+        except asyncio.CancelledError:
+            # The thread is writing this batch to the open segment: let it finish before
+            # _shutdown closes the file, and settle the batch as it went.
+            self._settle(batch, done.exception())
+            raise
 
     def _commit(self, batch: _Batch) -> None:
         """Write, sync and maybe rotate, in one synchronous step (see "Where the fsync runs")."""
@@ -460,6 +488,8 @@ class WalWriter:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._helper is not None:
+            self._helper.shutdown(wait=False)  # idle: its last commit was awaited
         if unwritten or self._failure is not None:
             self._tell(self._failure or leftover)
 
