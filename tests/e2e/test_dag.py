@@ -10,6 +10,7 @@ from rich.console import Console
 
 from protocol import JobInfo, JobSpec
 from tests.conftest import ClusterFactory
+from tests.support import wait_until
 from titan.cli.demo import render_mandelbrot
 
 
@@ -64,8 +65,10 @@ async def test_flaky_job_completes_on_attempt_three_after_backing_off(make_clust
         assert failed.exit_code == 1 and failed.backoff_s is not None and failed.backoff_s > 0
         assert following.started_at is not None and failed.finished_at is not None
         assert following.started_at - failed.finished_at >= failed.backoff_s  # the backoff was waited out
-    # each attempt has its own folder with its own log in the master's workspace
-    logs = sorted((cluster.workspace / "master" / "jobs" / job_id).glob("attempt-*/stderr"))
+    # each attempt has its own folder with its own log in the master's workspace (written just after)
+    folder = cluster.workspace / "master" / "jobs" / job_id
+    await wait_until(lambda: (folder / "attempt-3" / "result.json").exists(), what="attempt 3 stored")
+    logs = sorted(folder.glob("attempt-*/stderr"))
     assert len(logs) == 3
     assert "attempt 1 fails" in logs[0].read_text() and "attempt 2 fails" in logs[1].read_text()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -56,3 +57,11 @@ async def test_close_writes_what_is_still_queued(tmp_path: Path) -> None:
         store.store_ended(ended(f"C{i}", stdout=b"x"), None, AttemptLogStats())
     store.close()
     assert all((tmp_path / "jobs" / f"C{i}" / "attempt-1" / "result.json").exists() for i in range(50))
+
+
+async def test_a_turn_due_after_close_is_harmless(tmp_path: Path) -> None:
+    store = LogStore(tmp_path, write_delay_s=0.01)
+    store.store_ended(ended("LATE", stdout=b"x"), None, AttemptLogStats())
+    store.close()  # before the turn was due: close writes it
+    assert (tmp_path / "jobs" / "LATE" / "attempt-1" / "stdout").read_bytes() == b"x"
+    await asyncio.sleep(0.05)  # the turn comes due on a closed store

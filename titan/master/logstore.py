@@ -58,10 +58,12 @@ class LogStore:
 
     Args:
         workspace: the master's workspace.
+        write_delay_s: how long ended attempts may wait to be written together (see :meth:`store_ended`).
     """
 
-    def __init__(self, workspace: Path) -> None:
+    def __init__(self, workspace: Path, *, write_delay_s: float = 0.005) -> None:
         self.jobs_dir = Path(workspace).absolute() / "jobs"
+        self.write_delay_s = write_delay_s
         self._stats: dict[tuple[str, int], AttemptLogStats] = {}
         # exact logs handed to the writer thread and not yet on disk
         self._unwritten: dict[tuple[str, int], dict[str, bytes]] = {}
@@ -95,7 +97,11 @@ class LogStore:
         The files are written by one background thread, in order, so the event
         loop never waits on the disk for the hottest message of all (thousands of
         attempts end per second). The thread takes whatever has queued up since
-        its last turn and tells the loop once per turn, not once per attempt.
+        its last turn and tells the loop once per turn, not once per attempt;
+        a turn starts ``write_delay_s`` after the attempt that found the thread
+        idle, so that busy masters write several attempts per turn, and so that
+        the files do not compete with the WAL's fsync of the same report, which
+        the client waits on.
         Until it has written them, :meth:`read` answers from the bytes held
         here; :meth:`flush` waits for the thread.
         """
@@ -110,7 +116,14 @@ class LogStore:
         self._queue.append((key, exact, live, self._result(status, job, stats)))
         if not self._turn_pending:
             self._turn_pending = True
-            self._writer.submit(self._turn, asyncio.get_running_loop())
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.write_delay_s, self._start_turn, loop)
+
+    def _start_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            self._writer.submit(self._turn, loop)
+        except RuntimeError:
+            pass  # closed meanwhile: close() wrote what was queued
 
     def _turn(self, loop: asyncio.AbstractEventLoop) -> None:
         """Runs on the writer thread: write what is queued, then tell the loop what is on disk."""
@@ -126,7 +139,8 @@ class LogStore:
         self._turn_pending = False
         if self._queue:  # queued after the thread's last look
             self._turn_pending = True
-            self._writer.submit(self._turn, asyncio.get_running_loop())
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.write_delay_s, self._start_turn, loop)
 
     def _write_queued(self) -> list[tuple[str, int]]:
         written = []
