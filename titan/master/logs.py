@@ -315,8 +315,10 @@ class LogHub:
     # ------------------------------------------------------------------ attempts and jobs
     def attempt_ended(self, status: TaskStatus, job: Job | None) -> AttemptLogStats:
         """Store an ended attempt's exact logs and result; catch its followers up."""
-        self._drain(1 << 30)  # records sent before the report are in the socket already
-        live = self._live.pop((status.job_id, status.attempt), None)
+        key = (status.job_id, status.attempt)
+        if status.log_datagrams or key in self._live:
+            self._drain(1 << 30)  # records sent before the report are in the socket already
+        live = self._live.pop(key, None)
         received = 0
         if live is not None:
             live.close()
