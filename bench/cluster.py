@@ -3,14 +3,15 @@
 The master can be killed and started again on the same port and workspace
 (:meth:`LocalCluster.kill_master`, :meth:`LocalCluster.start_master`); its
 stderr goes to ``<workspace>/master.log`` (appended across restarts). A
-workspace the cluster made itself is deleted when it stops, unless it stops
-on an exception (the path is printed, for the logs) or ``TITAN_KEEP_WORKSPACE``
-is set.
+workspace the cluster made itself is deleted when the process exits, unless
+the cluster stopped on an exception (the path is printed, for the logs) or
+``TITAN_KEEP_WORKSPACE`` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import re
 import shutil
@@ -123,4 +124,17 @@ class LocalCluster:
         if failed:
             print(f"cluster workspace kept for inspection: {self.workspace}", file=sys.stderr)
             return
-        shutil.rmtree(self.workspace, ignore_errors=True)
+        if not _finished:
+            atexit.register(_remove_finished)
+        _finished.append(self.workspace)
+
+
+# Deleted when the process exits, not when each cluster stops: ext4 skips the inodes it freed in
+# the last minutes when it allocates new ones, which made the next run's master spend three times
+# as much kernel time per job creating its attempt folders.
+_finished: list[Path] = []
+
+
+def _remove_finished() -> None:
+    while _finished:
+        shutil.rmtree(_finished.pop(), ignore_errors=True)

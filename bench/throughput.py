@@ -7,7 +7,12 @@ submits N ``SHELL|true`` jobs as fast as one client can (many requests in
 flight) and waits for all: ``submitted_per_s`` and ``completed_per_s`` (first
 submission to last finish). Phase two runs 200 jobs one after the other on the
 idle cluster, each submitted and awaited: submit -> finish latency p50/p99.
-The last line is one JSON object with the medians over the runs.
+Each run ends by measuring this machine's spawn ceiling right then, as
+``bench.spawn_limit`` does (``spawn_limit_per_s``: ``posix_spawn`` + reap of
+``/bin/true``, 4 in flight, nothing else running), and ``completed_ratio`` is
+that run's completed/s over it: the machine's speed drifts, so the ratio is
+the figure to compare across runs. The last line is one JSON object with the
+medians over the runs.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ import statistics
 import time
 
 from bench.cluster import LocalCluster
+from bench.spawn_limit import raw_rate
 from protocol import JobSpec
 from titan.client import TitanClient
 from titan.config import ClientSettings
 
 WINDOW = 256  # submissions in flight
+SPAWN_CONCURRENCY = 4  # as bench.spawn_limit: the 4 slots of 2 workers x 2
 
 
 async def burst(client: TitanClient, n: int) -> tuple[float, float]:
@@ -69,11 +76,14 @@ async def one_run(n: int, latency_n: int) -> dict[str, float]:
             await latency(client, 20)  # warm up interpreters and caches
             submitted_per_s, completed_per_s = await burst(client, n)
             samples = await latency(client, latency_n)
+    spawn_limit = await raw_rate(n, SPAWN_CONCURRENCY)  # the cluster is gone: the machine alone
     return {
         "submitted_per_s": round(submitted_per_s, 1),
         "completed_per_s": round(completed_per_s, 1),
         "latency_p50_ms": round(percentile(samples, 50), 3),
         "latency_p99_ms": round(percentile(samples, 99), 3),
+        "spawn_limit_per_s": round(spawn_limit),
+        "completed_ratio": round(completed_per_s / spawn_limit, 3),
     }
 
 
