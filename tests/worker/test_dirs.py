@@ -155,3 +155,19 @@ async def test_many_jobs_back_to_back_create_no_new_trees(tmp_path: Path) -> Non
         assert len(os.listdir(tmp_path / ".spare")) == 4 and set(os.listdir(tmp_path / ".spare")) != spares
     finally:
         await dirs.aclose()
+
+
+async def test_a_log_still_held_open_is_not_handed_to_the_next_job(tmp_path: Path) -> None:
+    dirs = AttemptDirs(str(tmp_path), max_spares=4)
+    try:
+        directory = dirs.make("J1", 1)
+        _run(directory)
+        # a process of J1 that escaped the group kill still writes to its stdout
+        with open(f"{directory}/stdout", "ab") as escaped:
+            dirs.release(directory)
+            assert dirs.spares_ready == 0 and not (tmp_path / "jobs" / "J1").exists()
+            escaped.write(b"late\n")  # lands in the trashed file, never in a later job's log
+        await dirs.aclose()
+        assert _tree(tmp_path / ".trash") == []
+    finally:
+        await dirs.aclose()

@@ -11,7 +11,8 @@ final TASK_STATUS carries its exact logs and output files, and the master
 keeps them (``<master workspace>/jobs/<id>/attempt-<n>/``). So the worker
 *recycles* the tree: :meth:`AttemptDirs.release` renames a pristine job tree
 (``attempt-1/`` with nothing but ``stdout``, ``stderr`` and an empty
-``outputs/``) into a pool under ``<workspace>/.spare/``, and the next new job
+``outputs/``, and no process left holding those two files open: see
+:func:`_unshared`) into a pool under ``<workspace>/.spare/``, and the next new job
 takes it back with one ``rename``; the spawn truncates the files it opens. A
 worker running short jobs back to back thus does two renames per attempt and
 creates nothing, and its ``jobs/`` holds just what is running.
@@ -23,6 +24,11 @@ in its directory and the workspace does not grow with every attempt. An
 attempt whose report could not carry everything (logs over the size limit,
 outputs over theirs) is kept where it is, for someone to look at.
 
+A process that leaves its attempt's session (``setsid``) escapes the group
+kill, here as it always did. The lease check keeps its open log files from
+being handed on; a file it creates in its old directory later, though, could
+still appear in the directory of a later job.
+
 New jobs find the pool empty only until as many attempts have ended as run at
 once; they then make their tree in place. Spares left at shutdown are reused by
 the next runner; leftover trash is deleted.
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import fcntl
 import logging
 import os
 import secrets
@@ -45,6 +52,7 @@ log = logging.getLogger(__name__)
 _FIRST: Final = "attempt-1"
 # what a first attempt's directory may hold and still be handed to another job
 _PRISTINE: Final = frozenset({"stdout", "stderr", "outputs"})
+_LOGS: Final = ("stdout", "stderr")
 
 
 class AttemptDirs:
@@ -174,18 +182,45 @@ class AttemptDirs:
 
 
 def _pristine(job_dir: str, directory: str) -> bool:
-    """Would a new job find nothing of this one's in the tree? (Three directory reads.)"""
+    """Would a new job find nothing of this one's in the tree? (Three directory reads, two leases.)"""
     with os.scandir(job_dir) as entries:
         if [entry.name for entry in entries] != [_FIRST]:
             return False
     with os.scandir(directory) as entries:
-        if not {entry.name for entry in entries} <= _PRISTINE:
-            return False
+        names = {entry.name for entry in entries}
+    if not names <= _PRISTINE:
+        return False
     try:
         with os.scandir(f"{directory}/outputs") as entries:
-            return next(entries, None) is None
+            if next(entries, None) is not None:
+                return False
     except FileNotFoundError:
         return False
+    return all(_unshared(f"{directory}/{name}") for name in _LOGS if name in names)
+
+
+def _unshared(path: str) -> bool:
+    """True if no process has ``path`` open.
+
+    The next job gets these very log files (truncated), so one that a process
+    of the ended job still holds -- it left the attempt's session with
+    ``setsid``, so the group kill missed it -- must not be handed on: it would
+    write into the next job's log. The kernel grants a write lease only when
+    nobody else has the file open, which answers that in four syscalls; where
+    leases are not available the tree is simply not reused.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _remove_contents(folder: str) -> None:
