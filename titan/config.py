@@ -126,7 +126,8 @@ class WorkerSettings:
     port: int = 8080  # the worker's display port / id; 0 picks one at random
     capacity: int = 4
     skills: tuple[str, ...] = ("GENERAL",)
-    workspace: Path = Path("titan_workspace")
+    # "{port}" becomes the worker's port: workers on one host never share a folder, nor use the master's
+    workspace: Path = Path("titan_workspace/worker-{port}")
     heartbeat_interval_s: float = 10.0
     reconnect_initial_s: float = 0.2
     reconnect_max_s: float = 10.0
@@ -167,6 +168,10 @@ class WorkerSettings:
     child_drain_timeout_s: float = 10.0
     # a child worker: the DEPLOY job or spawn request it was started for (sent in REGISTER)
     spawn_id: str = ""
+
+    def __post_init__(self) -> None:
+        if "{port}" in str(self.workspace):
+            object.__setattr__(self, "workspace", Path(str(self.workspace).replace("{port}", str(self.port))))
 
 
 @dataclass(frozen=True)

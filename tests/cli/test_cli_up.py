@@ -46,7 +46,10 @@ def test_cluster_specs_use_the_documented_flags(tmp_path: Path) -> None:
         str(tmp_path),
     )
     assert master.ready_marker == "titan master listening on"
-    assert first.argv == ("py", "-m", "titan.worker", "--master", "127.0.0.1:9191", "--port", "8081", "--capacity", "3")
+    assert first.argv == (
+        *("py", "-m", "titan.worker", "--master", "127.0.0.1:9191", "--port", "8081", "--capacity", "3"),
+        *("--workspace", str(tmp_path / "worker-8081")),  # its own folder: never the master's
+    )
     assert first.ready_marker == "titan worker [8081] registered with"
     assert second.log_path == tmp_path / "logs" / "worker-8082.log"
     assert master.log_path == tmp_path / "logs" / "master.log"
@@ -148,3 +151,25 @@ def test_children_die_with_a_killed_parent(tmp_path: Path) -> None:
         if alive(grandchild):
             os.kill(grandchild, signal.SIGKILL)
         os.close(pidfd)
+
+
+def test_the_demo_on_its_own_local_cluster_keeps_master_and_workers_apart(tmp_path: Path) -> None:
+    """Master and workers of ``titan up`` / ``titan demo`` as real processes, sharing one workspace root.
+
+    The workers recycle and delete their attempt folders: in the master's own folder that once took
+    the parents' outputs away from a DAG's stitch job.
+    """
+    out = tmp_path / "m.png"
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "titan.cli", "demo", "mandelbrot", "--local", "--size", "64", "--tiles", "8",
+         "--workspace", str(tmp_path / "ws"), "--out", str(out)],
+        cwd=repo, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert out.read_bytes().startswith(b"\x89PNG")
+    workspace = tmp_path / "ws"
+    assert {"wal", "jobs", "worker-8081", "worker-8082"} <= {p.name for p in workspace.iterdir()}
+    tiles = sorted(workspace.glob("jobs/*-tile-*/attempt-1/outputs/*"))
+    assert len(tiles) == 8  # the master kept every tile's output; the workers kept none of their scratch
+    assert not list(workspace.glob("worker-*/jobs/*"))

@@ -271,3 +271,12 @@ def test_worker_runs_on_uvloop(tmp_path: Path) -> None:
             await master.aclose()
 
     assert uvloop.run(scenario()) == [("FAILED", 2, "exit code 2")]  # too short for a RUNNING report
+
+
+async def test_a_worker_refuses_a_masters_workspace(tmp_path: Path) -> None:
+    (tmp_path / "wal").mkdir()  # the master's write-ahead log lives here: its job folders too
+    worker = Worker(WorkerSettings(**{**FAST_WORKER, "workspace": tmp_path}))
+    with pytest.raises(ValueError, match="is a master's"):
+        await worker.start()
+    await worker.aclose()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wal"]  # nothing of the worker's was made

@@ -27,7 +27,7 @@ def test_defaults() -> None:
     )
     assert (settings.skills, settings.workspace, settings.heartbeat_interval_s) == (
         ("GENERAL",),
-        Path("titan_workspace"),
+        Path("titan_workspace/worker-8080"),  # never the master's own workspace
         10.0,
     )
     assert (settings.token, settings.parent, level) == (None, None, "INFO")
@@ -42,6 +42,18 @@ def test_environment_and_flags() -> None:
     assert (settings.master_host, settings.master_port, settings.port) == ("h", 1, 8081)
     assert (settings.capacity, settings.skills, settings.heartbeat_interval_s) == (2, ("GENERAL", "GPU"), 0.5)
     assert (settings.parent, level) == ("P", "DEBUG")
+    assert settings.workspace == Path("titan_workspace/worker-8081")
+    settings, _ = parse_args(["--port", "8082", "--workspace", "/data/w-{port}"], environ={})
+    assert settings.workspace == Path("/data/w-8082")
+
+
+def test_a_masters_workspace_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "wal").mkdir()
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--workspace", str(tmp_path)], environ={})
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a master's (it holds wal/)" in err, err
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"master port (default {DEFAULT_PORT})")
     up.add_argument("--capacity", type=int, default=4, help="task slots per worker (default 4)")
     up.add_argument("--host", default="127.0.0.1", help="master host (default 127.0.0.1)")
-    up.add_argument("--workspace", type=Path, default=Path("titan_workspace"), help="master workspace and logs")
+    up.add_argument(
+        "--workspace",
+        type=Path,
+        default=Path("titan_workspace"),
+        help="master workspace and logs (each worker gets <workspace>/worker-<port>)",
+    )
     up.add_argument("--first-worker-port", type=int, default=8081, help="port of the first worker (default 8081)")
     up.add_argument("--ready-timeout", type=float, default=20.0, help="seconds each process has to report ready")
     up.add_argument("--autoscale", action="store_true", help="run the master with its autoscaler on")

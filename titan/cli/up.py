@@ -118,6 +118,7 @@ def cluster_specs(
         argv = (
             python, "-m", "titan.worker", "--master", f"{host}:{port}",
             "--port", str(worker_port), "--capacity", str(capacity),
+            "--workspace", str(workspace / f"worker-{worker_port}"),
         )  # fmt: skip
         specs.append(
             ChildSpec(

@@ -20,6 +20,7 @@ from titan.config import DEFAULT_MASTER, WorkerSettings, parse_address
 from titan.runtime import configure_logging, run, tune_gc_for_service
 
 from .agent import Worker
+from .dirs import workspace_problem
 
 __all__ = ["main", "parse_args"]
 
@@ -41,7 +42,12 @@ def _build_parser(environ: Mapping[str, str]) -> _Parser:
     parser.add_argument("--port", type=int, default=8080, help="this worker's port, its id and name (default 8080)")
     parser.add_argument("--capacity", type=int, default=4, help="slots (default 4)")
     parser.add_argument("--skills", default="GENERAL", help="comma-separated skills (default GENERAL)")
-    parser.add_argument("--workspace", type=Path, default=Path("titan_workspace"))
+    parser.add_argument(
+        "--workspace",
+        type=Path,
+        default=WorkerSettings.workspace,
+        help="this worker's own folder; {port} is replaced by --port (default titan_workspace/worker-{port})",
+    )
     parser.add_argument("--heartbeat-interval", type=float, default=10.0, metavar="SECONDS")
     parser.add_argument("--token", default=environ.get("TITAN_TOKEN") or None, help="cluster token (or TITAN_TOKEN)")
     parser.add_argument("--parent", default=None, help="id of the worker that started this one")
@@ -86,6 +92,9 @@ def parse_args(
         worker_id=args.worker_id or None,
         spawn_id=args.spawn_id,
     )
+    problem = workspace_problem(settings.workspace)
+    if problem:
+        parser.error(problem)
     return settings, args.log_level
 
 

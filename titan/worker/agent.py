@@ -55,6 +55,7 @@ from titan.net import Peer, dial
 from .children import ChildWorkers, PortTaken
 from .command import LaunchError
 from .deployments import Deployments, service_host
+from .dirs import workspace_problem
 from .engine import Attempt, ProcessRunner
 from .logship import LogShipper, read_logs
 
@@ -142,9 +143,16 @@ class Worker:
         return list(self._outbox)
 
     async def start(self) -> None:
-        """Start the connection loop and return at once (await ``registered`` to know it is up)."""
+        """Start the connection loop and return at once (await ``registered`` to know it is up).
+
+        Raises:
+            ValueError: the workspace is a master's (see :func:`~titan.worker.dirs.workspace_problem`).
+        """
         if self._main is not None:
             raise RuntimeError(f"worker {self.name} was already started")
+        problem = workspace_problem(self.settings.workspace)
+        if problem:
+            raise ValueError(problem)
         extra = self.settings.extra_env
         self._runner = ProcessRunner(
             self.settings.workspace,

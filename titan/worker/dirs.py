@@ -43,9 +43,10 @@ import logging
 import os
 import secrets
 import shutil
+from pathlib import Path
 from typing import Final
 
-__all__ = ["AttemptDirs"]
+__all__ = ["AttemptDirs", "workspace_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,18 @@ class AttemptDirs:
                 os.rename(path, f"{self.trash_dir}/{self._prefix}-{self._named}")
         if os.listdir(self.trash_dir):
             self._empty_trash()
+
+
+def workspace_problem(workspace: Path) -> str | None:
+    """Why ``workspace`` must not be a worker's, or None.
+
+    A worker recycles and deletes the attempt folders under its ``jobs/``; in
+    the master's workspace (it holds the write-ahead log, ``wal/``) those are
+    the master's records of every job.
+    """
+    if (workspace / "wal").is_dir():
+        return f"workspace {workspace} is a master's (it holds wal/): give each worker a folder of its own"
+    return None
 
 
 def _pristine(job_dir: str, directory: str) -> bool:
