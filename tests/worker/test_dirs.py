@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from titan.worker.dirs import AttemptDirs
+
+
+@pytest.fixture
+async def dirs(tmp_path: Path) -> AsyncIterator[AttemptDirs]:
+    made = AttemptDirs(str(tmp_path), max_spares=4)
+    yield made
+    await made.aclose()
 
 
 def _tree(directory: str | Path) -> list[str]:
@@ -18,66 +28,50 @@ def _run(directory: str, stdout: bytes = b"") -> None:
     Path(directory, "stderr").write_bytes(b"")
 
 
-async def test_a_pristine_tree_is_recycled_for_the_next_new_job(tmp_path: Path) -> None:
-    dirs = AttemptDirs(str(tmp_path), max_spares=4)
-    try:
-        first = dirs.make("J1", 1)
-        assert first == f"{tmp_path}/jobs/J1/attempt-1"
-        assert _tree(first) == ["outputs"]  # made in place: the pool starts empty
-        _run(first, b"hello\n")
-        dirs.release(first)
-        assert not (tmp_path / "jobs" / "J1").exists() and dirs.spares_ready == 1
-        second = dirs.make("J2", 1)
-        assert second == f"{tmp_path}/jobs/J2/attempt-1" and dirs.spares_ready == 0
-        assert _tree(second) == ["outputs", "stderr", "stdout"]  # the spawn truncates what J1 wrote
-        assert _tree(tmp_path / "jobs") == ["J2"]
-    finally:
-        await dirs.aclose()
+async def test_a_pristine_tree_is_recycled_for_the_next_new_job(dirs: AttemptDirs, tmp_path: Path) -> None:
+    first = dirs.make("J1", 1)
+    assert first == f"{tmp_path}/jobs/J1/attempt-1"
+    assert _tree(first) == ["outputs"]  # made in place: the pool starts empty
+    _run(first, b"hello\n")
+    dirs.release(first)
+    assert not (tmp_path / "jobs" / "J1").exists() and dirs.spares_ready == 1
+    second = dirs.make("J2", 1)
+    assert second == f"{tmp_path}/jobs/J2/attempt-1" and dirs.spares_ready == 0
+    assert _tree(second) == ["outputs", "stderr", "stdout"]  # the spawn truncates what J1 wrote
+    assert _tree(tmp_path / "jobs") == ["J2"]
 
 
-async def test_a_tree_with_leftovers_is_deleted_not_reused(tmp_path: Path) -> None:
-    dirs = AttemptDirs(str(tmp_path), max_spares=4)
-    try:
-        for job_id, litter in (("OUT", "outputs/part.txt"), ("CWD", "scratch.tmp"), ("UP", "../note")):
-            directory = dirs.make(job_id, 1)
-            _run(directory)
-            Path(directory, litter).write_text("mine")
-            dirs.release(directory)
-        assert dirs.spares_ready == 0
-        assert _tree(tmp_path / "jobs") == []
-        await dirs.aclose()  # waits for the trash to be emptied
-        assert _tree(tmp_path / ".trash") == []
-        fresh = dirs.make("NEXT", 1)
-        assert _tree(fresh) == ["outputs"]
-    finally:
-        await dirs.aclose()
+async def test_a_tree_with_leftovers_is_deleted_not_reused(dirs: AttemptDirs, tmp_path: Path) -> None:
+    for job_id, litter in (("OUT", "outputs/part.txt"), ("CWD", "scratch.tmp"), ("UP", "../note")):
+        directory = dirs.make(job_id, 1)
+        _run(directory)
+        Path(directory, litter).write_text("mine")
+        dirs.release(directory)
+    assert dirs.spares_ready == 0
+    assert _tree(tmp_path / "jobs") == []
+    await dirs.aclose()  # waits for the trash to be emptied
+    assert _tree(tmp_path / ".trash") == []
+    fresh = dirs.make("NEXT", 1)
+    assert _tree(fresh) == ["outputs"]
 
 
-async def test_later_attempts_are_deleted_and_the_job_folder_with_the_last(tmp_path: Path) -> None:
-    dirs = AttemptDirs(str(tmp_path), max_spares=4)
-    try:
-        kept = dirs.make("J1", 1)
-        second = dirs.make("J1", 2)
-        assert _tree(tmp_path / "jobs" / "J1") == ["attempt-1", "attempt-2"]
-        dirs.release(second)
-        assert _tree(tmp_path / "jobs" / "J1") == ["attempt-1"]
-        dirs.release(kept)  # not pristine any more? it is: attempt-1 alone, empty outputs
-        assert not (tmp_path / "jobs" / "J1").exists()
-        assert dirs.spares_ready == 1
-    finally:
-        await dirs.aclose()
+async def test_later_attempts_are_deleted_and_the_job_folder_with_the_last(dirs: AttemptDirs, tmp_path: Path) -> None:
+    kept = dirs.make("J1", 1)
+    second = dirs.make("J1", 2)
+    assert _tree(tmp_path / "jobs" / "J1") == ["attempt-1", "attempt-2"]
+    dirs.release(second)
+    assert _tree(tmp_path / "jobs" / "J1") == ["attempt-1"]
+    dirs.release(kept)  # pristine: attempt-1 alone, with an empty outputs/
+    assert not (tmp_path / "jobs" / "J1").exists()
+    assert dirs.spares_ready == 1
 
 
-async def test_keep_leaves_the_directory_for_inspection(tmp_path: Path) -> None:
-    dirs = AttemptDirs(str(tmp_path), max_spares=4)
-    try:
-        directory = dirs.make("BIG", 1)
-        _run(directory, b"x" * 1000)
-        dirs.release(directory, keep=True)
-        assert Path(directory, "stdout").read_bytes() == b"x" * 1000
-        assert dirs.spares_ready == 0
-    finally:
-        await dirs.aclose()
+async def test_keep_leaves_the_directory_for_inspection(dirs: AttemptDirs) -> None:
+    directory = dirs.make("BIG", 1)
+    _run(directory, b"x" * 1000)
+    dirs.release(directory, keep=True)
+    assert Path(directory, "stdout").read_bytes() == b"x" * 1000
+    assert dirs.spares_ready == 0
 
 
 async def test_existing_job_directory_falls_back_and_keeps_the_spare(tmp_path: Path) -> None:
@@ -157,17 +151,21 @@ async def test_many_jobs_back_to_back_create_no_new_trees(tmp_path: Path) -> Non
         await dirs.aclose()
 
 
-async def test_a_log_still_held_open_is_not_handed_to_the_next_job(tmp_path: Path) -> None:
-    dirs = AttemptDirs(str(tmp_path), max_spares=4)
-    try:
-        directory = dirs.make("J1", 1)
-        _run(directory)
-        # a process of J1 that escaped the group kill still writes to its stdout
-        with open(f"{directory}/stdout", "ab") as escaped:
-            dirs.release(directory)
-            assert dirs.spares_ready == 0 and not (tmp_path / "jobs" / "J1").exists()
-            escaped.write(b"late\n")  # lands in the trashed file, never in a later job's log
-        await dirs.aclose()
-        assert _tree(tmp_path / ".trash") == []
-    finally:
-        await dirs.aclose()
+async def test_a_log_still_held_open_is_not_handed_to_the_next_job(dirs: AttemptDirs, tmp_path: Path) -> None:
+    directory = dirs.make("J1", 1)
+    _run(directory)
+    # a process of J1 that escaped the group kill still writes to its stdout
+    with open(f"{directory}/stdout", "ab") as escaped:
+        dirs.release(directory)
+        assert dirs.spares_ready == 0 and not (tmp_path / "jobs" / "J1").exists()
+        escaped.write(b"late\n")  # lands in the trashed file, never in a later job's log
+    await dirs.aclose()
+    assert _tree(tmp_path / ".trash") == []
+
+
+async def test_a_spare_removed_by_hand_is_forgotten(dirs: AttemptDirs, tmp_path: Path) -> None:
+    dirs.release(dirs.make("J0", 1))
+    (spare,) = os.listdir(tmp_path / ".spare")
+    os.rename(tmp_path / ".spare" / spare, tmp_path / "elsewhere")
+    assert _tree(dirs.make("J1", 1)) == ["outputs"]  # made in place instead
+    assert dirs.spares_ready == 0

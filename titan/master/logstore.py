@@ -115,9 +115,12 @@ class LogStore:
         self._live.difference_update((*key, stream) for stream in live)
         self._queue.append((key, exact, live, self._result(status, job, stats)))
         if not self._turn_pending:
-            self._turn_pending = True
-            loop = asyncio.get_running_loop()
-            loop.call_later(self.write_delay_s, self._start_turn, loop)
+            self._schedule_turn()
+
+    def _schedule_turn(self) -> None:
+        self._turn_pending = True
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.write_delay_s, self._start_turn, loop)
 
     def _start_turn(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
@@ -138,9 +141,7 @@ class LogStore:
             self._unwritten.pop(key, None)
         self._turn_pending = False
         if self._queue:  # queued after the thread's last look
-            self._turn_pending = True
-            loop = asyncio.get_running_loop()
-            loop.call_later(self.write_delay_s, self._start_turn, loop)
+            self._schedule_turn()
 
     def _write_queued(self) -> list[tuple[str, int]]:
         written = []

@@ -97,6 +97,8 @@ class AttemptDirs:
             try:
                 os.rename(spare, job_dir)
                 return directory
+            except FileNotFoundError:
+                pass  # the spare is gone (removed by hand): forget it
             except OSError:
                 # the job directory exists already (a rerun on this worker): keep the spare
                 self._ready.append(spare)
