@@ -124,13 +124,11 @@ class AttemptDirs:
         job_dir, _, leaf = directory.rpartition("/")
         try:
             if leaf == _FIRST and len(self._ready) < self._max and _pristine(job_dir, directory):
-                self._named += 1
-                spare = f"{self.spare_dir}/{self._prefix}-{self._named}"
+                spare = self._new_name(self.spare_dir)
                 os.rename(job_dir, spare)
                 self._ready.append(spare)
                 return
-            self._named += 1
-            os.rename(directory, f"{self.trash_dir}/{self._prefix}-{self._named}")
+            os.rename(directory, self._new_name(self.trash_dir))
         except OSError as exc:
             log.debug("cannot recycle %s: %s", directory, exc)
             return
@@ -145,10 +143,14 @@ class AttemptDirs:
         try:
             if any(name.startswith("attempt-") for name in os.listdir(job_dir)):
                 return
-            self._named += 1
-            os.rename(job_dir, f"{self.trash_dir}/{self._prefix}-{self._named}")
+            os.rename(job_dir, self._new_name(self.trash_dir))
         except OSError as exc:
             log.debug("cannot clear %s: %s", job_dir, exc)
+
+    def _new_name(self, folder: str) -> str:
+        """A path in ``folder`` no other tree has or will have (this runner's prefix and a count)."""
+        self._named += 1
+        return f"{folder}/{self._prefix}-{self._named}"
 
     async def aclose(self) -> None:
         """Wait for the trash to be emptied; spares stay on disk for the next runner."""
@@ -178,8 +180,7 @@ class AttemptDirs:
             if len(self._ready) < self._max and os.path.isdir(f"{path}/{_FIRST}/outputs"):
                 self._ready.append(path)
             else:
-                self._named += 1
-                os.rename(path, f"{self.trash_dir}/{self._prefix}-{self._named}")
+                os.rename(path, self._new_name(self.trash_dir))
         if os.listdir(self.trash_dir):
             self._empty_trash()
 
