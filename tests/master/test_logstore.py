@@ -65,3 +65,19 @@ async def test_a_turn_due_after_close_is_harmless(tmp_path: Path) -> None:
     store.close()  # before the turn was due: close writes it
     assert (tmp_path / "jobs" / "LATE" / "attempt-1" / "stdout").read_bytes() == b"x"
     await asyncio.sleep(0.05)  # the turn comes due on a closed store
+
+
+async def test_a_completed_attempt_with_nothing_to_keep_gets_no_folder(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    try:
+        store.store_ended(ended("QUIET"), None, AttemptLogStats())
+        failed = TaskStatus(job_id="FAILED", attempt=1, state="FAILED", exit_code=3, stdout=b"", stderr=b"")
+        store.store_ended(failed, None, AttemptLogStats())
+        store.store_ended(ended("LOST"), None, AttemptLogStats(log_lost=1))
+        store.flush()
+        assert not (tmp_path / "jobs" / "QUIET").exists()
+        assert store.read("QUIET", 1, "stdout") == b"" and store.stats("QUIET", 1) == AttemptLogStats()
+        assert json.loads((tmp_path / "jobs" / "FAILED" / "attempt-1" / "result.json").read_text())["exit_code"] == 3
+        assert json.loads((tmp_path / "jobs" / "LOST" / "attempt-1" / "result.json").read_text())["log_lost"] == 1
+    finally:
+        store.close()

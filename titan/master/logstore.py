@@ -12,6 +12,9 @@ Each attempt's folder in the master's workspace holds:
   datagrams that never arrived, ``stdout_bytes``/``stderr_bytes`` stored).
 * ``outputs/``: the job's output files (:mod:`titan.master.artifacts`).
 
+A completed attempt with nothing to keep (no output, no file, nothing lost)
+gets no folder at all: the job's record says how it ended.
+
 :class:`LogStore` is the only code that writes the first two.
 """
 
@@ -109,6 +112,8 @@ class LogStore:
         exact = {
             stream: data for stream, data in (("stdout", status.stdout), ("stderr", status.stderr)) if data is not None
         }
+        if _nothing_to_keep(status, exact, stats) and not self._has_live_copy(key):
+            return  # :meth:`read` and :meth:`stats` answer b"" and zeros for a folder that is not there
         self._stats[key] = stats
         self._unwritten[key] = exact
         live = {stream for stream in exact if (*key, stream) in self._live}
@@ -116,6 +121,9 @@ class LogStore:
         self._queue.append((key, exact, live, self._result(status, job, stats)))
         if not self._turn_pending:
             self._schedule_turn()
+
+    def _has_live_copy(self, key: tuple[str, int]) -> bool:
+        return (*key, "stdout") in self._live or (*key, "stderr") in self._live
 
     def _schedule_turn(self) -> None:
         self._turn_pending = True
@@ -244,6 +252,17 @@ class LogStore:
         """Drop what is remembered about a job whose folder is gone (gc)."""
         for key in [key for key in self._stats if key[0] == job_id]:
             del self._stats[key]
+
+
+def _nothing_to_keep(status: TaskStatus, exact: dict[str, bytes], stats: AttemptLogStats) -> bool:
+    """A completed attempt that printed nothing, wrote no outputs and lost nothing gets no folder.
+
+    Its record in the job table already holds everything its ``result.json``
+    would say, and most jobs of a busy cluster are like that: their folders
+    were five file system operations each, all in the journal that the WAL's
+    fsync flushes. Failed attempts keep theirs, for a person to look at.
+    """
+    return status.state == "COMPLETED" and not status.outputs and not any(exact.values()) and stats == AttemptLogStats()
 
 
 def _write_file(path: str, data: bytes) -> None:
