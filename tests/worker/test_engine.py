@@ -286,3 +286,21 @@ def test_runner_works_on_uvloop(tmp_path: Path) -> None:
 async def test_bad_tasks_fail_with_one_line(runner: ProcessRunner, fields: dict[str, Any], fragment: str) -> None:
     result = await run(runner, task(**fields))
     _assert_one_line_failure(result, fragment)
+
+
+async def test_an_attempt_knows_whether_it_left_outputs_and_only_an_empty_one_is_recycled(
+    runner: ProcessRunner,
+) -> None:
+    quiet = runner.start(shell("true", job_id="QUIET"))
+    await quiet.wait()
+    wrote = runner.start(shell('echo x > "$TITAN_OUTPUT_DIR/part"', job_id="WROTE"))
+    result = await wrote.wait()
+    assert quiet.outputs_empty and not wrote.outputs_empty and result.outputs == {"part": b"x\n"}
+    runner.release(quiet)
+    runner.release(wrote)
+    jobs = runner.workspace / "jobs"
+    assert not (jobs / "QUIET").exists() and not (jobs / "WROTE").exists()
+    assert runner._dirs.spares_ready == 1  # QUIET's tree; WROTE's went to the trash
+    reused = runner.start(shell("ls -A . outputs", job_id="NEXT"))
+    await reused.wait()
+    assert outputs(runner, "NEXT")[0] == b".:\noutputs\nstderr\nstdout\n\noutputs:\n"

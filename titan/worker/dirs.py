@@ -113,17 +113,23 @@ class AttemptDirs:
         _mkdir(f"{directory}/outputs")
         return directory
 
-    def release(self, directory: str, *, keep: bool = False) -> None:
+    def release(self, directory: str, *, keep: bool = False, outputs_empty: bool = False) -> None:
         """The attempt in ``directory`` has ended and been reported: recycle its tree, or delete it.
 
         ``keep`` leaves it where it is (its report could not carry everything).
-        Never raises: a directory that cannot be recycled or moved is left alone.
+        ``outputs_empty``: ``outputs/`` was found empty once the attempt's group was
+        gone, so it need not be read again. Never raises: a directory that cannot
+        be recycled or moved is left alone.
         """
         if keep:
             return
         job_dir, _, leaf = directory.rpartition("/")
         try:
-            if leaf == _FIRST and len(self._ready) < self._max and _pristine(job_dir, directory):
+            if (
+                leaf == _FIRST
+                and len(self._ready) < self._max
+                and _pristine(job_dir, directory, outputs_empty=outputs_empty)
+            ):
                 spare = self._new_name(self.spare_dir)
                 os.rename(job_dir, spare)
                 self._ready.append(spare)
@@ -197,21 +203,19 @@ def workspace_problem(workspace: Path) -> str | None:
     return None
 
 
-def _pristine(job_dir: str, directory: str) -> bool:
-    """Would a new job find nothing of this one's in the tree? (Three directory reads, two leases.)"""
+def _pristine(job_dir: str, directory: str, *, outputs_empty: bool) -> bool:
+    """Would a new job find nothing of this one's in the tree? (Two or three directory reads, two leases.)"""
     with os.scandir(job_dir) as entries:
         if [entry.name for entry in entries] != [_FIRST]:
             return False
     with os.scandir(directory) as entries:
         names = {entry.name for entry in entries}
-    if not names <= _PRISTINE:
+    if not names <= _PRISTINE or "outputs" not in names:
         return False
-    try:
+    if not outputs_empty:
         with os.scandir(f"{directory}/outputs") as entries:
             if next(entries, None) is not None:
                 return False
-    except FileNotFoundError:
-        return False
     return all(_unshared(f"{directory}/{name}") for name in _LOGS if name in names)
 
 
@@ -222,8 +226,9 @@ def _unshared(path: str) -> bool:
     of the ended job still holds -- it left the attempt's session with
     ``setsid``, so the group kill missed it -- must not be handed on: it would
     write into the next job's log. The kernel grants a write lease only when
-    nobody else has the file open, which answers that in four syscalls; where
-    leases are not available the tree is simply not reused.
+    nobody else has the file open, which answers that in three syscalls (closing
+    the descriptor gives the lease back); where leases are not available the
+    tree is simply not reused.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -231,7 +236,6 @@ def _unshared(path: str) -> bool:
         return False
     try:
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
         return True
     except OSError:
         return False

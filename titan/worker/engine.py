@@ -101,6 +101,7 @@ class Attempt:
         "_timeout_timer",
         "directory",
         "keep_directory",
+        "outputs_empty",
         "pid",
         "ref",
         "result",
@@ -117,6 +118,8 @@ class Attempt:
         self.directory = ""
         # set when the result could not carry the output files: the directory is kept for a person to look at
         self.keep_directory = False
+        # outputs/ was read once the group was gone and held nothing: recycling need not read it again
+        self.outputs_empty = False
         self.pid: int | None = None
         self.started_at = time.time()
         self.result: asyncio.Future[AttemptResult] = self._loop.create_future()
@@ -207,6 +210,7 @@ class Attempt:
             outputs = artifacts.outputs
             error = error or artifacts.error
             self.keep_directory = bool(artifacts.error)
+            self.outputs_empty = not outputs and not artifacts.error
         result = AttemptResult(
             self.ref.job_id, self.ref.attempt, exit_code, error, self.started_at, time.time(), outputs
         )
@@ -289,7 +293,9 @@ class ProcessRunner:
         ``keep`` (say, its logs were too long to report whole) leaves the directory as it is.
         """
         if attempt.directory and attempt.result.done():
-            self._dirs.release(attempt.directory, keep=keep or attempt.keep_directory)
+            self._dirs.release(
+                attempt.directory, keep=keep or attempt.keep_directory, outputs_empty=attempt.outputs_empty
+            )
 
     def stop(self, job_id: str, attempt: int, reason: str) -> bool:
         """Stop one attempt; False if it is not running here."""
