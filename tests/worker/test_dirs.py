@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -169,3 +170,13 @@ async def test_a_spare_removed_by_hand_is_forgotten(dirs: AttemptDirs, tmp_path:
     os.rename(tmp_path / ".spare" / spare, tmp_path / "elsewhere")
     assert _tree(dirs.make("J1", 1)) == ["outputs"]  # made in place instead
     assert dirs.spares_ready == 0
+
+
+async def test_aclose_lets_a_finished_emptying_report_before_it_returns(dirs: AttemptDirs) -> None:
+    # the helper thread is done, but the loop has not yet run the callback that says so
+    emptying = asyncio.get_running_loop().create_future()
+    emptying.add_done_callback(dirs._emptied)
+    dirs._emptying = emptying
+    emptying.set_result(None)
+    await dirs.aclose()  # awaited in this very step: nothing has yielded to the loop yet
+    assert dirs._emptying is None

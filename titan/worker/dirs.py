@@ -161,7 +161,13 @@ class AttemptDirs:
     async def aclose(self) -> None:
         """Wait for the trash to be emptied; spares stay on disk for the next runner."""
         while self._emptying is not None:
-            await asyncio.shield(self._emptying)
+            emptying = self._emptying
+            if emptying.done():
+                # its callback, which clears it or starts the next round, has yet to run; awaiting
+                # a finished future never yields to the loop, so this would spin forever
+                await asyncio.sleep(0)
+            else:
+                await asyncio.shield(emptying)
 
     # ------------------------------------------------------------------ the trash
     def _empty_trash(self) -> None:
