@@ -36,10 +36,12 @@ def spawn_in(argv: Sequence[str], env: Mapping[str, str], directory: str, *, hom
         OSError: the program could not be started.
     """
     flags = _APPEND if append else _TRUNCATE
+    # The child starts in ``directory``: short relative names, and stdin from a /dev/null kept
+    # open, spare it path lookups while the vfork'ed parent waits.
     actions = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, f"{directory}/stdout", flags, 0o644),
-        (os.POSIX_SPAWN_OPEN, 2, f"{directory}/stderr", flags, 0o644),
+        (os.POSIX_SPAWN_DUP2, _dev_null(), 0),
+        (os.POSIX_SPAWN_OPEN, 1, "stdout", flags, 0o644),
+        (os.POSIX_SPAWN_OPEN, 2, "stderr", flags, 0o644),
     ]
     os.chdir(directory)
     try:
@@ -48,6 +50,16 @@ def spawn_in(argv: Sequence[str], env: Mapping[str, str], directory: str, *, hom
         )
     finally:
         os.fchdir(home_fd)
+
+
+_DEV_NULL: list[int] = []
+
+
+def _dev_null() -> int:
+    """A read-only descriptor of /dev/null, opened once per process (close-on-exec: no job inherits it)."""
+    if not _DEV_NULL:
+        _DEV_NULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    return _DEV_NULL[0]
 
 
 def signal_group(pgid: int, signum: int) -> None:
