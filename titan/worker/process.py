@@ -10,6 +10,7 @@ the moment to clear out whatever it left in its group and then reap it.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 from collections.abc import Mapping, Sequence
@@ -52,14 +53,10 @@ def spawn_in(argv: Sequence[str], env: Mapping[str, str], directory: str, *, hom
         os.fchdir(home_fd)
 
 
-_DEV_NULL: list[int] = []
-
-
+@functools.cache
 def _dev_null() -> int:
     """A read-only descriptor of /dev/null, opened once per process (close-on-exec: no job inherits it)."""
-    if not _DEV_NULL:
-        _DEV_NULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-    return _DEV_NULL[0]
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
 def signal_group(pgid: int, signum: int) -> None:
