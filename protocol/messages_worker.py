@@ -45,6 +45,7 @@ TaskState = Literal["RUNNING", "COMPLETED", "FAILED"]
 class TaskStatus(Message):
     """Worker -> master: an attempt started or ended. No answer."""
 
+    OMIT_DEFAULTS = True  # on the hot path: fields at their default stay off the wire
     OPCODE = Opcode.TASK_STATUS
     job_id: str
     attempt: int
@@ -111,6 +112,7 @@ class Heartbeat(Message):
 class TaskStart(Message):
     """Master -> worker: run this attempt. No answer; the worker sends TASK_STATUS."""
 
+    OMIT_DEFAULTS = True  # on the hot path: fields at their default stay off the wire
     OPCODE = Opcode.TASK_START
     job_id: str
     attempt: int
