@@ -216,7 +216,8 @@ async def test_a_job_far_ahead_is_skipped_to_its_newest_output(receiver: Receive
         shipper.watch(REF, str(directory))
         out = bytes(range(256)) * 400  # 102 400 bytes: far over the backlog
         (directory / "stdout").write_bytes(out)
-        await wait_until(lambda: shipper._watched[REF].tails[0].pos == len(out), what="caught up")
+        watched = shipper._watched[REF]  # its tails are set up at its first look
+        await wait_until(lambda: bool(watched.tails) and watched.tails[0].pos == len(out), what="caught up")
         receiver.drain()
         assert shipper.dropped > 0
         shipped = sorted(receiver.records, key=lambda r: r.seq)

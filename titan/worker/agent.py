@@ -432,14 +432,13 @@ class Worker:
             self.shipper.watch(attempt.ref, attempt.directory)
         if self._peer is not None:
             # if this is lost, the next REGISTER lists the attempt as running
-            running = TaskStatus(task.job_id, task.attempt, "RUNNING", started_at=attempt.started_at)
             delay = self.settings.running_report_delay_s
             if delay > 0:
                 self._running_reports[attempt.ref] = asyncio.get_running_loop().call_later(
-                    delay, self._report_running, attempt.ref, running
+                    delay, self._report_running, attempt
                 )
             else:
-                self._peer.send(running)
+                self._report_running(attempt)
         log.debug("%s %s#%d started as pid %s", self.name, task.job_id, task.attempt, attempt.pid)
         attempt.result.add_done_callback(lambda _: self._on_attempt_done(attempt))
 
@@ -448,10 +447,13 @@ class Worker:
             timer.cancel()
         self._running_reports.clear()
 
-    def _report_running(self, ref: TaskRef, running: TaskStatus) -> None:
-        del self._running_reports[ref]
+    def _report_running(self, attempt: Attempt) -> None:
+        """RUNNING, built only now: most short jobs end before their report is due, and never need it."""
+        self._running_reports.pop(attempt.ref, None)
         if self._peer is not None:
-            self._peer.send(running)
+            self._peer.send(
+                TaskStatus(attempt.ref.job_id, attempt.ref.attempt, "RUNNING", started_at=attempt.started_at)
+            )
 
     def _on_attempt_done(self, attempt: Attempt) -> None:
         self._slots.pop(attempt.ref, None)

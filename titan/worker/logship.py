@@ -109,16 +109,24 @@ class _Tail:
 
 
 class _Watched:
-    __slots__ = ("budget", "due", "looked", "ref", "seq", "tailed", "tails")
+    """A running attempt; its tails are set up at its first look, which most short jobs never reach."""
 
-    def __init__(self, ref: TaskRef, directory: str, budget: int, now: float, first_look: float) -> None:
+    __slots__ = ("budget", "directory", "due", "looked", "ref", "seq", "tailed", "tails")
+
+    def __init__(self, ref: TaskRef, directory: str, now: float, first_look: float) -> None:
         self.ref = ref
-        self.tails = [_Tail(f"{directory}/{stream}", stream) for stream in _STREAMS]
+        self.directory = directory
+        self.tails: list[_Tail] = []
         self.seq = {"stdout": 0, "stderr": 0}
-        self.budget = budget  # output bytes per datagram
+        self.budget = 0  # output bytes per datagram
         self.due = first_look  # when it is looked at next
         self.looked = now  # when it was last looked at (or started)
         self.tailed = False  # looked at by the timer at least once
+
+    def begin(self, budget: int) -> None:
+        self.budget = budget
+        self.tails = [_Tail(f"{self.directory}/{stream}", stream) for stream in _STREAMS]
+        self.tailed = True
 
 
 class LogShipper:
@@ -224,12 +232,9 @@ class LogShipper:
         """Start shipping a running attempt's output (its files need not exist yet)."""
         if self._sock is None or not directory:
             return
-        budget = log_data_budget(ref.job_id, with_mac=self._key is not None, datagram_bytes=self.max_datagram)
-        if budget <= 0:
-            return  # a datagram this small cannot carry a byte for this job
         now = self._loop.time()
         # first looked at after one interval: most short jobs are over by then, their files never opened
-        watched = self._watched[ref] = _Watched(ref, directory, budget, now, now + self.interval_s)
+        watched = self._watched[ref] = _Watched(ref, directory, now, now + self.interval_s)
         self._arm(watched.due)
 
     def finish(self, ref: TaskRef) -> int:
@@ -269,7 +274,14 @@ class LogShipper:
         due = float("inf")
         for watched in list(self._watched.values()):
             if watched.due <= horizon:
-                watched.tailed = True
+                if not watched.tailed:
+                    budget = log_data_budget(
+                        watched.ref.job_id, with_mac=self._key is not None, datagram_bytes=self.max_datagram
+                    )
+                    if budget <= 0:  # a datagram this small cannot carry a byte for this job
+                        del self._watched[watched.ref]
+                        continue
+                    watched.begin(budget)
                 found = self._look(watched, now)
                 watched.due = now + (self.busy_interval_s if found >= self.busy_bytes else self.interval_s)
             due = min(due, watched.due)
