@@ -269,14 +269,19 @@ def _compile_to_wire(cls: type[Message]) -> Callable[[Any], dict[str, Any]]:
 
 
 def _holds_messages(tp: Any) -> bool:
-    """Whether a field of type ``tp`` may hold a value the generic walk would change (a message, a list)."""
+    """Whether a field of type ``tp`` may hold a message, which the generic walk turns into a map.
+
+    A list of plain values goes out as it is: msgpack writes it the same, and
+    copying it element by element cost a client a tenth of a second per
+    100 000-job DAG (their ``deps`` and ``skills``).
+    """
     if tp is Any:
         return True
     if isinstance(tp, type):
         return issubclass(tp, Message) or issubclass(tp, list)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is list:
-        return True
+        return not args or _holds_messages(args[0])
     if origin in (Union, types.UnionType):
         return any(_holds_messages(a) for a in args if a is not type(None))
     return False
