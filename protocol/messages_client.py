@@ -191,11 +191,23 @@ class SubmitReply(Message):
 
 @dataclass(frozen=True, slots=True)
 class SubmitDag(Message):
+    """A DAG, whole (``parts`` 1) or as one of ``parts`` consecutive parts on one connection.
+
+    The master keeps parts until the last one arrives and then admits them as one
+    DAG, all or nothing: a DAG is then not bounded by one frame's size, and the
+    master checks a part while the client is still encoding the next one.
+    """
+
+    OMIT_DEFAULTS = True  # a DAG sent whole looks exactly as it did before parts existed
     OPCODE = Opcode.SUBMIT_DAG
     jobs: list[JobSpec]
+    part: int = 0
+    parts: int = 1
 
     def check(self) -> None:
         _require(bool(self.jobs), "SubmitDag.jobs: a DAG needs at least one job")
+        _require(self.parts >= 1, f"SubmitDag.parts: must be at least 1, got {self.parts}")
+        _require(0 <= self.part < self.parts, f"SubmitDag.part: must be 0 to {self.parts - 1}, got {self.part}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,3 +195,13 @@ async def test_master_keyword_overrides_settings(fake_master: FakeMaster) -> Non
     settings = ClientSettings(host="127.0.0.1", port=1)
     async with await TitanClient.connect(settings, master=fake_master.address) as client:
         assert client.settings.port == fake_master.port
+
+
+async def test_a_large_dag_goes_in_parts_and_comes_back_whole(
+    client: TitanClient, fake_master: FakeMaster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("titan.client._client.DAG_PART_JOBS", 2)
+    specs = [JobSpec(type="RUN", data="a.py", id=f"J{i}", deps=[f"J{i - 1}"] if i else []) for i in range(5)]
+    assert await client.submit_dag(specs) == [f"J{i}" for i in range(5)]
+    parts = [request for request in fake_master.received if isinstance(request, SubmitDag)]
+    assert [(part.part, part.parts, len(part.jobs)) for part in parts] == [(0, 3, 2), (1, 3, 2), (2, 3, 1)]

@@ -6,12 +6,14 @@ import argparse
 import io
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from protocol import JobInfo, JobSpec
 from tests.conftest import ClusterFactory
 from tests.support import wait_until
 from titan.cli.demo import render_mandelbrot
+from titan.errors import RemoteError
 
 
 def shell(job_id: str, command: str, *deps: str, **fields: object) -> JobSpec:
@@ -153,3 +155,24 @@ async def test_mandelbrot_demo_renders_a_png_on_the_cluster(make_cluster: Cluste
     assert int.from_bytes(data[16:20], "big") == 48 and int.from_bytes(data[20:24], "big") == 48
     assert sum(result.tiles_per_worker.values()) == 4
     assert "wrote" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+async def test_a_dag_sent_in_parts_is_refused_whole_or_run_whole(
+    make_cluster: ClusterFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("titan.client._client.DAG_PART_JOBS", 3)
+    cluster = await make_cluster(n_workers=1, capacity=2)
+
+    def chain(prefix: str, n: int, first_deps: list[str]) -> list[JobSpec]:
+        return [
+            JobSpec(type="SHELL", data="true", id=f"{prefix}{i}", deps=[f"{prefix}{i - 1}"] if i else first_deps)
+            for i in range(n)
+        ]
+
+    # a cycle through three parts: C0 waits on the last job, which comes in the last part
+    with pytest.raises(RemoteError, match="cycle"):
+        await cluster.client.submit_dag(chain("C", 8, ["C7"]))
+    assert await cluster.client.list_jobs() == []
+    ids = await cluster.client.submit_dag(chain("OK", 8, []))
+    (last,) = await cluster.client.wait([ids[-1]], timeout_s=30)
+    assert last.state == "COMPLETED" and ids == [f"OK{i}" for i in range(8)]

@@ -33,6 +33,7 @@ from protocol import (
     TaskStatus,
     TaskStop,
     Wait,
+    encode_frame,
     parse_request,
 )
 from titan.config import MasterSettings
@@ -314,3 +315,53 @@ async def test_aclose_closes_connections(tmp_path: Path, perm: Path) -> None:
     await asyncio.wait_for(serving, 5)
     await master.aclose()  # twice is fine
     assert Opcode.SUBMIT in master._client_handlers
+
+
+def dag_part(index: int, count: int, *specs: JobSpec) -> SubmitDag:
+    return SubmitDag(jobs=list(specs), part=index, parts=count)
+
+
+def shell_job(job_id: str, *deps: str) -> JobSpec:
+    return JobSpec(type="SHELL", data="true", id=job_id, deps=list(deps))
+
+
+async def test_a_dag_in_parts_is_admitted_whole_with_its_last_part(master: Master, client: Peer) -> None:
+    requests = [
+        client.request(dag_part(0, 3, shell_job("A"), shell_job("B", "A")), timeout_s=5),
+        client.request(dag_part(1, 3, shell_job("C", "B")), timeout_s=5),
+        client.request(dag_part(2, 3, shell_job("D", "A", "C")), timeout_s=5),
+    ]
+    first, second, last = await asyncio.gather(*requests)  # sent before any answer, as the client does
+    assert isinstance(first, SubmitDagReply) and isinstance(second, SubmitDagReply)
+    assert first.job_ids == [] and second.job_ids == []
+    assert isinstance(last, SubmitDagReply) and last.job_ids == ["A", "B", "C", "D"] and last.dag_id
+    assert {job.dag for job in master.state.jobs.values()} == {last.dag_id}
+
+
+async def test_a_refused_part_refuses_the_whole_dag_and_stores_nothing(master: Master, client: Peer) -> None:
+    bad = {
+        "jobs": [{"type": "SHELL", "data": "true", "id": "B", "max_attempts": 0}],
+        "part": 1,
+        "parts": 3,
+        "rid": 9001,
+    }
+    first = asyncio.ensure_future(client.request(dag_part(0, 3, shell_job("A")), timeout_s=5))
+    await first
+    client.write(encode_frame(Opcode.SUBMIT_DAG, bad))  # a part the master cannot read
+    with pytest.raises(RemoteError, match="the DAG is refused: .*max_attempts"):
+        await client.request(dag_part(2, 3, shell_job("C", "A")), timeout_s=5)
+    assert master.state.jobs == {}
+    # a DAG sent afterwards starts afresh
+    reply = await client.request(SubmitDag(jobs=[shell_job("A")]), timeout_s=5)
+    assert isinstance(reply, SubmitDagReply) and reply.job_ids == ["A"]
+
+
+async def test_a_dag_whose_parts_stop_coming_is_dropped_with_the_connection(master: Master) -> None:
+    peer, _ = await dial("127.0.0.1", master.port, role="client")
+    await peer.request(dag_part(0, 2, shell_job("A")), timeout_s=5)
+    await peer.aclose()
+    other, _ = await dial("127.0.0.1", master.port, role="client")
+    with pytest.raises(RemoteError, match="without its first part"):
+        await other.request(dag_part(1, 2, shell_job("B", "A")), timeout_s=5)
+    await other.aclose()
+    assert master.state.jobs == {}

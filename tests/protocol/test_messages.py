@@ -72,6 +72,8 @@ CONSTRAINED: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("SpawnWorker", "capacity"): st.integers(0, 1 << 16),
     ("Spawn", "port"): st.integers(0, 65535),
     ("Spawn", "capacity"): st.integers(0, 1 << 16),
+    ("SubmitDag", "part"): st.just(0),
+    ("SubmitDag", "parts"): st.integers(1, 1 << 16),
 }
 
 
@@ -444,3 +446,13 @@ def test_reply_with_the_wrong_body_is_a_schema_error() -> None:
     frame = decode_datagram(encode_message(Drain(reason="x"), rid=1, reply_to=Opcode.SUBMIT))
     with pytest.raises(SchemaError, match="SubmitReply"):
         parse_reply(frame)
+
+
+@pytest.mark.parametrize(("part", "parts"), [(0, 0), (-1, 2), (2, 2), (5, 3)])
+def test_a_dag_part_out_of_its_range_is_refused(part: int, parts: int) -> None:
+    with pytest.raises(SchemaError, match="SubmitDag.part"):
+        SubmitDag.from_wire({"jobs": [{"type": "RUN"}], "part": part, "parts": parts})
+
+
+def test_a_dag_sent_whole_has_no_part_fields_on_the_wire() -> None:
+    assert SubmitDag(jobs=[JobSpec(type="RUN")]).to_wire() == {"jobs": [{"type": "RUN"}]}

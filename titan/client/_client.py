@@ -57,7 +57,10 @@ from titan.errors import PeerClosed, RemoteError, RequestTimeout, UsageError
 from titan.net import Peer, dial
 from titan.runtime import paused_gc
 
-__all__ = ["FINAL_STATES", "LogStream", "TitanClient", "WaitTimeout"]
+__all__ = ["DAG_PART_JOBS", "FINAL_STATES", "LogStream", "TitanClient", "WaitTimeout"]
+
+# a DAG with more jobs than this is sent in parts of this many (see TitanClient.submit_dag_info)
+DAG_PART_JOBS: Final = 10_000
 
 #: states a job never leaves (DESIGN §3)
 FINAL_STATES: Final = frozenset({"COMPLETED", "DEAD", "CANCELLED", "SKIPPED", "STOPPED"})
@@ -289,12 +292,38 @@ class TitanClient:
     async def submit_dag_info(self, specs: Iterable[JobSpec]) -> SubmitDagReply:
         """Like :meth:`submit_dag`, but the whole answer: the ids and the DAG's id.
 
-        A DAG of thousands of jobs is encoded with the cyclic GC held off (see
-        :func:`titan.runtime.paused_gc`), until the master's answer is in.
+        A DAG of more than :data:`DAG_PART_JOBS` jobs goes in parts, all sent
+        before the first answer is awaited: the master checks one part while the
+        next is encoded, and admits them together, all or nothing, with the last
+        (see ``titan/master/dag_parts.py``). A DAG of thousands of jobs is
+        encoded with the cyclic GC held off (see :func:`titan.runtime.paused_gc`),
+        until the master's answer is in.
+
+        Raises:
+            RemoteError: the DAG was refused (the first refused part's reason).
         """
         jobs = list(specs)
         with paused_gc(len(jobs) >= 1000):
-            return await self._call(SubmitDag(jobs=jobs), SubmitDagReply)
+            if len(jobs) <= DAG_PART_JOBS:
+                return await self._call(SubmitDag(jobs=jobs), SubmitDagReply)
+            count = -(-len(jobs) // DAG_PART_JOBS)
+            # each call sends its part before it first waits: all parts go out in order, now
+            calls = [
+                asyncio.ensure_future(
+                    self._call(
+                        SubmitDag(jobs=jobs[i * DAG_PART_JOBS : (i + 1) * DAG_PART_JOBS], part=i, parts=count),
+                        SubmitDagReply,
+                    )
+                )
+                for i in range(count)
+            ]
+            answers = await asyncio.gather(*calls, return_exceptions=True)
+        for answer in answers:  # in part order: the first refusal is the reason
+            if isinstance(answer, BaseException):
+                raise answer
+        last = answers[-1]
+        assert isinstance(last, SubmitDagReply)
+        return last
 
     async def status(self, job_id: str) -> JobInfo:
         """The job with its story (``history``)."""

@@ -138,6 +138,7 @@ class FakeMaster:
             Retire: self._retire,
         }
         self._ids = itertools.count(1)
+        self._dag_parts: list[JobSpec] = []
         self._changed = asyncio.Event()
         self._arrived = asyncio.Event()
         self._server: asyncio.Server | None = None
@@ -268,9 +269,17 @@ class FakeMaster:
         return SubmitReply(job_id=job_id)
 
     def _submit_dag(self, request: SubmitDag) -> SubmitDagReply:
-        ids = [spec.id or f"TSK-{next(self._ids):08x}" for spec in request.jobs]
+        specs = request.jobs
+        if request.parts > 1:  # kept until the last part, as the master does (no checks of order here)
+            if request.part == 0:
+                self._dag_parts = []
+            self._dag_parts.extend(specs)
+            if request.part < request.parts - 1:
+                return SubmitDagReply(job_ids=[])
+            specs, self._dag_parts = self._dag_parts, []
+        ids = [spec.id or f"TSK-{next(self._ids):08x}" for spec in specs]
         dag = f"DAG-{next(self._ids):08x}"
-        for spec, job_id in zip(request.jobs, ids, strict=True):
+        for spec, job_id in zip(specs, ids, strict=True):
             self._store(spec, job_id, dag)
         return SubmitDagReply(job_ids=ids, dag_id=dag)
 

@@ -32,6 +32,7 @@ from protocol import (
     LogsSubscribe,
     LogsSubscribed,
     Message,
+    ProtocolError,
     Retire,
     RetireReply,
     Retry,
@@ -50,6 +51,7 @@ from titan.jobs import Effect
 from titan.net import Peer
 from titan.runtime import paused_gc
 
+from .dag_parts import DagParts
 from .gc import collectable, remove
 from .runtimes import require_runtime
 
@@ -85,6 +87,7 @@ class _Waiter:
 @dataclass(eq=False)
 class _ClientSession:
     waiters: set[_Waiter] = field(default_factory=set)
+    dag_parts: DagParts = field(default_factory=DagParts)
 
 
 class ClientHandlers:
@@ -117,10 +120,20 @@ class ClientHandlers:
         yield from self.state.registry.infos(now)
 
     def _on_submit_dag(self, peer: Peer, frame: Frame) -> None:
-        with paused_gc(len(frame.body.get("jobs", ())) >= _BULK_DAG, keep=True):
-            msg = SubmitDag.from_wire(frame.body)
+        parts = peer.context.dag_parts if isinstance(peer.context, _ClientSession) else DagParts()
+        try:
+            with paused_gc(len(frame.body.get("jobs", ())) >= _BULK_DAG, keep=True):
+                msg = SubmitDag.from_wire(frame.body)
+        except ProtocolError as exc:
+            parts.refused(exc.message)
+            raise
+        whole = parts.add(msg)
+        if whole is None:  # a part of a DAG whose last part is still to come (dag_parts.py)
+            self._reply(peer, frame, SubmitDagReply(job_ids=[]))
+            return
+        with paused_gc(len(whole) >= _BULK_DAG, keep=True):
             workers = self.state.registry.infos(self.clock())
-            specs = [require_runtime(spec, workers) for spec in msg.jobs]
+            specs = [require_runtime(spec, workers) for spec in whole]
             jobs, effects = self.state.submit_dag(specs, self.clock())
         self._apply(effects)
         self._reply(peer, frame, SubmitDagReply(job_ids=[job.id for job in jobs], dag_id=jobs[0].dag or ""))
