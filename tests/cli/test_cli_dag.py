@@ -70,7 +70,7 @@ def test_dag_tree_draws_each_job_once_and_references_shared_children() -> None:
     lines = text.splitlines()
     assert lines[0] == "DAG DAG-1  5 jobs  1 COMPLETED · 1 RUNNING · 1 BLOCKED · 1 DEAD · 1 SKIPPED"
     assert "├── A  COMPLETED" in text
-    assert "B  RUNNING  [[8081]]" in text
+    assert "B  RUNNING  on [8081]" in text
     assert "C  DEAD  attempt 3/3  exit code 1" in text
     assert sum("D  SKIPPED  dependency C is DEAD" in line for line in lines) == 1
     assert sum("↑ D SKIPPED" in line for line in lines) == 1

@@ -51,10 +51,10 @@ def state_summary(jobs: Iterable[JobInfo]) -> Text:
 
 
 def job_line(job: JobInfo, outside: Sequence[str] = ()) -> Text:
-    """``ID  STATE  [worker]  attempt 2/3  error``: one job in a tree or a list."""
+    """``ID  STATE  on <worker>  attempt 2/3  error``: one job in a tree or a list."""
     text = Text.assemble((job.id, "bold"), "  ", state_text(job.state))
     if job.worker:
-        text.append(f"  [{job.worker}]", style="dim")
+        text.append(f"  on {job.worker}", style="dim")  # a worker's name is "[8081]" already
     if job.attempts > 1 or job.state in ("DEAD", "FAILED"):
         text.append(f"  attempt {job.attempts}/{job.max_attempts}", style="dim")
     if outside:
