@@ -246,6 +246,24 @@ async def test_a_batch_nobody_waits_on_lingers_for_company_and_a_waiter_hurries_
     assert [r["i"] for r in records_on_disk(tmp_path)] == [0, 1, 2, 3, 4]
 
 
+async def test_what_a_loop_turn_waits_on_is_written_by_the_end_of_that_turn_in_one_fsync(tmp_path: Path) -> None:
+    spy = SyncSpy()
+    async with WalWriter(tmp_path, sync=spy, commit_delay_s=30.0) as wal:
+        wal.append_nowait({"i": 0})
+        waiters = [wal.append({"i": i}) for i in (1, 2)]
+        await asyncio.sleep(0)  # one turn: the writer's end-of-turn callback ran before this task resumed
+        assert all(waiter.done() for waiter in waiters)
+        assert spy.calls == 1 and wal.stats.commits == 1
+        # a batch nobody waits on still lingers for company
+        wal.append_nowait({"i": 3})
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert spy.calls == 1
+        await wal.flush()
+        assert spy.calls == 2
+    assert [r["i"] for r in records_on_disk(tmp_path)] == [0, 1, 2, 3]
+
+
 class BlockingSync(SyncSpy):
     """A sync that records its thread and, when told to, blocks until released."""
 

@@ -440,7 +440,7 @@ class Worker:
             else:
                 self._report_running(attempt)
         log.debug("%s %s#%d started as pid %s", self.name, task.job_id, task.attempt, attempt.pid)
-        attempt.result.add_done_callback(lambda _: self._on_attempt_done(attempt))
+        attempt.on_done = self._on_attempt_done
 
     def _cancel_running_reports(self) -> None:
         for timer in self._running_reports.values():

@@ -37,7 +37,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
@@ -101,6 +101,7 @@ class Attempt:
         "_timeout_timer",
         "directory",
         "keep_directory",
+        "on_done",
         "outputs_empty",
         "pid",
         "ref",
@@ -123,6 +124,8 @@ class Attempt:
         self.pid: int | None = None
         self.started_at = time.time()
         self.result: asyncio.Future[AttemptResult] = self._loop.create_future()
+        # called as soon as the result is set, in the same step: a report need not wait a loop turn
+        self.on_done: Callable[[Attempt], None] | None = None
         self._pidfd = -1
         self._stop_error = ""
         self._timeout_timer: asyncio.TimerHandle | None = None
@@ -215,6 +218,8 @@ class Attempt:
             self.ref.job_id, self.ref.attempt, exit_code, error, self.started_at, time.time(), outputs
         )
         self.result.set_result(result)
+        if self.on_done is not None:
+            self.on_done(self)
 
 
 class ProcessRunner:
