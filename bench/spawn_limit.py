@@ -7,6 +7,9 @@ Two numbers, each the median of a few runs at ``--concurrency`` in flight:
 * ``spawn_per_s``: the machine's own ceiling -- ``os.posix_spawn`` of
   ``/bin/true`` with its exit watched through a pidfd on a stock asyncio loop,
   nothing else (DESIGN §5a: the best-known method).
+* ``spawn_latency_p50_ms``: one ``/bin/true`` at a time, from ``posix_spawn``
+  to its exit seen through the pidfd: the floor under any idle job's
+  submit -> finish latency, however fast the orchestrator around it.
 * ``runner_per_s``: the same ``/bin/true`` jobs through the worker's
   :class:`~titan.worker.engine.ProcessRunner`, including what a real attempt
   costs on top: its directory (recycled once it ends, as the worker does),
@@ -81,6 +84,28 @@ async def raw_rate(n: int, concurrency: int) -> float:
     return await _pump(n, concurrency, launch)
 
 
+async def raw_latency(n: int) -> list[float]:
+    """One posix_spawn at a time, each awaited through its pidfd: milliseconds from spawn to exit seen."""
+    loop = asyncio.get_running_loop()
+    env = dict(os.environ)
+    argv = [TRUE]
+    samples = []
+    for _ in range(n):
+        began = time.perf_counter()
+        pid = os.posix_spawn(TRUE, argv, env, setsid=True)
+        fd = os.pidfd_open(pid)
+        exited = loop.create_future()
+        loop.add_reader(fd, exited.set_result, None)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        os.waitpid(pid, 0)
+        samples.append((time.perf_counter() - began) * 1000)
+    return samples
+
+
 async def runner_rate(n: int, concurrency: int, workspace: Path) -> float:
     """The same through ProcessRunner, with a fresh job directory per spawn."""
     runner = ProcessRunner(workspace, worker_id="bench")
@@ -105,7 +130,11 @@ async def runner_rate(n: int, concurrency: int, workspace: Path) -> float:
 async def _main(n: int, concurrency: int, runs: int, workspace: Path) -> dict[str, object]:
     raw: list[float] = []
     through_runner: list[float] = []
+    latencies: list[float] = []
     for i in range(runs):
+        latency = statistics.median(await raw_latency(200))
+        latencies.append(latency)
+        print(f"run {i + 1}: one at a time      {latency:7.3f} ms from spawn to exit (p50 of 200)")
         rate = await raw_rate(n, concurrency)
         raw.append(rate)
         print(f"run {i + 1}: posix_spawn+pidfd  {rate:7.0f} spawns/s  ({n} x true, {concurrency} in flight)")
@@ -115,6 +144,7 @@ async def _main(n: int, concurrency: int, runs: int, workspace: Path) -> dict[st
     return {
         "spawn_per_s": round(statistics.median(raw)),
         "runner_per_s": round(statistics.median(through_runner)),
+        "spawn_latency_p50_ms": round(statistics.median(latencies), 3),
         "runs": [round(r) for r in raw],
         "runner_runs": [round(r) for r in through_runner],
         "n": n,

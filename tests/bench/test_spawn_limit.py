@@ -1,0 +1,30 @@
+"""Keep the spawn ceiling benchmark runnable: toy sizes, the shape of its answer, no timing asserts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from bench.cluster import REPO
+from bench.spawn_limit import raw_latency, raw_rate
+
+
+async def test_one_at_a_time_spawns_give_one_sample_each() -> None:
+    samples = await raw_latency(5)
+    assert len(samples) == 5 and all(sample > 0 for sample in samples)
+    assert await raw_rate(8, 2) > 0
+
+
+def test_the_command_ends_with_one_json_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.spawn_limit", "--n", "20", "--runs", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["spawn_per_s"] > 0 and summary["runner_per_s"] > 0
+    assert summary["spawn_latency_p50_ms"] > 0
