@@ -5,8 +5,9 @@ Theory of operation
 Appenders never touch the file. ``append`` frames the record on the loop, adds
 the bytes to the *open batch* (one ``bytearray``), parks a future in it,
 schedules the writer (see "Who writes") and hands the future back to be
-awaited. The writer takes the whole open batch at once, writes it with one ``write``, makes it durable with
-one ``fdatasync``, then resolves every future of the batch. Everything
+awaited. The writer takes the whole open batch at once, writes it with one
+``write``, makes it durable with one ``fdatasync``, then resolves every
+future of the batch. Everything
 appended during one turn of the loop shares that fsync, and requests that
 arrive while it runs wait in their sockets and share the next: the busier the
 log, the bigger the batches, and the cost per record stays one ``bytearray``
@@ -190,7 +191,6 @@ class WalWriter:
         # appends and hurries since the last kick (see "Who writes"): one callback per loop turn
         self._kick_scheduled = False
         self._hurried = False
-        self._lingering = False  # the task waits for company for the open batch
         self._linger_over = asyncio.Event()  # ends a linger early: its batch was written, or we stop
         self._in_thread = False  # the task's helper thread is writing a batch
         self._accepting = False
@@ -393,11 +393,11 @@ class WalWriter:
         if task is None or task.done() or task.cancelling() or self._failure is not None:
             return  # not started, or stopping: the task's own shutdown settles what is left
         if hurried and not self._in_thread:
+            # a linger over the batch just written ends (a later batch lingers afresh); after a failure
+            # the task ends and settles whatever is left
+            self._linger_over.set()
             if not self._commit_here():
-                self._linger_over.set()  # the task ends and settles whatever is left
                 self._wake.set()
-            elif self._lingering:
-                self._linger_over.set()  # its batch is written: a later one lingers afresh
             return
         if hurried:
             self._urgent.set()  # the thread is writing: the task writes the rest on the loop when it returns
@@ -439,14 +439,11 @@ class WalWriter:
         try:
             while self._failure is None:
                 if self._may_linger() and not lingered:
-                    self._lingering = True
                     self._linger_over.clear()
                     try:
                         await asyncio.wait_for(self._linger_over.wait(), self.commit_delay_s)
                     except TimeoutError:
                         pass
-                    finally:
-                        self._lingering = False
                     # cut short because its batch was written: whatever came since may linger afresh
                     lingered = not self._linger_over.is_set()
                     continue  # whatever happened meanwhile (a failure, a cut) is looked at again
