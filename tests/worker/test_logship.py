@@ -184,6 +184,25 @@ async def test_an_attempt_that_ends_before_its_first_look_is_never_read(receiver
         shipper.close()
 
 
+async def test_the_timer_stops_with_the_last_attempt_and_not_before(receiver: Receiver, tmp_path: Path) -> None:
+    shipper = await started(receiver)
+    shipper.interval_s = 3600.0
+    other = TaskRef(REF.job_id + "-2", 1)
+    (tmp_path / "other").mkdir()
+    first, second = attempt_dir(tmp_path), attempt_dir(tmp_path / "other")
+    try:
+        shipper.watch(REF, str(first))
+        shipper.watch(other, str(second))
+        shipper.finish(REF)
+        assert shipper._timer is not None  # the other attempt still gets its looks
+        shipper.finish(other)
+        assert shipper._timer is None  # nothing would wake the worker for nothing later
+        shipper.watch(REF, str(first))
+        assert shipper._timer is not None
+    finally:
+        shipper.close()
+
+
 async def test_a_chatty_attempt_is_looked_at_less_often_and_a_quiet_one_is_not(
     receiver: Receiver, tmp_path: Path
 ) -> None:

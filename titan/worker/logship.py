@@ -247,6 +247,11 @@ class LogShipper:
         watched = self._watched.pop(ref, None)
         if watched is None:
             return 0
+        if not self._watched and self._timer is not None:
+            # nothing left to look at: a timer left to fire would wake the worker for nothing, most
+            # likely while its next short job runs (the next watch arms one again)
+            self._timer.cancel()
+            self._timer = None
         if watched.tailed and self._sock is not None:
             self._look(watched, self._loop.time())
         for tail in watched.tails:
