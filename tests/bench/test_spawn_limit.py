@@ -13,6 +13,7 @@ from bench.spawn_limit import raw_latency, raw_rate
 async def test_one_at_a_time_spawns_give_one_sample_each() -> None:
     samples = await raw_latency(5)
     assert len(samples) == 5 and all(sample > 0 for sample in samples)
+    assert len(await raw_latency(3, idle_s=0.001)) == 3
     assert await raw_rate(8, 2) > 0
 
 
@@ -27,4 +28,4 @@ def test_the_command_ends_with_one_json_line() -> None:
     )
     summary = json.loads(done.stdout.splitlines()[-1])
     assert summary["spawn_per_s"] > 0 and summary["runner_per_s"] > 0
-    assert summary["spawn_latency_p50_ms"] > 0
+    assert summary["spawn_latency_p50_ms"] > 0 and summary["spawn_latency_idle_p50_ms"] > 0
