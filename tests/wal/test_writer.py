@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -81,6 +82,42 @@ async def test_appends_keep_call_order_including_nowait(tmp_path: Path) -> None:
         wal.append_nowait({"i": 300})
         await wal.flush()
         assert [r["i"] for r in records_on_disk(tmp_path)] == list(range(301))
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_any_mix_of_waited_and_unwaited_appends_cuts_and_turns_keeps_order(tmp_path: Path, seed: int) -> None:
+    """The end-of-turn writer, the lingering task, its helper thread and rotation, interleaved at random."""
+    rng = random.Random(seed)
+    durable: list[int] = []
+    async with WalWriter(
+        tmp_path,
+        sync=SyncSpy(),
+        segment_bytes=400,
+        commit_delay_s=rng.choice([0.0, 0.0005, 0.002]),
+        on_durable=lambda n, failure: durable.append(n) if failure is None else None,
+    ) as wal:
+        waiters: list[tuple[int, asyncio.Future[None]]] = []
+        for i in range(400):
+            step = rng.random()
+            if step < 0.3:
+                waiters.append((i, wal.append({"i": i})))
+            else:
+                wal.append_nowait({"i": i})
+            if step > 0.97:
+                wal.cut()
+            elif step > 0.9:
+                wal.hurry()
+            if rng.random() < 0.3:
+                await asyncio.sleep(rng.choice([0, 0, 0.0003]))
+            # whatever an acknowledged append covers is durable: every earlier record, in order
+            for index, waiter in waiters:
+                if waiter.done():
+                    assert durable and durable[-1] >= index + 1
+            waiters = [(index, waiter) for index, waiter in waiters if not waiter.done()]
+        await asyncio.gather(*(waiter for _, waiter in waiters))
+        await wal.flush()
+    assert durable == sorted(durable) and durable[-1] == 400
+    assert [r["i"] for r in records_on_disk(tmp_path)] == list(range(400))
 
 
 async def test_rotation_at_the_size_threshold(tmp_path: Path) -> None:
