@@ -92,6 +92,12 @@ async def raw_rate(n: int, concurrency: int) -> float:
 IDLE_BEFORE_SPAWN_S = 0.001
 
 
+def _settle_once(future: asyncio.Future[None]) -> None:
+    # a pidfd stays readable until its reader is removed: a second call before then must be harmless
+    if not future.done():
+        future.set_result(None)
+
+
 async def raw_latency(n: int, idle_s: float = 0.0) -> list[float]:
     """One posix_spawn at a time, each awaited through its pidfd: milliseconds from spawn to exit seen.
 
@@ -107,8 +113,8 @@ async def raw_latency(n: int, idle_s: float = 0.0) -> list[float]:
         began = time.perf_counter()
         pid = os.posix_spawn(TRUE, argv, env, setsid=True)
         fd = os.pidfd_open(pid)
-        exited = loop.create_future()
-        loop.add_reader(fd, exited.set_result, None)
+        exited: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _settle_once, exited)
         try:
             await exited
         finally:
