@@ -144,6 +144,16 @@ def test_workers_table() -> None:
     assert "DASH" in text and "1/4" in text
 
 
+def test_workers_table_leaves_out_empty_parent_and_services_and_fits_80_columns() -> None:
+    table = workers_table([worker(8081, load=1), worker(8082)])
+    console = Console(width=80, record=True, color_system=None)
+    console.print(table)
+    text = console.export_text()
+    assert "PARENT" not in text and "SERVICES" not in text
+    assert "[8081]" in text and "[8082]" in text  # whole, not folded over two lines
+    assert max(len(line) for line in text.splitlines()) <= 80
+
+
 def test_help_lists_every_command_with_syntax_and_example() -> None:
     assert {name for name, _, _ in HELP_ENTRIES} == set(COMMAND_NAMES)
     text = text_of(help_view())

@@ -329,21 +329,27 @@ def stats_view(stats: StatsReply) -> Group:
 def workers_table(workers: Sequence[WorkerInfo]) -> Table:
     """WORKERS: one row per worker."""
     table = Table(header_style="bold")
-    for name in ("WORKER", "ID", "HOST", "PARENT", "LOAD", "SKILLS", "SERVICES", "HEALTH", "SEEN"):
+    # PARENT and SERVICES only when some worker has one: nine columns fold every cell on an 80-column screen
+    parents = any(worker.parent for worker in workers)
+    services = any(worker.services for worker in workers)
+    columns = ["WORKER", "ID", "HOST", "PARENT", "LOAD", "SKILLS", "SERVICES", "HEALTH", "SEEN"]
+    shown = [name for name in columns if (name != "PARENT" or parents) and (name != "SERVICES" or services)]
+    for name in shown:
         table.add_column(name, overflow="fold")
     for worker in workers:
         health_style = "green" if is_active(worker) else "bold red"
-        table.add_row(
-            Text(f"[{_display(worker)}]"),
-            worker.id,
-            worker.host,
-            _dash(worker.parent),
-            f"{worker.load}/{worker.capacity}",
-            Text(", ".join(worker.skills)),
-            Text(", ".join(worker.services)) if worker.services else "-",
-            Text(worker.health, style=health_style),
-            f"{format_age(worker.last_seen_s)} ago",
-        )
+        cells: dict[str, RenderableType] = {
+            "WORKER": Text(f"[{_display(worker)}]"),
+            "ID": worker.id,
+            "HOST": worker.host,
+            "PARENT": _dash(worker.parent),
+            "LOAD": f"{worker.load}/{worker.capacity}",
+            "SKILLS": Text(", ".join(worker.skills)),
+            "SERVICES": Text(", ".join(worker.services)) if worker.services else "-",
+            "HEALTH": Text(worker.health, style=health_style),
+            "SEEN": f"{format_age(worker.last_seen_s)} ago",
+        }
+        table.add_row(*(cells[name] for name in shown))
     if not workers:
         table.caption = "no workers registered"
     return table
