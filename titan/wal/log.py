@@ -7,14 +7,14 @@ the bytes to the *open batch* (one ``bytearray``), parks a future in it,
 schedules the writer (see "Who writes") and hands the future back to be
 awaited. The writer takes the whole open batch at once, writes it with one
 ``write``, makes it durable with one ``fdatasync``, then resolves every
-future of the batch. Everything
-appended during one turn of the loop shares that fsync, and requests that
-arrive while it runs wait in their sockets and share the next: the busier the
-log, the bigger the batches, and the cost per record stays one ``bytearray``
-extend plus one future.
+future of the batch. Everything appended during one turn of the loop shares
+that fsync, and requests that arrive while it runs wait in their sockets and
+share the next: the busier the log, the bigger the batches, and the cost per
+record stays one ``bytearray`` extend plus one future.
 
 Order is the order of the calls: the open batch is only ever appended to,
-sealed batches form a FIFO, and one task writes them one after the other.
+sealed batches form a FIFO, and they are written one after the other, by one
+writer at a time (the end-of-turn callback or the task, see "Who writes").
 
 Segment boundaries are decided on the loop, at append time, not by the writer:
 when a record would push the segment past ``segment_bytes`` the open batch is
@@ -27,10 +27,9 @@ before the records ahead of it.
 
 Where the fsync runs depends on who waits for it. A batch somebody waits on
 (an :meth:`append`, :meth:`flush`, :meth:`barrier` or :meth:`hurry` since
-the last commit) is written on the loop: an ``fdatasync``
-takes a fraction of a millisecond when the machine is idle, and while it runs
-the next requests queue in the sockets and join the next batch, so nothing is
-lost by waiting. A thread would overlap the fsync with the loop's work, but
+the last commit) is written on the loop: an ``fdatasync`` takes a fraction of
+a millisecond when the machine is idle, and while it runs the next requests
+queue in the sockets and join the next batch, so nothing is lost by waiting. A thread would overlap the fsync with the loop's work, but
 handing the GIL to it and back, and the wake-up that reports the commit, cost
 more per batch than the overlap saves: measured with 64 submissions in flight,
 the master spent about 55 µs per acknowledged submission with the fsync in a
