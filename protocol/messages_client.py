@@ -93,6 +93,11 @@ class JobSpec(Message):
             raise SchemaError(f"JobSpec.timeout_s: must be positive, got {self.timeout_s}")
         if self.id is not None and not self.id:
             raise SchemaError("JobSpec.id: must not be empty")
+        # no program can take a NUL in its argv: refused here, not when a worker tries to spawn it
+        if "\0" in self.data:
+            raise SchemaError("JobSpec.data: must not contain NUL characters")
+        if self.args and any("\0" in arg for arg in self.args):
+            raise SchemaError("JobSpec.args: must not contain NUL characters")
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,18 @@ async def test_cancel_unknown_job_is_a_clear_error(cluster: Cluster) -> None:
     assert info.value.code == "UNKNOWN_JOB"
 
 
+@pytest.mark.parametrize("fields", [{"data": "echo a\x00b"}, {"data": "echo", "args": ["x\x00y"]}])
+async def test_a_nul_no_program_could_take_is_refused_at_submission(cluster: Cluster, fields: dict) -> None:
+    from titan.errors import RemoteError
+
+    with pytest.raises(RemoteError) as info:
+        await cluster.client.submit(JobSpec(type="SHELL", **fields))  # once, this was accepted and hung
+    assert "must not contain NUL" in str(info.value) and "\n" not in str(info.value)
+    job_id = await submit_shell(cluster, "true")
+    (job,) = await cluster.client.wait([job_id], timeout_s=30)
+    assert job.state == "COMPLETED"
+
+
 async def test_crashed_worker_jobs_rerun_elsewhere(make_cluster: ClusterFactory) -> None:
     cluster = await make_cluster(n_workers=2, capacity=2)
     ids = [await submit_shell(cluster, "sleep 0.5") for _ in range(4)]

@@ -60,6 +60,9 @@ CONSTRAINED: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("Register", "capacity"): st.integers(1, 1 << 16),
     ("Register", "port"): st.integers(0, 65535),
     ("JobSpec", "type"): st.text(min_size=1, max_size=10),
+    # a NUL can be no program's argument (refused, see test_out_of_range_values)
+    ("JobSpec", "data"): st.text(st.characters(blacklist_characters="\x00"), max_size=20),
+    ("JobSpec", "args"): st.lists(st.text(st.characters(blacklist_characters="\x00"), max_size=10), max_size=3),
     ("JobSpec", "id"): st.none() | st.text(min_size=1, max_size=10),
     ("JobSpec", "delay_ms"): st.integers(0, 2**40),
     ("JobSpec", "max_attempts"): st.integers(1, 100),
@@ -318,6 +321,8 @@ def test_huge_integer_where_a_float_is_expected() -> None:
         (JobSpec, {"slots": 0}, "JobSpec.slots"),
         (JobSpec, {"timeout_s": 0}, "JobSpec.timeout_s"),
         (JobSpec, {"timeout_s": -1.5}, "JobSpec.timeout_s"),
+        (JobSpec, {"data": "echo a\x00b"}, "JobSpec.data: must not contain NUL"),
+        (JobSpec, {"args": ["fine", "x\x00"]}, "JobSpec.args: must not contain NUL"),
         (SubmitDag, {"jobs": []}, "SubmitDag.jobs"),
         (Hello, {"role": "admin"}, "Hello.role"),
         (TaskStatus, {"state": "running"}, "TaskStatus.state"),
