@@ -9,14 +9,24 @@ from typing import Any
 import pytest
 
 from titan.config import WorkerSettings
-from titan.worker import ProcessRunner, Worker
+from titan.worker import ProcessRunner, Worker, process
 
 from .fake_master import FakeMaster
 from .helpers import FAST_WORKER
 
 
+@pytest.fixture(params=["fork_exec", "posix_spawn"])
+def spawn_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every runner test runs through both ways of spawning (see ``titan/worker/process.py``)."""
+    if request.param == "posix_spawn":
+        monkeypatch.setattr(process, "FORK_EXEC", None)
+    elif process.FORK_EXEC is None:
+        pytest.skip("this Python's fork_exec is not one the worker knows")
+    return str(request.param)
+
+
 @pytest.fixture
-async def runner(tmp_path: Path) -> AsyncIterator[ProcessRunner]:
+async def runner(tmp_path: Path, spawn_method: str) -> AsyncIterator[ProcessRunner]:
     runner = ProcessRunner(tmp_path / "ws", worker_id="w-test", kill_grace_s=0.5)
     yield runner
     await runner.aclose()

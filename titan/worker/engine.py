@@ -5,18 +5,11 @@ Theory of operation
 Each attempt gets ``<workspace>/jobs/<job_id>/attempt-<n>/`` with ``stdout``,
 ``stderr`` and an ``outputs/`` directory (a recycled one where possible, see
 ``dirs.py``: whoever reports an ended attempt hands its directory back with
-:meth:`ProcessRunner.release`). The process is started with
-``os.posix_spawn`` (glibc does a vfork-style clone and exec; no Python runs in
-the child) in a new session, so its pid is also its process group id and a
+:meth:`ProcessRunner.release`). The process is started by
+:func:`~titan.worker.process.spawn_in` (vfork and exec from C; no Python runs
+in the child) in a new session, so its pid is also its process group id and a
 kill reaches everything it started. stdin is ``/dev/null``; stdout and stderr
-are opened by the spawn itself, straight into the attempt directory.
-
-Python 3.11's ``posix_spawn`` cannot set the child's working directory, so the
-runner changes its own around the (synchronous) call and changes back through
-a directory fd kept open for that. That costs two syscalls; the alternative,
-``subprocess.Popen(cwd=...)``, measured at twice the parent CPU per spawn. The
-price is that nothing else in a worker process may rely on the current
-directory: every path the worker uses is absolute.
+are files in the attempt directory, which is the job's working directory.
 
 Exits are watched with a pidfd registered as a reader on the event loop, which
 works on uvloop and stock loops alike (never through a loop's subprocess API:

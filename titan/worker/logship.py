@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A job writes its stdout and stderr straight into files in its attempt
-directory (the engine opens them in ``posix_spawn``), so nothing the worker
+directory (the spawn hands them to the job as its fds 1 and 2), so nothing the worker
 does can slow the job down or lose a byte of it: the files are the exact log.
 The :class:`LogShipper` *tails* those files. One timer looks at each running
 attempt every ``interval_s``, reads whatever it has added since the last look

@@ -1,40 +1,162 @@
 """The process primitives the worker's attempts and services share.
 
-A process is spawned with ``os.posix_spawn`` in a session of its own (so its
-pid is also its process group id), with stdout and stderr opened by the spawn
-itself onto files in its directory, and the signals Python ignores put back to
-their defaults. Its exit is watched with a pidfd on the event loop; once that
-pidfd is readable the leader is a zombie that still pins the group id, which is
-the moment to clear out whatever it left in its group and then reap it.
+A process is spawned in a session of its own (so its pid is also its process
+group id), with stdin on /dev/null, stdout and stderr on files in its
+directory, and the signals Python ignores put back to their defaults. Its exit
+is watched with a pidfd on the event loop; once that pidfd is readable the
+leader is a zombie that still pins the group id, which is the moment to clear
+out whatever it left in its group and then reap it.
+
+The spawn itself goes through CPython's own primitive, the one ``subprocess``
+and stock asyncio use (``_posixsubprocess.fork_exec``: vfork, then a few
+syscalls and exec in C; no Python runs in the child). glibc's
+``posix_spawn``, the fallback, costs more while the parent waits: its child
+reads and resets the disposition of every signal, 120-odd syscalls before the
+exec against some 65. Side by side on the same machine, spawn-to-exit of
+``/bin/true`` took 0.66-0.77 ms against 0.75-0.85 ms, and 4 spawns in flight
+reaped 5-20 % more per second. ``fork_exec`` is not a public interface, so it
+is used only in the shapes we know (Python 3.11 to 3.14), checked once by a
+call that fails its argument checks before any fork; anything else falls back
+to ``os.posix_spawn``.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import signal
-from collections.abc import Mapping, Sequence
-from typing import Final
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
 
-__all__ = ["RESET_SIGNALS", "reap", "signal_group", "spawn_in"]
+__all__ = ["FORK_EXEC", "RESET_SIGNALS", "SPAWN_METHOD", "reap", "signal_group", "spawn_in"]
 
 # Python ignores SIGPIPE (and SIGXFSZ); a job must get the default back, or
 # `yes | head` in it would spin on EPIPE instead of ending.
 RESET_SIGNALS: Final = (signal.SIGPIPE, signal.SIGXFSZ)
 _TRUNCATE: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 _APPEND: Final = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+# how much of a child's report on a failed exec we read ("OSError:<hex errno>:<note>")
+_ERROR_REPORT_BYTES: Final = 1024
+_FS_ENCODING: Final = sys.getfilesystemencoding()
+_FS_ERRORS: Final = sys.getfilesystemencodeerrors()
+
+
+def _find_fork_exec() -> Callable[..., int] | None:
+    """``_posixsubprocess.fork_exec`` if its arguments are the ones :func:`_fork_exec_in` passes, else None."""
+    try:
+        import _posixsubprocess
+    except ImportError:
+        return None
+    fork_exec: Callable[..., int] = _posixsubprocess.fork_exec
+    # 3.11-3.13 end with allow_vfork; 3.14 dropped it (vfork is always allowed there)
+    tail: tuple[bool, ...] = () if sys.version_info >= (3, 14) else (True,)
+
+    def call(*args: Any) -> int:
+        return fork_exec(*args, *tail)
+
+    # the shape _fork_exec_in uses, but with no error pipe: with close_fds=True that stops at the
+    # precondition "errpipe_write must be >= 3", before any fork
+    probe = ([b"/"], [b"/"], True, (), None, None, *(-1,) * 8, True, True, -1, None, None, None, -1, None)
+    try:
+        pid = call(*probe)
+    except ValueError as exc:
+        return call if "errpipe_write" in str(exc) else None
+    except Exception:  # a TypeError for another arity, or anything new: not an interface we know
+        return None
+    _reap_quietly(pid)  # an interface that forked anyway is not one we know
+    return None
+
+
+def _reap_quietly(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+# called with the 22 arguments ``fork_exec`` takes in 3.14 (args ... preexec_fn); None where unknown
+FORK_EXEC: Final = _find_fork_exec()
+SPAWN_METHOD: Final = "fork_exec" if FORK_EXEC is not None else "posix_spawn"
 
 
 def spawn_in(argv: Sequence[str], env: Mapping[str, str], directory: str, *, home_fd: int, append: bool = False) -> int:
     """Start ``argv`` in ``directory`` as the leader of a new session; returns its pid.
 
-    Python 3.11's ``posix_spawn`` cannot set the child's working directory, so
-    the worker changes its own around the (synchronous) call and returns to
-    ``home_fd``: safe on a single-threaded event loop, which is why the worker
-    only ever uses absolute paths.
+    ``home_fd`` is the caller's working directory, which the ``posix_spawn``
+    fallback leaves and returns to (see :func:`_posix_spawn_in`).
 
     Raises:
-        OSError: the program could not be started.
+        OSError: the program could not be started (a NUL in ``argv`` or ``env`` is EINVAL).
+    """
+    try:
+        if FORK_EXEC is not None:
+            return _fork_exec_in(FORK_EXEC, argv, env, directory, append)
+        return _posix_spawn_in(argv, env, directory, home_fd, append)
+    except ValueError as exc:  # an embedded NUL, or "=" in a variable's name
+        raise OSError(errno.EINVAL, str(exc)) from exc
+
+
+def _fork_exec_in(
+    fork_exec: Callable[..., int], argv: Sequence[str], env: Mapping[str, str], directory: str, append: bool
+) -> int:
+    flags = (_APPEND if append else _TRUNCATE) | os.O_CLOEXEC
+    for name in env:
+        if "=" in name:
+            raise ValueError(f"illegal environment variable name {name!r}")
+    # os.fsencode, spelled out: five times faster over a whole environment
+    environment = [f"{name}={value}".encode(_FS_ENCODING, _FS_ERRORS) for name, value in env.items()]
+    arguments = [arg.encode(_FS_ENCODING, _FS_ERRORS) for arg in argv]
+    stdout = os.open(f"{directory}/stdout", flags, 0o644)
+    try:
+        stderr = os.open(f"{directory}/stderr", flags, 0o644)
+        try:
+            report_end, error_end = os.pipe2(os.O_CLOEXEC)
+            try:
+                try:
+                    pid = fork_exec(
+                        arguments, [arguments[0]], True, (error_end,), directory, environment,
+                        _dev_null(), -1, -1, stdout, -1, stderr, report_end, error_end,
+                        True, True, -1, None, None, None, -1, None,
+                    )  # fmt: skip
+                finally:
+                    os.close(error_end)
+                # EOF once the child has exec'd (its copy is close-on-exec); a report if it could not
+                report = os.read(report_end, _ERROR_REPORT_BYTES)
+            finally:
+                os.close(report_end)
+        finally:
+            os.close(stderr)
+    finally:
+        os.close(stdout)
+    if report:
+        _reap_quietly(pid)  # it wrote why and exited
+        raise _child_error(report, argv[0], directory)
+    return pid
+
+
+def _child_error(report: bytes, program: str, directory: str) -> OSError:
+    """The OSError a child described on its error pipe, as ``subprocess`` decodes it."""
+    kind, _, rest = report.partition(b":")
+    hex_errno, _, note = rest.partition(b":")
+    try:
+        number = int(hex_errno, 16)
+    except ValueError:
+        number = 0
+    if kind != b"OSError" or not number:
+        return OSError(errno.EIO, f"the child failed before exec: {report.decode(errors='replace')}")
+    # "noexec": it failed before the exec, in the chdir to its directory
+    return OSError(number, os.strerror(number), directory if note == b"noexec" else program)
+
+
+def _posix_spawn_in(argv: Sequence[str], env: Mapping[str, str], directory: str, home_fd: int, append: bool) -> int:
+    """``os.posix_spawn`` in ``directory``.
+
+    Python 3.11's ``posix_spawn`` cannot set the child's working directory, so
+    this changes the caller's around the (synchronous) call and returns to
+    ``home_fd``: safe on a single-threaded event loop, which is why the worker
+    only ever uses absolute paths.
     """
     flags = _APPEND if append else _TRUNCATE
     # The child starts in ``directory``: short relative names, and stdin from a /dev/null kept

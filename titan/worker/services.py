@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A :class:`Service` is one supervised command. It is spawned like a task
-(``posix_spawn`` in a session of its own, so its pid is its process group and a
+(``spawn_in``, in a session of its own, so its pid is its process group and a
 stop reaches everything it started; stdin ``/dev/null``; stdout and stderr
 appended to files in its directory, so restarts add to one log) and its exit is
 watched through a pidfd on the event loop.
