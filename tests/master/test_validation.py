@@ -54,6 +54,8 @@ def state(perm: Path) -> MasterState:
         (JobSpec(type="DEPLOY", data="Worker.jar"), "DEPLOY of Worker.jar needs a port"),
         (JobSpec(type="DEPLOY", data="nope.py"), "no file 'nope.py'"),
         (JobSpec(type="SHELL", data="true", id="../x"), "job id '../x' is not allowed"),
+        (JobSpec(type="SHELL", data="true", id="two\nlines"), "job id 'two\\nlines' is not allowed"),
+        (JobSpec(type="SHELL", data="true", id="x" * 5000), "'... (5000 characters) is not allowed"),
         (JobSpec(type="SHELL", data="true", deps=["NOPE"]), "unknown dependencies: NOPE"),
         (JobSpec(type="RUN", data="x.py", payload=b"x" * 1001), "over the 1000-byte limit"),
     ],
@@ -63,7 +65,7 @@ def test_refused_with_one_line_and_nothing_stored(state: MasterState, spec: JobS
         state.submit(spec, now=1.0)
     text = str(info.value)
     assert message in text
-    assert "\n" not in text
+    assert "\n" not in text and len(text) < 400
     assert state.jobs == {}
     assert sum(state.counts.values()) == 0
 

@@ -31,9 +31,9 @@ def check_job_id(job_id: str) -> str | None:
     """None if ``job_id`` is acceptable, else why not (ids name folders on disk)."""
     if _ID_PATTERN.fullmatch(job_id):
         return None
-    return (
-        f"job id '{job_id}' is not allowed: use up to 64 letters, digits, '_', '-' or '.', not starting with '.' or '-'"
-    )
+    # quoted with escapes and cut short: the message stays one readable line whatever was sent
+    shown = repr(job_id) if len(job_id) <= 70 else f"{job_id[:60]!r}... ({len(job_id)} characters)"
+    return f"job id {shown} is not allowed: use up to 64 letters, digits, '_', '-' or '.', not starting with '.' or '-'"
 
 
 _SKILL_SETS: dict[tuple[str, ...], frozenset[str]] = {}
