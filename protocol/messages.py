@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import UnknownOpcode
+from .errors import SchemaError, UnknownOpcode
 from .frame import FLAG_ERROR, FLAG_REPLY, Frame, encode_frame
 from .messages_client import (
     AttemptInfo,
@@ -235,14 +235,21 @@ REPLIES: Mapping[Opcode, type[Message]] = {
 
 
 def encode_message(message: Message, *, rid: int | None = None, reply_to: Opcode | None = None) -> bytes:
-    """Frame ``message``. ``reply_to`` marks an answer to a request of that opcode."""
+    """Frame ``message``. ``reply_to`` marks an answer to a request of that opcode.
+
+    Raises:
+        SchemaError: a value msgpack cannot carry (an integer beyond 64 bits, say).
+    """
     body = message.to_wire()
     if rid is not None:
         body["rid"] = rid
-    if reply_to is not None:
-        return encode_frame(reply_to, body, flags=FLAG_REPLY)
-    assert message.OPCODE is not None, f"{type(message).__name__} cannot be sent on its own"
-    return encode_frame(message.OPCODE, body)
+    try:
+        if reply_to is not None:
+            return encode_frame(reply_to, body, flags=FLAG_REPLY)
+        assert message.OPCODE is not None, f"{type(message).__name__} cannot be sent on its own"
+        return encode_frame(message.OPCODE, body)
+    except (OverflowError, TypeError) as exc:
+        raise SchemaError(f"{type(message).__name__}: cannot be encoded: {exc}") from exc
 
 
 def encode_error(code: str, message: str, *, rid: int | None = None) -> bytes:

@@ -146,6 +146,8 @@ def test_every_command_is_parseable_by_name() -> None:
         ),
         ("SUBMIT RUN|calc.py|1|soon", "DELAY_MS must be an integer, got 'soon'"),
         ("SUBMIT RUN|calc.py|1|-5", "DELAY_MS must be at least 0, got -5"),
+        ("SUBMIT RUN|calc.py|99999999999999999999", "PRIORITY must fit in 64 bits, got 99999999999999999999"),
+        ("SUBMIT RUN|calc.py|1|9223372036854775808", "DELAY_MS must fit in 64 bits"),
         ("SUBMIT RUN|calc.py|1|0|9", "got 5 fields"),
         ("SUBMIT R UN|calc.py", "TYPE must be a word"),
         ("SUBMIT_DAG", "SUBMIT_DAG expects jobs separated by ';'"),

@@ -197,6 +197,13 @@ async def test_master_keyword_overrides_settings(fake_master: FakeMaster) -> Non
         assert client.settings.port == fake_master.port
 
 
+async def test_a_string_in_place_of_settings_is_the_masters_address(fake_master: FakeMaster) -> None:
+    async with await TitanClient.connect(fake_master.address) as client:
+        assert client.settings.port == fake_master.port
+    with pytest.raises(UsageError):
+        await TitanClient.connect("127.0.0.1:http")
+
+
 async def test_a_large_dag_goes_in_parts_and_comes_back_whole(
     client: TitanClient, fake_master: FakeMaster, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,7 +22,7 @@ async def test_sync_client_round_trip_and_clean_close(fake_master: FakeMaster) -
 
     def use() -> tuple[str, list[str], int, str, list[bytes], str]:
         # the blocking client must not run on the loop that serves the fake master
-        with Client(master=fake_master.address) as client:
+        with Client(fake_master.address) as client:  # the address alone, as a script would write it
             job_id = client.submit_job("RUN", "calc.py")
             client.submit(JobSpec(type="RUN", data="x.py", id="A"))
             ids = [job.id for job in client.list_jobs()]

@@ -16,8 +16,11 @@ from protocol import (
     Cancel,
     Frame,
     JobReply,
+    JobSpec,
     JobStatus,
     Opcode,
+    SchemaError,
+    Submit,
     encode_error,
     encode_frame,
     encode_message,
@@ -58,6 +61,17 @@ async def test_request_and_reply(server: TitanTestServer, connect: Connect) -> N
     assert reply == JobReply(job=job_info("TSK-1"))
     reply = await client.request(Cancel(job_id="TSK-2"), timeout_s=5)
     assert job_id_of(reply) == "TSK-2"
+
+
+async def test_a_request_the_wire_cannot_carry_raises_at_once_and_leaves_nothing_pending(
+    server: TitanTestServer, connect: Connect
+) -> None:
+    client = await connect(server.port)
+    with pytest.raises(SchemaError, match="Submit: cannot be encoded"):
+        await client.request(Submit(job=JobSpec(type="SHELL", data="true", priority=2**70)), timeout_s=5)
+    assert not client._pending  # closing later has no orphaned future to fail
+    reply = await client.request(JobStatus(job_id="TSK-1"), timeout_s=5)  # and the connection is fine
+    assert reply == JobReply(job=job_info("TSK-1"))
 
 
 async def test_many_requests_in_flight_answered_out_of_order(server: TitanTestServer, connect: Connect) -> None:

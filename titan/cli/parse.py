@@ -43,6 +43,8 @@ __all__ = [
     "parse_submit",
 ]
 
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
 SUBMIT_FORM: Final = "TYPE|DATA[|PRIORITY[|DELAY_MS]]"
 DAG_FORM: Final = "ID|TYPE|DATA[|PORT]|PRIORITY|DELAY_MS|[DEPS][|AFFINITY]"
 
@@ -189,6 +191,8 @@ def _int_field(command: str, form: str, name: str, text: str, *, minimum: int | 
         raise UsageError(f"{command} expects {form}; {name} must be an integer, got '{text}'") from None
     if minimum is not None and value < minimum:
         raise UsageError(f"{command} expects {form}; {name} must be at least {minimum}, got {value}")
+    if not _INT64_MIN <= value <= _INT64_MAX:  # what the wire carries
+        raise UsageError(f"{command} expects {form}; {name} must fit in 64 bits, got {text}")
     return value
 
 

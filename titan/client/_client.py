@@ -167,16 +167,20 @@ class TitanClient:
         peer.on_close = self._on_close
 
     @classmethod
-    async def connect(cls, settings: ClientSettings | None = None, *, master: str | None = None) -> TitanClient:
+    async def connect(cls, settings: ClientSettings | str | None = None, *, master: str | None = None) -> TitanClient:
         """Dial the master and complete the handshake.
 
         ``master`` (``HOST:PORT``) overrides the address in ``settings``; without
         settings, :meth:`ClientSettings.from_env` supplies them (``TITAN_MASTER``).
+        A string in place of the settings is the master's address:
+        ``connect("10.0.0.5:9090")`` is ``connect(master="10.0.0.5:9090")``.
 
         Raises:
             ConnectError: nothing answers there, or the handshake was refused.
             UsageError: ``master`` is not ``HOST:PORT``.
         """
+        if isinstance(settings, str):
+            settings, master = None, master or settings
         try:
             if settings is None:
                 settings = ClientSettings.from_env(master=master)

@@ -32,7 +32,7 @@ class Client:
     background thread and its loop.
     """
 
-    def __init__(self, settings: ClientSettings | None = None, *, master: str | None = None) -> None:
+    def __init__(self, settings: ClientSettings | str | None = None, *, master: str | None = None) -> None:
         self._loop = asyncio.new_event_loop()
         # daemon: a client that is never closed must not keep the interpreter alive
         self._thread = threading.Thread(target=self._loop.run_forever, name="titan-client", daemon=True)

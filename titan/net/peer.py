@@ -232,12 +232,14 @@ class Peer(asyncio.Protocol):
             RemoteError: the other end answered with an ERROR.
             PeerClosed: the connection dropped first.
             RequestTimeout: no answer within ``timeout_s``.
+            SchemaError: ``message`` holds a value the wire cannot carry (nothing was sent).
         """
         rid = self._next_rid
         self._next_rid += 1
+        data = encode_message(message, rid=rid)  # a body that cannot be encoded raises here, nothing pending
         future: asyncio.Future[Message] = self._loop.create_future()
         self._pending[rid] = future
-        if not self.send(message, rid=rid):
+        if not self.write(data):
             self._pending.pop(rid, None)
             raise PeerClosed(f"connection to {self.label} is closed")
         # a plain timer on the future: asyncio.timeout() costs several times more, on every request
