@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,3 +174,40 @@ def test_history_falls_back_to_memory(tmp_path: Path) -> None:
     assert isinstance(open_history(tmp_path / "history"), FileHistory)
     assert isinstance(open_history(tmp_path / "missing-dir" / "history"), InMemoryHistory)
     assert isinstance(open_history(None), InMemoryHistory)
+
+
+# ---------------------------------------------------------------- commands from a file or a pipe
+
+
+async def test_a_script_runs_every_line_skips_comments_and_fails_if_one_failed(fake_master: FakeMaster) -> None:
+    out = io.StringIO()
+    repl = Repl(
+        ClientSettings(host="127.0.0.1", port=fake_master.port, connect_timeout_s=2.0),
+        console=Console(file=out, width=120, color_system=None),
+        history_path=None,
+    )
+    script = io.StringIO(
+        "# nightly jobs\nSUBMIT RUN|calc.py\n\n  # indented comment\nFROB\nLIST\nEXIT\nSUBMIT RUN|x.py\n"
+    )
+    assert await repl.run_script(script) == 1
+    text = out.getvalue()
+    assert "submitted TSK-00000001" in text and "TSK-00000001" in text.split("submitted", 1)[1]
+    assert [line for line in text.splitlines() if line.startswith("error:")] == [
+        "error: unknown command 'FROB'; type HELP for the commands"
+    ]
+    assert list(fake_master.jobs) == ["TSK-00000001"]  # nothing after EXIT ran
+    assert repl.session is None  # no prompt was ever made
+
+    clean = Repl(ClientSettings(host="127.0.0.1", port=fake_master.port), console=Console(file=io.StringIO()))
+    assert await clean.run_script(io.StringIO("STATS\n")) == 0
+
+
+async def test_titan_reads_commands_from_a_pipe_without_prompt_or_warning(fake_master: FakeMaster) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "titan.cli", "--master", fake_master.address,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(b"SUBMIT RUN|calc.py\nSTATUS nope\n"), timeout=60)
+    assert process.returncode == 1  # one line failed
+    assert stdout.decode().splitlines() == ["submitted TSK-00000001", "error: no job with id 'nope'"]
+    assert b"not a terminal" not in stderr and b"titan>" not in stdout

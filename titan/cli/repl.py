@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 import traceback
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, TextIO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, NestedCompleter, WordCompleter
@@ -153,13 +154,21 @@ class Repl:
         self.refresh_interval_s = refresh_interval_s
         self.title = title
         self.snapshot: StatsReply | None = None
-        self.session: PromptSession[str] = PromptSession(
-            history=open_history(history_path),
+        self.failures = 0  # lines that ended in an error
+        self._history_path = history_path
+        self._input = input
+        self._output = output
+        # made when a prompt is shown: on a stdin that is no terminal, prompt_toolkit only warns
+        self.session: PromptSession[str] | None = None
+
+    def _new_session(self) -> PromptSession[str]:
+        return PromptSession(
+            history=open_history(self._history_path),
             completer=build_completer(self.known_ids),
             complete_while_typing=False,
             bottom_toolbar=self.toolbar,
-            input=input,
-            output=output,
+            input=self._input,
+            output=self._output,
         )
 
     # ------------------------------------------------------------------ toolbar
@@ -183,7 +192,7 @@ class Repl:
             self.snapshot = await client.stats()
         except (TitanError, ProtocolError):
             self.snapshot = None
-        if self.session.app.is_running:
+        if self.session is not None and self.session.app.is_running:
             self.session.app.invalidate()
 
     async def _refresh_forever(self) -> None:
@@ -196,6 +205,7 @@ class Repl:
         """One red line (plus the traceback with ``debug``)."""
         if self.debug:
             self.console.print(Text("".join(traceback.format_exception(exc)), style="dim"))
+        self.failures += 1
         message = " ".join(str(exc).split()) or type(exc).__name__
         if not isinstance(exc, TitanError | ProtocolError):
             message = f"internal error: {type(exc).__name__}: {message}"
@@ -225,7 +235,14 @@ class Repl:
         return True
 
     async def run(self) -> int:
-        """Prompt until EXIT or Ctrl-D; returns the exit status."""
+        """Prompt until EXIT or Ctrl-D; returns the exit status.
+
+        With no input given and a stdin that is not a terminal (``titan < commands.txt``,
+        a pipe), the lines are run as a script instead: see :meth:`run_script`.
+        """
+        if self._input is None and not sys.stdin.isatty():
+            return await self.run_script(sys.stdin)
+        self.session = self._new_session()
         self.console.print(
             Text.assemble((self.title, "bold"), f" · master {self.link.address} · HELP lists the commands, EXIT leaves")
         )
@@ -249,3 +266,21 @@ class Repl:
             finally:
                 await self.link.aclose()
         return 0
+
+    async def run_script(self, stream: TextIO) -> int:
+        """Run ``stream``'s lines as commands, without prompt or toolbar, until EOF or EXIT.
+
+        Blank lines and lines starting with ``#`` are skipped; an error is printed
+        and the script goes on. Returns 1 if any line failed, else 0.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                line = await loop.run_in_executor(None, stream.readline)
+                if not line:
+                    break
+                if line.strip() and not line.lstrip().startswith("#") and not await self.execute(line.rstrip("\n")):
+                    break
+        finally:
+            await self.link.aclose()
+        return 1 if self.failures else 0
