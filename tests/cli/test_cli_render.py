@@ -111,12 +111,28 @@ def test_job_table_rows() -> None:
             now=NOW,
         )
     )
-    assert "ID" in text and "ATTEMPTS" in text and "AGE" in text
+    assert "ID" in text and "TRIES" in text and "AGE" in text
     row = next(line for line in text.splitlines() if "TSK-1a2b3c4d" in line)
     for cell in ("RUN", "calc.py", "RUNNING", "1/3", "w-8081", "2m05s"):
         assert cell in row
     row = next(line for line in text.splitlines() if "TSK-2" in line)
     assert "COMPLETED" in row and "2/3" in row and " 0 " in row and "5s" in row
+
+
+def test_job_table_fits_an_80_column_screen_folding_only_data_and_error() -> None:
+    jobs = [
+        job(worker="w-8081", data="for i in 1 2 3; do echo step $i; sleep 0.3; done"),
+        job("TSK-2", state="DEAD", exit_code=127, attempts=3, error="exit code 127", submitted_at=NOW - 605),
+    ]
+    console = Console(record=True, width=80, color_system=None)
+    console.print(job_table(jobs, now=NOW))
+    lines = console.export_text().splitlines()
+    assert all(len(line.rstrip()) <= 80 for line in lines)
+    header = " ".join(lines[: next(i for i, line in enumerate(lines) if "TSK-" in line)]).split()
+    assert {"ID", "TYPE", "DATA", "STATE", "TRIES", "WORKER", "EXIT", "AGE", "LAST", "ERROR"} == set(header)
+    dead = next(line for line in lines if "TSK-2" in line).split()
+    start = dead.index("DEAD")
+    assert dead[start : start + 5] == ["DEAD", "3/3", "-", "127", "10m05s"]  # none of these folded
 
 
 def test_empty_job_table_says_so() -> None:

@@ -131,10 +131,12 @@ def job_table(jobs: Sequence[JobInfo], *, now: float | None = None, title: str |
     """
     now = time.time() if now is None else now
     errors = any(job.error and job.state in _ERROR_STATES for job in jobs)
-    table = Table(title=title, header_style="bold", expand=False)
-    names = ["ID", "TYPE", "DATA", "STATE", "ATTEMPTS", "WORKER", "EXIT", "AGE"] + ["LAST ERROR"] * errors
+    # columns two spaces apart and no rules, as ps or kubectl print them: an 80-column screen keeps
+    # room for DATA and LAST ERROR, the only columns that fold; every other one stays on one line
+    table = Table(title=title, header_style="bold", expand=False, box=None, pad_edge=False)
+    names = ["ID", "TYPE", "DATA", "STATE", "TRIES", "WORKER", "EXIT", "AGE"] + ["LAST ERROR"] * errors
     for name in names:
-        table.add_column(name, no_wrap=name in ("ID", "STATE"), overflow="fold")
+        table.add_column(name, no_wrap=name not in ("DATA", "LAST ERROR"), overflow="fold")
     for job in jobs:
         row: list[Text | str] = [
             job.id,
