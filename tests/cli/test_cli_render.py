@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console, RenderableType
 
-from protocol import JobInfo, StatsReply, TransitionInfo
+from protocol import AttemptInfo, JobInfo, StatsReply, TransitionInfo
 from titan.cli.parse import COMMAND_NAMES
 from titan.cli.render import (
     HELP_ENTRIES,
@@ -133,6 +134,28 @@ def test_job_table_fits_an_80_column_screen_folding_only_data_and_error() -> Non
     dead = next(line for line in lines if "TSK-2" in line).split()
     start = dead.index("DEAD")
     assert dead[start : start + 5] == ["DEAD", "3/3", "-", "127", "10m05s"]  # none of these folded
+
+
+def test_status_help_and_workers_keep_their_short_cells_whole_at_80_columns() -> None:
+    detail = job(
+        state="DEAD",
+        exit_code=127,
+        attempts=1,
+        runs=[AttemptInfo(attempt=1, state="FAILED", worker="[18082]", started_at=NOW - 5, finished_at=NOW - 4.5,
+                          exit_code=127, error="exit code 127")],
+        history=[TransitionInfo("RUNNING", "DEAD", "out of attempts (1)", NOW - 4.5)],
+    )  # fmt: skip
+    for view in (job_detail(detail, now=NOW), help_view(), workers_table([worker(18081)])):
+        console = Console(record=True, width=80, color_system=None)
+        console.print(view)
+        text = console.export_text()
+        assert all(len(line.rstrip()) <= 80 for line in text.splitlines())
+    console = Console(record=True, width=80, color_system=None)
+    console.print(job_detail(detail, now=NOW))
+    assert datetime.fromtimestamp(NOW - 5).strftime("%H:%M:%S.%f")[:-3] in console.export_text()  # not folded
+    console = Console(record=True, width=80, color_system=None)
+    console.print(help_view())
+    assert "TYPE|DATA[|PRIORITY[|DELAY_MS]]" in console.export_text()
 
 
 def test_empty_job_table_says_so() -> None:

@@ -187,9 +187,9 @@ def job_detail(job: JobInfo, *, now: float | None = None) -> Panel:
     if job.runs:
         parts.append(attempts_table(job))
     if job.history:
-        story = Table(title="History", title_justify="left", header_style="bold")
+        story = _plain_table("History")
         for name in ("TIME", "FROM", "TO", "CAUSE"):
-            story.add_column(name)
+            story.add_column(name, no_wrap=name != "CAUSE", overflow="fold")
         for step in job.history:
             story.add_row(
                 datetime.fromtimestamp(step.t).strftime("%H:%M:%S.%f")[:-3],
@@ -201,11 +201,16 @@ def job_detail(job: JobInfo, *, now: float | None = None) -> Panel:
     return Panel(Group(*parts), title=Text(f"Job {job.id}", style="bold"), title_align="left", expand=False)
 
 
+def _plain_table(title: str) -> Table:
+    """A titled table in the style of ``job_table``: columns two spaces apart, no rules."""
+    return Table(title=title, title_justify="left", header_style="bold", box=None, pad_edge=False)
+
+
 def attempts_table(job: JobInfo) -> Table:
     """One row per attempt: where, how it ended, how long it ran, the backoff after it."""
-    table = Table(title="Attempts", title_justify="left", header_style="bold")
+    table = _plain_table("Attempts")
     for name in ("#", "WORKER", "STATE", "EXIT", "STARTED", "RAN", "BACKOFF", "ERROR / OUTPUTS"):
-        table.add_column(name, overflow="fold")
+        table.add_column(name, no_wrap=name != "ERROR / OUTPUTS", overflow="fold")
     for run in job.runs:
         ran = "-"
         if run.started_at is not None and run.finished_at is not None:
@@ -330,7 +335,7 @@ def stats_view(stats: StatsReply) -> Group:
 
 def workers_table(workers: Sequence[WorkerInfo]) -> Table:
     """WORKERS: one row per worker."""
-    table = Table(header_style="bold")
+    table = Table(header_style="bold", box=None, pad_edge=False)
     # PARENT and SERVICES only when some worker has one: nine columns fold every cell on an 80-column screen
     parents = any(worker.parent for worker in workers)
     services = any(worker.services for worker in workers)
@@ -362,9 +367,7 @@ def workers_table(workers: Sequence[WorkerInfo]) -> Table:
 
 def help_view(topic: str | None = None) -> Table:
     """Every command with its syntax and an example (or just ``topic``)."""
-    table = Table(
-        title="Commands are case-insensitive; fields are separated by |", title_justify="left", header_style="bold"
-    )
+    table = _plain_table("Commands are case-insensitive; fields are separated by |")
     table.add_column("COMMAND", style="bold", no_wrap=True)
     table.add_column("SYNTAX", overflow="fold")
     table.add_column("EXAMPLE", overflow="fold")
