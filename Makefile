@@ -30,12 +30,10 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
+## the machine's spawn ceiling, then every benchmark against its target (about 10 minutes)
 bench: $(STAMP)
 	$(BIN)/python -m bench.spawn_limit
-	$(BIN)/python -m bench.throughput
-	$(BIN)/python -m bench.logs
-	$(BIN)/python -m bench.dag
-	$(BIN)/python -m bench.burst
+	$(BIN)/python -m bench.report
 
 clean:
 	rm -rf $(VENV) titan_workspace/jobs mandelbrot.png .pytest_cache .mypy_cache .ruff_cache
