@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import signal
 import sys
 import traceback
@@ -240,8 +241,8 @@ class Repl:
         With no input given and a stdin that is not a terminal (``titan < commands.txt``,
         a pipe), the lines are run as a script instead: see :meth:`run_script`.
         """
-        if self._input is None and not sys.stdin.isatty():
-            return await self.run_script(sys.stdin)
+        if self._input is None and (sys.stdin is None or not sys.stdin.isatty()):
+            return await self.run_script(sys.stdin or io.StringIO())  # no stdin at all: nothing to run
         self.session = self._new_session()
         self.console.print(
             Text.assemble((self.title, "bold"), f" · master {self.link.address} · HELP lists the commands, EXIT leaves")
