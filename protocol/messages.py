@@ -238,7 +238,8 @@ def encode_message(message: Message, *, rid: int | None = None, reply_to: Opcode
     """Frame ``message``. ``reply_to`` marks an answer to a request of that opcode.
 
     Raises:
-        SchemaError: a value msgpack cannot carry (an integer beyond 64 bits, say).
+        SchemaError: a value msgpack cannot carry (an integer beyond 64 bits, a string
+            that is not valid Unicode).
     """
     body = message.to_wire()
     if rid is not None:
@@ -248,7 +249,7 @@ def encode_message(message: Message, *, rid: int | None = None, reply_to: Opcode
             return encode_frame(reply_to, body, flags=FLAG_REPLY)
         assert message.OPCODE is not None, f"{type(message).__name__} cannot be sent on its own"
         return encode_frame(message.OPCODE, body)
-    except (OverflowError, TypeError) as exc:
+    except (OverflowError, TypeError, UnicodeEncodeError) as exc:
         raise SchemaError(f"{type(message).__name__}: cannot be encoded: {exc}") from exc
 
 

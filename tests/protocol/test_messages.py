@@ -61,8 +61,10 @@ CONSTRAINED: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("Register", "port"): st.integers(0, 65535),
     ("JobSpec", "type"): st.text(min_size=1, max_size=10),
     # a NUL can be no program's argument (refused, see test_out_of_range_values)
-    ("JobSpec", "data"): st.text(st.characters(blacklist_characters="\x00"), max_size=20),
-    ("JobSpec", "args"): st.lists(st.text(st.characters(blacklist_characters="\x00"), max_size=10), max_size=3),
+    ("JobSpec", "data"): st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=20),
+    ("JobSpec", "args"): st.lists(
+        st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=10), max_size=3
+    ),
     ("JobSpec", "id"): st.none() | st.text(min_size=1, max_size=10),
     ("JobSpec", "delay_ms"): st.integers(0, 2**40),
     ("JobSpec", "max_attempts"): st.integers(1, 100),
@@ -461,3 +463,15 @@ def test_a_dag_part_out_of_its_range_is_refused(part: int, parts: int) -> None:
 
 def test_a_dag_sent_whole_has_no_part_fields_on_the_wire() -> None:
     assert SubmitDag(jobs=[JobSpec(type="RUN")]).to_wire() == {"jobs": [{"type": "RUN"}]}
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        (JobSpec(type="SHELL", data="true", priority=2**64), "Integer value out of range"),
+        (JobSpec(type="SHELL", data="echo \udcff"), "surrogates not allowed"),  # an undecodable argv byte
+    ],
+)
+def test_a_value_the_wire_cannot_carry_is_a_schema_error_naming_the_message(spec: JobSpec, fragment: str) -> None:
+    with pytest.raises(SchemaError, match=f"Submit: cannot be encoded: .*{fragment}"):
+        encode_message(Submit(job=spec))
