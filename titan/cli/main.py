@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from rich.console import Console
-
 from protocol import ProtocolError
 from titan.config import DEFAULT_PORT, ClientSettings
 from titan.errors import TitanError, UsageError
@@ -25,6 +23,7 @@ from titan.runtime import configure_logging, run
 
 from .demo import add_demo_options
 from .oneshot import run_oneshot
+from .output import stdout_console
 from .repl import Repl
 
 __all__ = ["build_parser", "main"]
@@ -182,8 +181,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        return await run_demo(args, _settings(args), Console(), explicit_master=args.master is not None)
-    return await run_oneshot(args, _settings(args), Console())
+        return await run_demo(args, _settings(args), stdout_console(), explicit_master=args.master is not None)
+    return await run_oneshot(args, _settings(args), stdout_console())
 
 
 def _fail(exc: BaseException, debug: bool) -> None:

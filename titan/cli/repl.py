@@ -38,6 +38,7 @@ from titan.errors import TitanError, UsageError
 
 from .executor import CommandRunner
 from .link import MasterLink
+from .output import stdout_console
 from .parse import JOB_STATES, parse_line
 from .render import HELP_ENTRIES, is_active
 
@@ -148,7 +149,7 @@ class Repl:
         title: str = "Titan",
     ) -> None:
         self.link = MasterLink(settings)
-        self.console = console or Console()
+        self.console = console or stdout_console()
         self.debug = debug
         self.known_ids: set[str] = set()
         self.runner = CommandRunner(self.link, self.console, self.known_ids)

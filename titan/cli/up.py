@@ -51,6 +51,8 @@ from rich.console import Console
 from titan.config import ClientSettings
 from titan.errors import TitanError, UsageError
 
+from .output import stdout_console
+
 __all__ = [
     "ChildSpec",
     "ClusterStartError",
@@ -352,7 +354,7 @@ async def run_up(args: argparse.Namespace, *, token: str | None = None, console:
     from .repl import Repl  # the REPL pulls in prompt_toolkit; LocalCluster alone does not need it
 
     _check_args(args)
-    console = console or Console()
+    console = console or stdout_console()
     specs = cluster_specs(
         workers=args.workers,
         port=args.port,
