@@ -45,7 +45,7 @@ from typing import NamedTuple
 
 from protocol import TaskStart
 from titan.worker.engine import ProcessRunner
-from titan.worker.process import FORK_EXEC
+from titan.worker.process import FORK_EXEC, fork_exec_spawn
 
 TRUE = shutil.which("true") or "/bin/true"
 
@@ -57,30 +57,11 @@ def bare_spawns() -> dict[str, Spawn]:
     env = dict(os.environ)
     argv = [TRUE]
     spawns: dict[str, Spawn] = {"posix_spawn": lambda: os.posix_spawn(TRUE, argv, env, setsid=True)}
-    fork_exec = FORK_EXEC
-    if fork_exec is not None:
+    if FORK_EXEC is not None:
         encoded = [os.fsencode(TRUE)]
         env_list = [os.fsencode(f"{name}={value}") for name, value in env.items()]
-
-        def spawn_with_fork_exec() -> int:
-            # no fds closed or redirected: the least it can do. The error pipe is not optional
-            # (without one the child gives up before the exec); the worker adds the rest (process.py)
-            report_end, error_end = os.pipe2(os.O_CLOEXEC)
-            try:
-                try:
-                    pid = fork_exec(
-                        encoded, encoded, False, (error_end,), None, env_list, -1, -1, -1, -1, -1, -1,
-                        report_end, error_end, True, True, -1, None, None, None, -1, None,
-                    )  # fmt: skip
-                finally:
-                    os.close(error_end)
-                if os.read(report_end, 1024):
-                    raise OSError(f"cannot start {TRUE}")
-            finally:
-                os.close(report_end)
-            return pid
-
-        spawns["fork_exec"] = spawn_with_fork_exec
+        # no fds closed or redirected: the least it can do (the worker adds both, see process.py)
+        spawns["fork_exec"] = lambda: fork_exec_spawn(encoded, env_list, close_fds=False)
     return spawns
 
 

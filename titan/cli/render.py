@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from rich.console import Group, RenderableType
+from rich.console import Group, JustifyMethod, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -123,6 +123,11 @@ def is_active(worker: WorkerInfo) -> bool:
 _ERROR_STATES: Final = frozenset({"DEAD", "FAILED", "SKIPPED", "CANCELLED"})
 
 
+def _plain_table(title: str | None = None, *, justify: JustifyMethod = "left") -> Table:
+    """Columns two spaces apart, no rules, bold headers: every table the commands print."""
+    return Table(title=title, title_justify=justify, header_style="bold", box=None, pad_edge=False)
+
+
 def job_table(jobs: Sequence[JobInfo], *, now: float | None = None, title: str | None = None) -> Table:
     """One row per job: id, type, data, state (coloured), attempts, worker, exit code, age.
 
@@ -133,7 +138,7 @@ def job_table(jobs: Sequence[JobInfo], *, now: float | None = None, title: str |
     errors = any(job.error and job.state in _ERROR_STATES for job in jobs)
     # columns two spaces apart and no rules, as ps or kubectl print them: an 80-column screen keeps
     # room for DATA and LAST ERROR, the only columns that fold; every other one stays on one line
-    table = Table(title=title, header_style="bold", expand=False, box=None, pad_edge=False)
+    table = _plain_table(title, justify="center")
     names = ["ID", "TYPE", "DATA", "STATE", "TRIES", "WORKER", "EXIT", "AGE"] + ["LAST ERROR"] * errors
     for name in names:
         table.add_column(name, no_wrap=name not in ("DATA", "LAST ERROR"), overflow="fold")
@@ -199,11 +204,6 @@ def job_detail(job: JobInfo, *, now: float | None = None) -> Panel:
             )
         parts.append(story)
     return Panel(Group(*parts), title=Text(f"Job {job.id}", style="bold"), title_align="left", expand=False)
-
-
-def _plain_table(title: str) -> Table:
-    """A titled table in the style of ``job_table``: columns two spaces apart, no rules."""
-    return Table(title=title, title_justify="left", header_style="bold", box=None, pad_edge=False)
 
 
 def attempts_table(job: JobInfo) -> Table:
@@ -335,7 +335,7 @@ def stats_view(stats: StatsReply) -> Group:
 
 def workers_table(workers: Sequence[WorkerInfo]) -> Table:
     """WORKERS: one row per worker."""
-    table = Table(header_style="bold", box=None, pad_edge=False)
+    table = _plain_table()
     # PARENT and SERVICES only when some worker has one: nine columns fold every cell on an 80-column screen
     parents = any(worker.parent for worker in workers)
     services = any(worker.services for worker in workers)

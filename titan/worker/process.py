@@ -32,7 +32,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-__all__ = ["FORK_EXEC", "RESET_SIGNALS", "SPAWN_METHOD", "reap", "signal_group", "spawn_in"]
+__all__ = ["FORK_EXEC", "RESET_SIGNALS", "SPAWN_METHOD", "fork_exec_spawn", "reap", "signal_group", "spawn_in"]
 
 # Python ignores SIGPIPE (and SIGXFSZ); a job must get the default back, or
 # `yes | head` in it would spin on EPIPE instead of ending.
@@ -46,7 +46,7 @@ _FS_ERRORS: Final = sys.getfilesystemencodeerrors()
 
 
 def _find_fork_exec() -> Callable[..., int] | None:
-    """``_posixsubprocess.fork_exec`` if its arguments are the ones :func:`_fork_exec_in` passes, else None."""
+    """``_posixsubprocess.fork_exec`` if its arguments are the ones :func:`fork_exec_spawn` passes, else None."""
     try:
         import _posixsubprocess
     except ImportError:
@@ -58,9 +58,9 @@ def _find_fork_exec() -> Callable[..., int] | None:
     def call(*args: Any) -> int:
         return fork_exec(*args, *tail)
 
-    # the shape _fork_exec_in uses, but with no error pipe: with close_fds=True that stops at the
+    # the shape fork_exec_spawn uses, but with no error pipe: with close_fds=True that stops at the
     # precondition "errpipe_write must be >= 3", before any fork
-    probe = ([b"/"], [b"/"], True, (), None, None, *(-1,) * 8, True, True, -1, None, None, None, -1, None)
+    probe = _fork_exec_arguments([b"/"], None, None, stdin=-1, stdout=-1, stderr=-1, pipe=(-1, -1), close_fds=True)
     try:
         pid = call(*probe)
     except ValueError as exc:
@@ -69,6 +69,26 @@ def _find_fork_exec() -> Callable[..., int] | None:
         return None
     _reap_quietly(pid)  # an interface that forked anyway is not one we know
     return None
+
+
+def _fork_exec_arguments(
+    arguments: list[bytes],
+    cwd: str | None,
+    environment: list[bytes] | None,
+    *,
+    stdin: int,
+    stdout: int,
+    stderr: int,
+    pipe: tuple[int, int],
+    close_fds: bool,
+) -> tuple[Any, ...]:
+    """The positional arguments of ``fork_exec`` up to ``preexec_fn``: the one place that knows their order."""
+    report_end, error_end = pipe
+    # restore_signals and call_setsid on; no process group, gid, groups, uid, umask or preexec_fn
+    pass_fds = (error_end,) if error_end >= 0 else ()
+    return (arguments, [arguments[0]], close_fds, pass_fds, cwd, environment,
+            stdin, -1, -1, stdout, -1, stderr, report_end, error_end,
+            True, True, -1, None, None, None, -1, None)  # fmt: skip
 
 
 def _reap_quietly(pid: int) -> None:
@@ -94,15 +114,13 @@ def spawn_in(argv: Sequence[str], env: Mapping[str, str], directory: str, *, hom
     """
     try:
         if FORK_EXEC is not None:
-            return _fork_exec_in(FORK_EXEC, argv, env, directory, append)
+            return _fork_exec_in(argv, env, directory, append)
         return _posix_spawn_in(argv, env, directory, home_fd, append)
     except ValueError as exc:  # an embedded NUL, or "=" in a variable's name
         raise OSError(errno.EINVAL, str(exc)) from exc
 
 
-def _fork_exec_in(
-    fork_exec: Callable[..., int], argv: Sequence[str], env: Mapping[str, str], directory: str, append: bool
-) -> int:
+def _fork_exec_in(argv: Sequence[str], env: Mapping[str, str], directory: str, append: bool) -> int:
     flags = (_APPEND if append else _TRUNCATE) | os.O_CLOEXEC
     for name in env:
         if "=" in name:
@@ -114,27 +132,56 @@ def _fork_exec_in(
     try:
         stderr = os.open(f"{directory}/stderr", flags, 0o644)
         try:
-            report_end, error_end = os.pipe2(os.O_CLOEXEC)
-            try:
-                try:
-                    pid = fork_exec(
-                        arguments, [arguments[0]], True, (error_end,), directory, environment,
-                        _dev_null(), -1, -1, stdout, -1, stderr, report_end, error_end,
-                        True, True, -1, None, None, None, -1, None,
-                    )  # fmt: skip
-                finally:
-                    os.close(error_end)
-                # EOF once the child has exec'd (its copy is close-on-exec); a report if it could not
-                report = os.read(report_end, _ERROR_REPORT_BYTES)
-            finally:
-                os.close(report_end)
+            return fork_exec_spawn(
+                arguments, environment, cwd=directory, stdin=_dev_null(), stdout=stdout, stderr=stderr
+            )
         finally:
             os.close(stderr)
     finally:
         os.close(stdout)
+
+
+def fork_exec_spawn(
+    arguments: list[bytes],
+    environment: list[bytes],
+    *,
+    cwd: str | None = None,
+    stdin: int = -1,
+    stdout: int = -1,
+    stderr: int = -1,
+    close_fds: bool = True,
+) -> int:
+    """vfork+exec ``arguments`` in a new session through :data:`FORK_EXEC`; returns the pid.
+
+    ``stdin``/``stdout``/``stderr`` of -1 are inherited. ``close_fds=False``
+    leaves the caller's inheritable descriptors to the child (the least a spawn
+    can do, as ``bench.spawn_limit`` measures it).
+
+    Raises:
+        OSError: the child could not exec (its errno, as ``subprocess`` reports it).
+        RuntimeError: this Python has no ``fork_exec`` of a shape we know.
+    """
+    fork_exec = FORK_EXEC
+    if fork_exec is None:
+        raise RuntimeError("no fork_exec of a known shape in this Python: use os.posix_spawn")
+    report_end, error_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        try:
+            pid = fork_exec(
+                *_fork_exec_arguments(
+                    arguments, cwd, environment, stdin=stdin, stdout=stdout, stderr=stderr,
+                    pipe=(report_end, error_end), close_fds=close_fds,
+                )
+            )  # fmt: skip
+        finally:
+            os.close(error_end)
+        # EOF once the child has exec'd (its copy is close-on-exec); a report if it could not
+        report = os.read(report_end, _ERROR_REPORT_BYTES)
+    finally:
+        os.close(report_end)
     if report:
         _reap_quietly(pid)  # it wrote why and exited
-        raise _child_error(report, argv[0], directory)
+        raise _child_error(report, os.fsdecode(arguments[0]), cwd or os.getcwd())
     return pid
 
 
