@@ -72,6 +72,27 @@ async def test_py_runs_with_this_interpreter_in_the_attempt_directory(runner: Pr
     assert Path.cwd() != directory  # the runner changed back
 
 
+async def test_a_job_env_replaces_the_workers_own_but_not_the_titan_variables(
+    tmp_path: Path, spawn_method: str
+) -> None:
+    base = {"PATH": os.environ["PATH"], "SHARED": "worker", "": "nameless", "A=B": "unnamable"}
+    runner = ProcessRunner(tmp_path / "ws", worker_id="w-env", base_env=base)
+    try:
+        dump_all = b"import json, os; print(json.dumps(dict(os.environ)))"
+        job_env = {"SHARED": "job", "TITAN_OUTPUT_DIR": "/elsewhere"}
+        result = await run(runner, shipped("dump.py", dump_all, env=job_env))
+        assert result.exit_code == 0, outputs(runner)
+        seen = json.loads(outputs(runner)[0])
+        directory = runner.workspace / "jobs" / "J1" / "attempt-1"
+        assert (seen["SHARED"], seen["TITAN_OUTPUT_DIR"]) == ("job", str(directory / "outputs"))
+        assert "" not in seen and "A" not in seen  # names exec cannot carry are left out, not fatal
+        second = await run(runner, shipped("dump.py", dump_all, job_id="J2"))
+        assert second.exit_code == 0
+        assert json.loads(outputs(runner, "J2")[0])["SHARED"] == "worker"  # nothing stuck to the base
+    finally:
+        await runner.aclose()
+
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 async def test_sh_runs_with_bash_even_without_exec_bit(runner: ProcessRunner) -> None:
     script = b'echo "bash $BASH_VERSION args:$*"\n'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from titan.worker import process
-from titan.worker.process import spawn_in
+from titan.worker.process import Environment, spawn_in
 
 pytestmark = pytest.mark.usefixtures("spawn_method")
 
@@ -104,6 +105,48 @@ def test_what_no_program_can_take_is_an_einval_oserror(
     with pytest.raises(OSError) as caught:
         _run(tmp_path, argv, env)
     assert caught.value.errno == errno.EINVAL
+
+
+@pytest.mark.parametrize("base", [Environment, dict])
+def test_extra_variables_are_added_to_the_base_and_replace_its_own(
+    tmp_path: Path, base: type[Environment] | type[dict[str, str]]
+) -> None:
+    dump = "import json, os; print(json.dumps(dict(os.environ)))"
+    environment = base({"PATH": os.environ["PATH"], "KEPT": "base", "REPLACED": "base"})
+    home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        extra = {"REPLACED": "extra", "ADDED": "é"}
+        pid = spawn_in([sys.executable, "-c", dump], environment, str(tmp_path), home_fd=home, extra_env=extra)
+    finally:
+        os.close(home)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    seen = json.loads((tmp_path / "stdout").read_text())
+    assert {name: seen.get(name) for name in ("KEPT", "REPLACED", "ADDED")} == {
+        "KEPT": "base",
+        "REPLACED": "extra",
+        "ADDED": "é",
+    }
+    assert environment["REPLACED"] == "base"  # a spawn's variables never stick to the base
+
+
+@pytest.mark.parametrize("extra", [{"BAD=NAME": "1"}, {"": "1"}, {"NAME": "a\0b"}])
+def test_an_extra_variable_no_program_can_take_is_an_einval_oserror(tmp_path: Path, extra: dict[str, str]) -> None:
+    home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with pytest.raises(OSError) as caught:
+            spawn_in(["/bin/true"], Environment({}), str(tmp_path), home_fd=home, extra_env=extra)
+    finally:
+        os.close(home)
+    assert caught.value.errno == errno.EINVAL
+
+
+def test_an_environment_is_a_read_only_mapping_of_its_variables() -> None:
+    environment = Environment({"A": "1", "B": "2"})
+    assert dict(environment) == {"A": "1", "B": "2"} and len(environment) == 2
+    assert environment.encoded() == [b"A=1", b"B=2"]
+    assert environment.encoded({"B": "3", "C": "4"}) == [b"A=1", b"B=3", b"C=4"]
+    with pytest.raises(ValueError, match="illegal environment variable name"):
+        Environment({"A=B": "1"})
 
 
 def test_the_child_error_report_is_decoded_as_subprocess_does() -> None:

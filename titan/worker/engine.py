@@ -41,7 +41,7 @@ from .artifacts import collect_artifacts, write_inputs
 from .command import CommandBuilder, LaunchError
 from .dirs import AttemptDirs
 from .payloads import PayloadCache
-from .process import reap, signal_group, spawn_in
+from .process import Environment, reap, signal_group, spawn_in
 
 __all__ = ["Attempt", "AttemptResult", "ProcessRunner"]
 
@@ -245,7 +245,8 @@ class ProcessRunner:
         self.payloads = PayloadCache(self.workspace / "cache")
         env = dict(os.environ if base_env is None else base_env)
         env["TITAN_WORKER"] = worker_id
-        self._base_env = env
+        # a name exec cannot carry (only a hand-made environment has one) is left out, not a failure of every job
+        self._base_env = Environment({name: value for name, value in env.items() if name and "=" not in name})
         self.commands = CommandBuilder(env.get("PATH", os.defpath))
         self._running: dict[TaskRef, Attempt] = {}
         self._home_fd: int | None = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -322,9 +323,8 @@ class ProcessRunner:
 
     # ------------------------------------------------------------------ internals
     def _prepare(self, task: TaskStart) -> tuple[list[str], dict[str, str]]:
-        env = self._base_env.copy()
-        env["TITAN_JOB_ID"] = task.job_id
-        env["TITAN_ATTEMPT"] = str(task.attempt)
+        """The command line, and the variables this attempt adds to the base environment."""
+        env = {"TITAN_JOB_ID": task.job_id, "TITAN_ATTEMPT": str(task.attempt)}
         path: str | None = None
         if task.env:
             env.update(task.env)
@@ -359,7 +359,7 @@ class ProcessRunner:
     def _spawn(self, argv: list[str], env: dict[str, str], directory: str) -> int:
         assert self._home_fd is not None
         try:
-            return spawn_in(argv, env, directory, home_fd=self._home_fd)
+            return spawn_in(argv, self._base_env, directory, home_fd=self._home_fd, extra_env=env)
         except OSError as exc:
             raise LaunchError(_describe_spawn_error(argv[0], exc)) from exc
 
