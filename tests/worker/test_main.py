@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -117,3 +118,18 @@ def _children_groups(parent: int) -> list[int]:
     """Process group ids of ``parent``'s direct children (each attempt leads its own)."""
     with open(f"/proc/{parent}/task/{parent}/children") as children:
         return [int(pid) for pid in children.read().split()]
+
+
+def test_a_folder_named_titan_in_the_current_directory_does_not_break_the_worker(tmp_path: Path) -> None:
+    # it makes `titan` a namespace package (no __file__) for code that runs from there
+    (tmp_path / "titan").mkdir()
+    check = "import titan, titan.worker.children as c; print(titan.__file__); print(c._PACKAGE_ROOT)"
+    done = subprocess.run(
+        [sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == str(Path(__file__).resolve().parents[2])
+    shown = subprocess.run(
+        [sys.executable, "-m", "titan.worker", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0 and "usage" in shown.stdout, shown.stderr

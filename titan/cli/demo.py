@@ -31,7 +31,6 @@ from typing import Final
 from rich.console import Console
 from rich.text import Text
 
-import titan
 from protocol import JobSpec
 from titan.client import TitanClient
 from titan.config import ClientSettings
@@ -94,7 +93,7 @@ def check_demo_options(args: argparse.Namespace) -> None:
 
 def _script(name: str) -> bytes:
     """The script from ``./perm_files`` or the one that ships with Titan's sources."""
-    for folder in (Path.cwd() / "perm_files", Path(titan.__file__).resolve().parent.parent / "perm_files"):
+    for folder in (Path.cwd() / "perm_files", Path(__file__).resolve().parents[2] / "perm_files"):
         path = folder / name
         if path.is_file():
             return path.read_bytes()

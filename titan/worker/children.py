@@ -33,15 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import titan
-
 from .services import Service, ServiceEvent, ServicePolicy
 
 __all__ = ["ChildCommand", "ChildDefaults", "ChildWorkers", "PortTaken"]
 
 log = logging.getLogger(__name__)
 
-_PACKAGE_ROOT: Final = str(Path(titan.__file__).resolve().parent.parent)
+# from this file, not titan.__file__: a folder named titan in the current directory turns the
+# package into a namespace package whose __file__ is None
+_PACKAGE_ROOT: Final = str(Path(__file__).resolve().parents[2])
 _FREE_PORTS: Final = (20000, 60999)
 
 
