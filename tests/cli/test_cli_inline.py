@@ -37,6 +37,36 @@ def test_titan_submit_file_and_gc_older_than(tmp_path: Path) -> None:
     assert args.older_than_s == 7 * 86400
 
 
+@pytest.mark.parametrize(
+    ("job", "expected"),
+    [
+        ("DEPLOY", ("DEPLOY", "job.sh", 1, 0)),
+        ("RUN||7|250", ("RUN", "job.sh", 7, 250)),
+        ("run|", ("RUN", "job.sh", 1, 0)),
+    ],
+)
+def test_file_takes_a_type_and_priority_but_no_data(
+    tmp_path: Path, job: str, expected: tuple[str, str, int, int]
+) -> None:
+    script = tmp_path / "job.sh"
+    script.write_bytes(b"echo hi\n")
+    args = build_parser().parse_args(["submit", job, "--file", str(script)])
+    check_arguments(args)
+    assert (args.spec.type, args.spec.data, args.spec.priority, args.spec.delay_ms) == expected
+
+
+@pytest.mark.parametrize(
+    ("job", "fragment"),
+    [("SHELL|true", "for RUN or DEPLOY jobs, not SHELL"), ("|x", "not an empty type"), ("RUN|x.py", "not both")],
+)
+def test_file_with_another_kind_or_data_is_refused(tmp_path: Path, job: str, fragment: str) -> None:
+    script = tmp_path / "s1.txt"
+    script.write_bytes(b"echo hi\n")
+    args = build_parser().parse_args(["submit", job, "--file", str(script)])
+    with pytest.raises(UsageError, match=fragment):
+        check_arguments(args)
+
+
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("45s", 45), ("30m", 1800), ("12h", 43200), ("2w", 1209600)])
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds

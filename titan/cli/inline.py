@@ -17,9 +17,9 @@ from typing import Final
 from protocol import JobSpec
 from titan.errors import UsageError
 
-__all__ = ["attach_inline", "inline_spec", "parse_duration"]
+__all__ = ["FILE_KINDS", "attach_inline", "inline_spec", "parse_duration"]
 
-_FILE_KINDS: Final = frozenset({"RUN", "DEPLOY"})
+FILE_KINDS: Final = frozenset({"RUN", "DEPLOY"})
 _DURATION: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", re.IGNORECASE)
 _UNIT_S: Final = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
@@ -40,7 +40,7 @@ def inline_spec(spec: JobSpec, path: str) -> JobSpec:
 
 def attach_inline(spec: JobSpec) -> JobSpec:
     """A ``RUN``/``DEPLOY`` whose data is ``@path`` sends that local file inline; any other spec is unchanged."""
-    if spec.payload is None and spec.type.upper() in _FILE_KINDS and spec.data.startswith("@"):
+    if spec.payload is None and spec.type.upper() in FILE_KINDS and spec.data.startswith("@"):
         path = spec.data[1:].strip()
         if not path:
             raise UsageError(f"{spec.type.upper()}|@PATH needs a local file after '@'")

@@ -25,7 +25,7 @@ from titan.errors import RemoteError, UsageError
 
 from .dagview import dag_tree
 from .executor import log_note, logs_refusal
-from .inline import attach_inline, inline_spec, parse_duration
+from .inline import FILE_KINDS, attach_inline, inline_spec, parse_duration
 from .jsonview import job_json, stats_json, worker_json
 from .parse import JOB_STATES, parse_dag, parse_submit
 from .progress import follow_jobs
@@ -71,8 +71,13 @@ def _job_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _submit_spec(args: argparse.Namespace) -> JobSpec:
     if args.file is not None:
-        job = args.job or "RUN"
-        spec = inline_spec(parse_submit(job if "|" in job else f"{job}|{args.file}"), args.file)
+        kind, _, rest = (args.job or "RUN").partition("|")
+        data, bar, tail = rest.partition("|")
+        if kind.strip().upper() not in FILE_KINDS:
+            raise UsageError(f"--file sends a script for RUN or DEPLOY jobs, not {kind.strip() or 'an empty type'}")
+        if data.strip():
+            raise UsageError("give the job's DATA or --file PATH, not both (leave DATA empty: 'RUN||PRIORITY')")
+        spec = inline_spec(parse_submit(f"{kind}|{args.file}" + (f"|{tail}" if bar else "")), args.file)
     elif args.job is None:
         raise UsageError("submit expects 'TYPE|DATA[|PRIORITY[|DELAY_MS]]' or --file PATH")
     else:
