@@ -7,7 +7,7 @@ docstring for how a body is validated.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from .errors import SchemaError
 from .opcodes import Opcode
@@ -50,6 +50,12 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- client -> master
+
+# exec refuses any one argument of 32 pages or more (Linux's MAX_ARG_STRLEN, its NUL included)
+MAX_ARG_BYTES: Final = 128 * 1024 - 1
+# and arguments with the environment over a quarter of the stack limit (2 MiB by default): half
+# of that is left to the worker's environment
+MAX_ARGV_BYTES: Final = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,29 @@ class JobSpec(Message):
             raise SchemaError("JobSpec.data: must not contain NUL characters")
         if self.args and any("\0" in arg for arg in self.args):
             raise SchemaError("JobSpec.args: must not contain NUL characters")
+        self._check_executable_size()
+
+    def _check_executable_size(self) -> None:
+        # nor a single argument over the kernel's 128 KiB, nor an argv over what exec takes beside an
+        # environment: such a job could never start, so it is refused here, not at each of its attempts
+        if self.type.upper() == "SHELL" and _utf8_over(self.data, MAX_ARG_BYTES):
+            raise SchemaError(f"JobSpec.data: a command line over {MAX_ARG_BYTES} bytes cannot be executed")
+        if not self.args:
+            return
+        if any(_utf8_over(arg, MAX_ARG_BYTES) for arg in self.args):
+            raise SchemaError(f"JobSpec.args: an argument over {MAX_ARG_BYTES} bytes cannot be executed")
+        characters = sum(len(arg) for arg in self.args) + len(self.data)
+        if characters * 4 > MAX_ARGV_BYTES and (
+            sum(len(arg.encode("utf-8", "surrogatepass")) for arg in self.args)
+            + len(self.data.encode("utf-8", "surrogatepass"))
+            > MAX_ARGV_BYTES
+        ):
+            raise SchemaError(f"JobSpec.args: data and args over {MAX_ARGV_BYTES} bytes cannot be executed")
+
+
+def _utf8_over(text: str, limit: int) -> bool:
+    """Whether ``text`` takes more than ``limit`` bytes in UTF-8 (encoded only when it might)."""
+    return len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,6 +169,13 @@ async def test_unreachable_master(capsys: pytest.CaptureFixture[str]) -> None:
     [
         (["submit", "RUN"], "SUBMIT expects TYPE|DATA"),
         (["submit", "RUN|calc.py", "--attempts", "0"], "--attempts must be at least 1"),
+        (["submit", "RUN|calc.py", "--attempts", "99999999999999999999"], "fit in 64 bits"),
+        (["submit", "RUN|calc.py", "--timeout", "inf"], "--timeout must be a positive number of seconds, got inf"),
+        (["submit", "RUN|calc.py", "--timeout", "nan"], "--timeout must be a positive number of seconds, got nan"),
+        (["submit", "RUN|calc.py", "--backoff-cap", "nan"], "--backoff-cap must be a positive number"),
+        (["submit", "RUN|calc.py", "--backoff-factor", "inf"], "--backoff-factor must be at least 1"),
+        (["wait", "A", "--timeout", "nan"], "--timeout must be a positive number of seconds"),
+        (["submit", "SHELL|true", "--file", "x.sh"], "for RUN or DEPLOY jobs, not SHELL"),
         (["submit-dag", "A|RUN|calc.py|1|0|B"], "expected [DEPS]"),
         (["list", "SLEEPING"], "list expects [STATE]"),
         (["frobnicate"], "invalid choice"),

@@ -27,11 +27,13 @@ def test_in_a_pipe_a_long_row_stays_one_line(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(sys, "stdout", _Stream(tty=False))
     console = stdout_console()
     assert console.width == PIPE_WIDTH
-    command = "for i in 1 2 3; do echo step $i; sleep 0.3; done; echo finished with every step"
-    with console.capture() as captured:
-        console.print(job_table([job(data=command)], now=NOW))
-    rows = captured.get().splitlines()
-    assert len(rows) == 2 and command in rows[1]  # the header and one row
+    command = "for i in 1 2 3; do echo step $i; done; echo finished"
+    console.print(job_table([job(data=command), job(data="x" * 5000, error="e\n" * 300, state="DEAD")], now=NOW))
+    rows = sys.stdout.getvalue().splitlines()
+    assert len(rows) == 3 and command in rows[1]  # the header and one row each
+    assert "x" * 59 + "…" in rows[2] and "x" * 61 not in rows[2]  # a list shows the start of a long command
+    assert len(rows[2]) < 300
+    assert all(row == row.rstrip() for row in rows)  # no padding out to the table's width
 
 
 def test_on_a_terminal_or_with_columns_set_rich_decides(monkeypatch: pytest.MonkeyPatch) -> None:

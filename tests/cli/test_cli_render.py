@@ -205,3 +205,13 @@ def test_help_lists_every_command_with_syntax_and_example() -> None:
 
 def test_format_age() -> None:
     assert [format_age(s) for s in (0, 59, 61, 3600 + 120, 86400 * 2 + 3600)] == ["0s", "59s", "1m01s", "1h02m", "2d1h"]
+
+
+def test_help_examples_stay_whole_at_80_columns() -> None:
+    console = Console(record=True, width=80, color_system=None)
+    console.print(help_view())
+    lines = [line.strip() for line in console.export_text().splitlines()]
+    for _, syntax, example in HELP_ENTRIES:
+        assert example in lines  # on a line of its own, ready to copy
+        if " " not in syntax or len(syntax) <= 80:
+            assert syntax in lines

@@ -74,6 +74,18 @@ async def test_a_request_the_wire_cannot_carry_raises_at_once_and_leaves_nothing
     assert reply == JobReply(job=job_info("TSK-1"))
 
 
+async def test_a_request_over_the_frame_limit_raises_at_once_and_the_connection_stays(
+    server: TitanTestServer, connect: Connect
+) -> None:
+    client = await connect(server.port)
+    too_big = JobStatus(job_id="x" * (client.decoder.max_body + 1))
+    with pytest.raises(SchemaError, match="over the 16777216-byte limit of a frame"):
+        await client.request(too_big, timeout_s=5)
+    assert not client._pending
+    reply = await client.request(JobStatus(job_id="TSK-1"), timeout_s=5)  # not FRAME_TOO_LARGE and a close
+    assert reply == JobReply(job=job_info("TSK-1"))
+
+
 async def test_many_requests_in_flight_answered_out_of_order(server: TitanTestServer, connect: Connect) -> None:
     client = await connect(server.port)
     ids = [f"hold-{i}" for i in range(20)]

@@ -325,6 +325,9 @@ def test_huge_integer_where_a_float_is_expected() -> None:
         (JobSpec, {"timeout_s": -1.5}, "JobSpec.timeout_s"),
         (JobSpec, {"data": "echo a\x00b"}, "JobSpec.data: must not contain NUL"),
         (JobSpec, {"args": ["fine", "x\x00"]}, "JobSpec.args: must not contain NUL"),
+        (JobSpec, {"type": "shell", "data": "echo " + "x" * 131067}, "JobSpec.data: a command line over 131071"),
+        (JobSpec, {"args": ["é" * 65536]}, "JobSpec.args: an argument over 131071 bytes"),
+        (JobSpec, {"args": ["x" * 100_000] * 11}, "JobSpec.args: data and args over 1048576 bytes"),
         (SubmitDag, {"jobs": []}, "SubmitDag.jobs"),
         (Hello, {"role": "admin"}, "Hello.role"),
         (TaskStatus, {"state": "running"}, "TaskStatus.state"),
@@ -338,6 +341,11 @@ def test_out_of_range_values(cls: type[Message], changes: dict[str, Any], where:
     body = {**sample(cls).to_wire(), **changes}
     with pytest.raises(SchemaError, match=where):
         cls.from_wire(body)
+
+
+def test_what_exec_takes_is_accepted() -> None:
+    JobSpec(type="SHELL", data="echo " + "x" * 131066, args=["y" * 131071] * 7).check()
+    JobSpec(type="RUN", data="calc.py", args=["é" * 65535]).check()
 
 
 def test_nested_range_check_runs() -> None:

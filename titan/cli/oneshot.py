@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -41,17 +42,21 @@ def _emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, separators=(",", ":")) + "\n")
 
 
+def _positive_seconds(flag: str, value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{flag} must be a positive number of seconds, got {value:g}")
+    return value
+
+
 def _job_options(args: argparse.Namespace) -> dict[str, Any]:
     """``--attempts``, ``--timeout``, ``--backoff-*`` as JobSpec fields (only those given)."""
     changes: dict[str, Any] = {}
     if args.attempts is not None:
-        if args.attempts < 1:
-            raise UsageError(f"--attempts must be at least 1, got {args.attempts}")
+        if not 1 <= args.attempts < 2**63:
+            raise UsageError(f"--attempts must be at least 1 and fit in 64 bits, got {args.attempts}")
         changes["max_attempts"] = args.attempts
     if args.timeout is not None:
-        if args.timeout <= 0:
-            raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
-        changes["timeout_s"] = args.timeout
+        changes["timeout_s"] = _positive_seconds("--timeout", args.timeout)
     for option, name, minimum in (
         ("backoff_base", "backoff_base_s", 0.0),
         ("backoff_factor", "backoff_factor", 1.0),
@@ -61,9 +66,9 @@ def _job_options(args: argparse.Namespace) -> dict[str, Any]:
         if value is None:
             continue
         flag = "--" + option.replace("_", "-")
-        if minimum == 0.0 and not value > 0:
-            raise UsageError(f"{flag} must be positive, got {value:g}")
-        if value < minimum:
+        if minimum == 0.0:
+            value = _positive_seconds(flag, value)
+        if not math.isfinite(value) or value < minimum:
             raise UsageError(f"{flag} must be at least {minimum:g}, got {value:g}")
         changes[name] = value
     return changes
@@ -104,8 +109,8 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise UsageError(f"list expects [STATE] with STATE one of {', '.join(JOB_STATES)}; got '{args.state}'")
     elif args.command == "gc":
         args.older_than_s = parse_duration(args.older_than)
-    elif args.command == "wait" and args.timeout is not None and args.timeout <= 0:
-        raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
+    elif args.command == "wait" and args.timeout is not None:
+        _positive_seconds("--timeout", args.timeout)
 
 
 async def _submit(client: TitanClient, args: argparse.Namespace, out: Console) -> int:

@@ -123,6 +123,20 @@ def is_active(worker: WorkerInfo) -> bool:
 _ERROR_STATES: Final = frozenset({"DEAD", "FAILED", "SKIPPED", "CANCELLED"})
 
 
+# a list shows the start of a long command or error (STATUS and --json have it whole): a 16 MB
+# command once took 18 000 lines and 9 s to list
+_LIST_DATA_CHARS: Final = 60
+_LIST_ERROR_CHARS: Final = 120
+
+
+def _shortened(text: str, limit: int) -> str:
+    """``text`` on one line, cut to ``limit`` characters with an ellipsis if longer."""
+    if len(text) <= limit and "\n" not in text:
+        return text
+    flat = " ".join(text.split("\n"))
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def _plain_table(title: str | None = None, *, justify: JustifyMethod = "left") -> Table:
     """Columns two spaces apart, no rules, bold headers: every table the commands print."""
     return Table(title=title, title_justify=justify, header_style="bold", box=None, pad_edge=False)
@@ -146,7 +160,7 @@ def job_table(jobs: Sequence[JobInfo], *, now: float | None = None, title: str |
         row: list[Text | str] = [
             job.id,
             job.type,
-            Text(job.data),
+            Text(_shortened(job.data, _LIST_DATA_CHARS)),
             state_text(job.state),
             f"{job.attempts}/{job.max_attempts}",
             _dash(job.worker),
@@ -154,7 +168,8 @@ def job_table(jobs: Sequence[JobInfo], *, now: float | None = None, title: str |
             format_age(now - job.submitted_at),
         ]
         if errors:
-            row.append(Text(job.error, style="red") if job.state in _ERROR_STATES else "")
+            shown = _shortened(job.error, _LIST_ERROR_CHARS) if job.state in _ERROR_STATES else ""
+            row.append(Text(shown, style="red"))
         table.add_row(*row)
     if not jobs:
         table.caption = "no jobs"
@@ -366,12 +381,20 @@ def workers_table(workers: Sequence[WorkerInfo]) -> Table:
 
 
 def help_view(topic: str | None = None) -> Table:
-    """Every command with its syntax and an example (or just ``topic``)."""
-    table = _plain_table("Commands are case-insensitive; fields are separated by |")
-    table.add_column("COMMAND", style="bold", no_wrap=True)
-    table.add_column("SYNTAX", overflow="fold")
-    table.add_column("EXAMPLE", overflow="fold")
+    """Every command with its syntax and an example (or just ``topic``).
+
+    One column, the example indented under its syntax: a syntax has no spaces to wrap at, and in
+    columns an 80-column screen folded it mid-word, so the examples could not be copied.
+    """
+    table = Table.grid()
+    table.title = "Commands are case-insensitive; fields are separated by |"
+    table.title_justify = "left"
+    table.add_column()
     for name, syntax, example in HELP_ENTRIES:
         if topic is None or topic == name:
-            table.add_row(name, Text(syntax), Text(example, style="cyan"))
+            command, _, rest = syntax.partition(" ")
+            line = Text.assemble((command, "bold"), f" {rest}" if rest else "")
+            if example != syntax:
+                line.append_text(Text.assemble("\n  ", (example, "cyan")))
+            table.add_row(line)
     return table

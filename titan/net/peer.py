@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from protocol import (
     DEFAULT_MAX_BODY,
+    HEADER_SIZE,
     NEED_DATA,
     ErrorReply,
     Frame,
@@ -28,6 +29,7 @@ from protocol import (
     Message,
     Opcode,
     ProtocolError,
+    SchemaError,
     encode_error,
     encode_message,
     parse_reply,
@@ -237,6 +239,12 @@ class Peer(asyncio.Protocol):
         rid = self._next_rid
         self._next_rid += 1
         data = encode_message(message, rid=rid)  # a body that cannot be encoded raises here, nothing pending
+        if len(data) - HEADER_SIZE > self.decoder.max_body:
+            # the other end would answer FRAME_TOO_LARGE and close the connection: say so instead
+            raise SchemaError(
+                f"{type(message).__name__}: the request takes {len(data) - HEADER_SIZE} bytes, over the"
+                f" {self.decoder.max_body}-byte limit of a frame"
+            )
         future: asyncio.Future[Message] = self._loop.create_future()
         self._pending[rid] = future
         if not self.write(data):
