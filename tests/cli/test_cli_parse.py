@@ -94,6 +94,7 @@ def test_simple_commands(line: str, expected: object) -> None:
 
 def test_commands_are_case_insensitive_and_type_is_normalised() -> None:
     assert parse_line("submit run|calc.py") == parse_line("SUBMIT RUN|calc.py")
+    assert parse_line("STATUS\tK1") == parse_line("STATUS K1")  # a tab after the command word too
     dag = parse_line("submit_dag a|run|calc.py|1|0|[]")
     assert isinstance(dag, SubmitDagCommand)
     assert dag.specs[0].type == "RUN"

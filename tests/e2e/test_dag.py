@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from protocol import JobInfo, JobSpec
 from tests.conftest import ClusterFactory
 from tests.support import wait_until
 from titan.cli.demo import render_mandelbrot
+from titan.cli.main import main
 from titan.errors import RemoteError
 
 
@@ -176,3 +178,21 @@ async def test_a_dag_sent_in_parts_is_refused_whole_or_run_whole(
     ids = await cluster.client.submit_dag(chain("OK", 8, []))
     (last,) = await cluster.client.wait([ids[-1]], timeout_s=30)
     assert last.state == "COMPLETED" and ids == [f"OK{i}" for i in range(8)]
+
+
+async def test_titan_outputs_writes_the_files_and_a_bad_destination_is_one_line(
+    make_cluster: ClusterFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster = await make_cluster(n_workers=1)
+    job_id = await cluster.client.submit(JobSpec(type="SHELL", data='echo hi > "$TITAN_OUTPUT_DIR/r.txt"'))
+    (job,) = await cluster.client.wait([job_id], timeout_s=30)
+    assert job.state == "COMPLETED"
+    master = f"127.0.0.1:{cluster.master.port}"
+    assert await asyncio.to_thread(main, ["--master", master, "outputs", job_id, "--dest", str(tmp_path)]) == 0
+    assert (tmp_path / job_id / "r.txt").read_text() == "hi\n"
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["--master", master, "outputs", job_id, "--dest", str(blocked)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write" in err and "Not a directory" in err

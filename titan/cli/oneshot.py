@@ -22,7 +22,7 @@ from rich.text import Text
 from protocol import JobSpec
 from titan.client import TitanClient, WaitTimeout
 from titan.config import ClientSettings
-from titan.errors import RemoteError, UsageError
+from titan.errors import RemoteError, TitanError, UsageError
 
 from .dagview import dag_tree
 from .executor import log_note, logs_refusal
@@ -209,9 +209,15 @@ async def _outputs(client: TitanClient, args: argparse.Namespace, out: Console) 
     dest = Path(args.dest) / reply.job_id
     written: list[str] = []
     for name, data in sorted(reply.files.items()):
+        parts = name.split("/")
+        if name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            raise TitanError(f"refusing the output {name!r}: it would be written outside {dest}")
         path = dest / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        except OSError as exc:
+            raise TitanError(f"cannot write {path}: {exc.strerror or exc}") from None
         written.append(str(path))
     if args.json:
         _emit_json({"id": reply.job_id, "attempt": reply.attempt, "files": written})

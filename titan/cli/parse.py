@@ -430,7 +430,8 @@ def parse_line(line: str) -> Command:
     text = line.strip()
     if not text:
         raise UsageError("empty line; type HELP for the commands")
-    word, _, rest = text.partition(" ")
+    word, *tail = text.split(maxsplit=1)  # a tab separates the command as well as a space does
+    rest = tail[0] if tail else ""
     name = word.upper()
     parser = _PARSERS.get(name)
     if parser is None:
