@@ -188,6 +188,9 @@ class JobInfo(Message):
     # DEPLOY: restarts of the current attempt's service, and whether it is up now
     restarts: int = 0
     up: bool = False
+    # attempts counted against max_attempts (since submission, or the last RETRY); ``attempts`` is the
+    # latest attempt's number, which also counts numbers skipped so that an old report is fenced
+    tries: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from .test_cli_render import NOW, text_of
 def info(job_id: str, state: str = "COMPLETED", *deps: str, **fields: Any) -> JobInfo:
     values: dict[str, Any] = {"type": "SHELL", "data": "true", "priority": 1, "attempts": 1, "max_attempts": 3}
     values.update(fields)
+    values.setdefault("tries", values["attempts"])  # no RETRY, no skipped numbers
     return JobInfo(id=job_id, state=state, submitted_at=NOW, deps=list(deps), dag="DAG-1", **values)
 
 

@@ -47,6 +47,7 @@ def job(job_id: str = "TSK-1a2b3c4d", **fields: Any) -> JobInfo:
         "submitted_at": NOW - 125,
     }
     values.update(fields)
+    values.setdefault("tries", values["attempts"])  # no RETRY, no skipped numbers
     return JobInfo(id=job_id, **values)
 
 
@@ -156,6 +157,13 @@ def test_status_help_and_workers_keep_their_short_cells_whole_at_80_columns() ->
     console = Console(record=True, width=80, color_system=None)
     console.print(help_view())
     assert "TYPE|DATA[|PRIORITY[|DELAY_MS]]" in console.export_text()
+
+
+def test_tries_are_shown_against_the_limit_with_the_latest_number_beside() -> None:
+    retried = job(state="COMPLETED", attempts=5, tries=2)
+    assert "2/3" in text_of(job_table([retried], now=NOW))
+    assert "2/3 (latest: attempt 5)" in text_of(job_detail(retried, now=NOW))
+    assert "(latest" not in text_of(job_detail(job(attempts=2), now=NOW))
 
 
 def test_empty_job_table_says_so() -> None:

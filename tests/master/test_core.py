@@ -144,6 +144,7 @@ def test_retry_from_the_dead_letter_queue_gets_fresh_attempts() -> None:
     assert retried is job and sent(effects) == [("w1", job.id)]
     assert job.attempts == 2  # numbering goes on, the budget starts over
     assert job.attempts_left == 0
+    assert (job.to_info().attempts, job.to_info().tries) == (2, 1)  # shown as 1/1, not 2/1
     state.task_status("w1", report(job, "COMPLETED", exit_code=0), now=4.0)
     assert job.state.value == "COMPLETED"
 

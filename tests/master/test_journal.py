@@ -194,6 +194,7 @@ def test_an_attempt_whose_dispatch_never_reached_the_disk_is_fenced_and_its_numb
     # the blocker's completion was lost too, so it reruns as well (at-least-once)
     assert ("w1", x.id) in sent(effects) and job.attempts == 2  # reruns as 2: 1 stays the orphan's
     assert job.attempts_left == 1  # as for any first attempt of two: the skipped number cost no retry
+    assert job.to_info().tries == 1  # and is not shown as one (it read 2/2)
     again.task_status("w1", orphan, 12.0)  # the orphan's result, reported late: ignored
     assert job.state is S.SCHEDULED and "ignored COMPLETED of attempt 1" in job.story[-1].stimulus
     again.task_status("w1", report(job, "COMPLETED", exit_code=0), 13.0)

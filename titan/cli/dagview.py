@@ -55,8 +55,8 @@ def job_line(job: JobInfo, outside: Sequence[str] = ()) -> Text:
     text = Text.assemble((job.id, "bold"), "  ", state_text(job.state))
     if job.worker:
         text.append(f"  on {job.worker}", style="dim")  # a worker's name is "[8081]" already
-    if job.attempts > 1 or job.state in ("DEAD", "FAILED"):
-        text.append(f"  attempt {job.attempts}/{job.max_attempts}", style="dim")
+    if job.tries > 1 or job.state in ("DEAD", "FAILED"):
+        text.append(f"  attempt {job.tries}/{job.max_attempts}", style="dim")
     if outside:
         text.append(f"  after {', '.join(outside)}", style="dim")
     if job.error and job.state not in ("COMPLETED", "RUNNING", "SCHEDULED"):

@@ -136,7 +136,10 @@ class CommandRunner:
                 ids = reply.job_ids
                 self.known_ids.update([*ids, reply.dag_id])
                 console.print(
-                    Text.assemble(f"DAG {reply.dag_id} accepted, {len(ids)} job{'s' if len(ids) != 1 else ''}: ", (", ".join(ids), "bold green"))
+                    Text.assemble(
+                        f"DAG {reply.dag_id} accepted, {len(ids)} job{'s' if len(ids) != 1 else ''}: ",
+                        (", ".join(ids), "bold green"),
+                    )
                 )
             case StatsCommand():
                 console.print(stats_view(await client.stats()))

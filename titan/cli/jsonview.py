@@ -22,6 +22,7 @@ def job_json(job: JobInfo) -> dict[str, Any]:
         "state": job.state,
         "priority": job.priority,
         "attempts": job.attempts,
+        "tries": job.tries,
         "max_attempts": job.max_attempts,
         "worker": job.worker,
         "exit_code": job.exit_code,

@@ -162,7 +162,7 @@ def job_table(jobs: Sequence[JobInfo], *, now: float | None = None, title: str |
             job.type,
             Text(_shortened(job.data, _LIST_DATA_CHARS)),
             state_text(job.state),
-            f"{job.attempts}/{job.max_attempts}",
+            f"{job.tries}/{job.max_attempts}",
             _dash(job.worker),
             _dash(job.exit_code),
             format_age(now - job.submitted_at),
@@ -174,6 +174,12 @@ def job_table(jobs: Sequence[JobInfo], *, now: float | None = None, title: str |
     if not jobs:
         table.caption = "no jobs"
     return table
+
+
+def _attempts(job: JobInfo) -> str:
+    """``2/3``: the tries counted against the limit; the latest attempt's number too when it differs."""
+    counted = f"{job.tries}/{job.max_attempts}"
+    return counted if job.attempts == job.tries else f"{counted} (latest: attempt {job.attempts})"
 
 
 def job_detail(job: JobInfo, *, now: float | None = None) -> Panel:
@@ -188,7 +194,7 @@ def job_detail(job: JobInfo, *, now: float | None = None) -> Panel:
         ("Data", Text(job.data)),
         ("Args", Text(" ".join(job.args)) if job.args else "-"),
         ("Priority", str(job.priority)),
-        ("Attempts", f"{job.attempts}/{job.max_attempts}"),
+        ("Attempts", _attempts(job)),
         ("Worker", _dash(job.worker)),
         ("Exit code", _dash(job.exit_code)),
         ("Error", Text(job.error, style="red") if job.error else "-"),

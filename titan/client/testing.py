@@ -217,6 +217,7 @@ class FakeMaster:
             "submitted_at": time.time(),
         }
         values.update(fields)
+        values.setdefault("tries", values["attempts"])  # no RETRY, no skipped numbers
         job = JobInfo(id=job_id, type=job_type, data=data, **values)
         self.jobs[job_id] = job
         self._changed.set()

@@ -215,6 +215,7 @@ class Job:
             priority=self.priority,
             attempts=self.attempts,
             max_attempts=self.max_attempts,
+            tries=self.attempts - self.retry_base,
             submitted_at=self.submitted_at,
             worker=self.worker_name,
             exit_code=self.exit_code,
