@@ -14,9 +14,10 @@ import pytest
 from bench.cluster import LocalCluster
 from protocol import JobInfo, JobSpec
 from tests.support import wait_until
+from titan.cli.rewait import through_restarts
 from titan.client import TitanClient
 from titan.config import ClientSettings
-from titan.errors import TitanError
+from titan.errors import PeerClosed, TitanError
 
 pytestmark = pytest.mark.slow
 
@@ -332,3 +333,40 @@ async def test_worker_behind_a_cut_link_is_lost_and_its_stale_reports_ignored(tm
                 finally:
                     await ip(*cut, "up")
                 await check_stale_attempt_is_ignored(client, victim_ids, "[28081]")
+
+
+# ------------------------------------------------------------------ a client waiting through a restart
+
+
+async def test_a_wait_rides_out_a_master_restart(capsys: pytest.CaptureFixture[str]) -> None:
+    async with LocalCluster(workers=1, capacity=1, **PATIENT) as cluster:
+        async with await connect(cluster) as client:
+            job_id = await client.submit(JobSpec(type="SHELL", data="sleep 1"))
+            waiting = asyncio.ensure_future(
+                through_restarts(client, lambda current, left: current.wait([job_id], timeout_s=left), 60)
+            )
+            async with await connect(cluster) as watcher:
+                await wait_until(lambda: job_running(watcher, job_id), timeout_s=30, what="the job running")
+            await cluster.kill_master()
+            await cluster.start_master()
+            (job,) = await asyncio.wait_for(waiting, 60)
+            assert job.state == "COMPLETED"
+            assert not client.is_open  # the first connection died with the master; a second one answered
+    err = capsys.readouterr().err
+    assert "lost the master" in err and "reconnected" in err
+
+
+async def test_a_wait_gives_up_when_the_master_stays_away() -> None:
+    async with LocalCluster(workers=0, **PATIENT) as cluster:
+        async with await connect(cluster) as client:
+            job_id = await client.submit(JobSpec(type="SHELL", data="true"))
+            waiting = asyncio.ensure_future(
+                through_restarts(client, lambda current, left: current.wait([job_id], timeout_s=left), None, window_s=1)
+            )
+            await cluster.kill_master()
+            with pytest.raises(PeerClosed, match="did not come back within 1s"):
+                await asyncio.wait_for(waiting, 30)
+
+
+async def job_running(client: TitanClient, job_id: str) -> bool:
+    return (await client.status(job_id)).state == "RUNNING"

@@ -19,7 +19,7 @@ from typing import Any, Final
 from rich.console import Console
 from rich.text import Text
 
-from protocol import JobSpec
+from protocol import JobInfo, JobSpec
 from titan.client import TitanClient, WaitTimeout
 from titan.config import ClientSettings
 from titan.errors import RemoteError, TitanError, UsageError
@@ -31,6 +31,7 @@ from .jsonview import job_json, stats_json, worker_json
 from .parse import JOB_STATES, parse_dag, parse_submit
 from .progress import follow_jobs
 from .render import job_detail, job_table, state_text, stats_view, workers_table
+from .rewait import through_restarts
 from .scaling import oneshot_retire, oneshot_spawn, oneshot_stop
 
 __all__ = ["ONESHOT_COMMANDS", "check_arguments", "run_oneshot"]
@@ -183,12 +184,14 @@ async def _job_change(client: TitanClient, args: argparse.Namespace, out: Consol
 
 
 async def _wait(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
-    try:
+    async def wait_on(current: TitanClient, timeout_s: float | None) -> list[JobInfo]:
         if out.is_terminal and not args.json:
             title = f"{len(args.ids)} jobs" if len(args.ids) > 1 else args.ids[0]
-            jobs = await follow_jobs(client, args.ids, out, title=title, timeout_s=args.timeout)
-        else:
-            jobs = await client.wait(args.ids, timeout_s=args.timeout)
+            return await follow_jobs(current, args.ids, out, title=title, timeout_s=timeout_s)
+        return await current.wait(args.ids, timeout_s=timeout_s)
+
+    try:
+        jobs = await through_restarts(client, wait_on, args.timeout)
     except WaitTimeout as exc:
         jobs = exc.jobs
         error: WaitTimeout | None = exc
