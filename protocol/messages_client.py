@@ -222,8 +222,11 @@ class Submit(Message):
 
 @dataclass(frozen=True, slots=True)
 class SubmitReply(Message):
+    OMIT_DEFAULTS = True  # on the hot path: the warning is nearly always empty
     OPCODE = Opcode.SUBMIT
     job_id: str
+    # accepted, but it cannot start yet: no worker that is up has what it needs
+    warning: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import pytest
 from protocol import VERSION, FrameDecoder, JobSpec, Opcode
 from tests.conftest import Cluster, ClusterFactory
 from tests.support import pid_alive, wait_until
+from titan.cli.main import main
 
 
 async def submit_shell(cluster: Cluster, command: str, **fields) -> str:
@@ -186,3 +187,27 @@ def _process_group_pids(cluster: Cluster, job_id: str) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+async def test_a_job_no_worker_can_run_is_accepted_with_a_warning(
+    make_cluster: ClusterFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster = await make_cluster(n_workers=1, capacity=2)
+    client = cluster.client
+    assert (await client.submit_info(JobSpec(type="SHELL", data="true"))).warning == ""
+    gpu = await client.submit_info(JobSpec(type="SHELL", data="true", skills=["GPU", "GENERAL"]))
+    assert "offers the skills GENERAL, GPU" in gpu.warning
+    wide = await client.submit_info(JobSpec(type="SHELL", data="true", slots=3))
+    assert "has 3 slots" in wide.warning
+    assert (await client.status(gpu.job_id)).state == "PENDING"  # accepted all the same, waiting
+    master = f"127.0.0.1:{cluster.master.port}"
+    argv = ["--master", master, "submit", "SHELL|true", "--skills", "NOPE"]
+    assert await asyncio.to_thread(main, argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("TSK-") and captured.err.count("\n") == 1 and "NOPE" in captured.err
+
+
+async def test_with_no_worker_up_a_submission_says_it_waits(make_cluster: ClusterFactory) -> None:
+    cluster = await make_cluster(n_workers=0)
+    reply = await cluster.client.submit_info(JobSpec(type="SHELL", data="true"))
+    assert reply.warning == "no worker is up: the job waits until one registers"

@@ -128,9 +128,11 @@ class CommandRunner:
         console = self.console
         match command:
             case SubmitCommand(spec=spec):
-                job_id = await client.submit(attach_inline(spec))
-                self.known_ids.add(job_id)
-                console.print(Text.assemble("submitted ", (job_id, "bold green")))
+                submitted = await client.submit_info(attach_inline(spec))
+                self.known_ids.add(submitted.job_id)
+                console.print(Text.assemble("submitted ", (submitted.job_id, "bold green")))
+                if submitted.warning:
+                    console.print(Text(f"warning: {submitted.warning}", style="yellow"))
             case SubmitDagCommand(specs=specs):
                 reply = await client.submit_dag_info([attach_inline(spec) for spec in specs])
                 ids = reply.job_ids

@@ -115,11 +115,13 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 async def _submit(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
-    job_id = await client.submit(args.spec)
+    reply = await client.submit_info(args.spec)
+    if reply.warning:
+        sys.stderr.write(f"titan: warning: {reply.warning}\n")
     if args.json:
-        _emit_json({"id": job_id})
+        _emit_json({"id": reply.job_id, **({"warning": reply.warning} if reply.warning else {})})
     else:
-        sys.stdout.write(job_id + "\n")
+        sys.stdout.write(reply.job_id + "\n")
     return 0
 
 

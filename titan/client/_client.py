@@ -253,8 +253,12 @@ class TitanClient:
     # ------------------------------------------------------------------ jobs
     async def submit(self, spec: JobSpec) -> str:
         """Submit one job; returns its id once the master has it on disk."""
-        reply = await self._call(Submit(job=spec), SubmitReply)
-        return reply.job_id
+        return (await self.submit_info(spec)).job_id
+
+    async def submit_info(self, spec: JobSpec) -> SubmitReply:
+        """Like :meth:`submit`, but the whole answer: the id, and a ``warning`` when no worker that
+        is up can run the job yet (it waits for one)."""
+        return await self._call(Submit(job=spec), SubmitReply)
 
     async def submit_job(
         self,

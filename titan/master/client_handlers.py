@@ -47,13 +47,15 @@ from protocol import (
     WorkerInfo,
 )
 from titan.errors import ValidationError
-from titan.jobs import Effect
+from titan.jobs import Effect, Job, JobState
 from titan.net import Peer
 from titan.runtime import paused_gc
 
 from .dag_parts import DagParts
 from .gc import collectable, remove
+from .registry import Health
 from .runtimes import require_runtime
+from .scheduler import LeastConnections
 
 if TYPE_CHECKING:
     from .artifacts import ArtifactStore
@@ -113,7 +115,21 @@ class ClientHandlers:
         now = self.clock()
         job, effects = self.state.submit(require_runtime(msg.job, self._worker_infos(now)), now)
         self._apply(effects)
-        self._reply(peer, frame, SubmitReply(job_id=job.id))
+        self._reply(peer, frame, SubmitReply(job_id=job.id, warning=self._placement_warning(job)))
+
+    def _placement_warning(self, job: Job) -> str:
+        """Why an accepted job cannot start on any worker that is up, or "" (it can, or it already did)."""
+        if job.state is not JobState.PENDING and job.state is not JobState.DELAYED:
+            return ""  # dispatched at once, or waiting on its dependencies first
+        up = [worker for worker in self.state.registry if worker.health is Health.HEALTHY]
+        if LeastConnections.could_ever_run(up, job):
+            return ""
+        if not up:
+            return "no worker is up: the job waits until one registers"
+        if not any(job.skills <= worker.skills for worker in up):
+            needs = ", ".join(sorted(job.skills))
+            return f"no worker that is up offers the skills {needs}: the job waits until one that does registers"
+        return f"no worker that is up has {job.slots} slots: the job waits until one that does registers"
 
     def _worker_infos(self, now: float) -> Iterator[WorkerInfo]:
         """The workers as the wire shows them, built only if iterated (few submissions need them)."""
