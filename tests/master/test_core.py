@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from protocol import JobSpec, TaskRef
@@ -287,6 +289,31 @@ def test_lost_records_are_forgotten_after_another_timeout() -> None:
     assert len(state.stats(now=40.0).workers) == 1
     state.check_health(now=1.0 + 2 * TIMEOUT_S)
     assert state.stats(now=70.0).workers == []
+
+
+def test_a_drained_worker_that_leaves_idle_is_retired_not_lost(caplog: pytest.LogCaptureFixture) -> None:
+    state = make_state()
+    register(state)
+    state.drain("w1", now=1.0)
+    state.worker_disconnected("w1", now=2.0)
+    assert [worker.health for worker in state.stats(now=2.0).workers] == ["RETIRED"]
+    with caplog.at_level(logging.WARNING):
+        state.check_health(now=2.0 + TIMEOUT_S / 2)
+        assert [worker.health for worker in state.stats(now=2.0 + TIMEOUT_S / 2).workers] == ["RETIRED"]
+        state.check_health(now=2.0 + TIMEOUT_S)
+    assert "lost" not in caplog.text
+    assert state.stats(now=2.0 + TIMEOUT_S).workers == []  # shown for one timeout, as a lost one is
+
+
+def test_a_draining_worker_that_drops_with_tasks_is_disconnected_as_any() -> None:
+    state = make_state()
+    register(state)
+    job, _ = state.submit(shell(), now=1.0)
+    state.drain("w1", now=1.5)
+    state.worker_disconnected("w1", now=2.0)
+    assert [worker.health for worker in state.stats(now=2.0).workers] == ["DISCONNECTED"]
+    state.check_health(now=2.0 + TIMEOUT_S)
+    assert job.state.value == "PENDING" or job.attempts_left < job.max_attempts  # requeued as lost
 
 
 def test_reconnect_within_timeout_keeps_running_tasks_and_applies_finished_ones() -> None:

@@ -50,7 +50,7 @@ from .admission import Admission
 from .files import FileCatalog
 from .invariants import check_invariants
 from .journal import Journal
-from .registry import WorkerRecord, WorkerRegistry
+from .registry import Health, WorkerRecord, WorkerRegistry
 from .retry import next_retry
 from .scheduler import DelayHeap, JobClass, LeastConnections, ReadyQueue
 from .services_core import ServiceStimuli
@@ -204,7 +204,9 @@ class MasterState(ServiceStimuli):
     def worker_disconnected(self, worker_id: str, now: float) -> list[Effect]:
         """The connection dropped; its tasks wait for a reconnect until the heartbeat timeout."""
         record = self.registry.disconnected(worker_id, now)
-        if record is not None:
+        if record is not None and record.health is Health.RETIRED:
+            log.info("%s retired: drained, it left with nothing assigned", record.name)
+        elif record is not None:
             log.info("%s disconnected with %d task(s)", record.name, len(record.active))
         return self._done(now)
 

@@ -6,8 +6,10 @@ Health
 ``DRAINING``: connected but takes no new tasks. ``DISCONNECTED``: its connection
 dropped; its tasks stay assigned, because a worker keeps running them and
 reports on reconnect. ``LOST``: disconnected (or silent while connected) for
-``heartbeat_timeout_s``; the core requeues its tasks. A lost record is kept for
-one more timeout so STATS can show it, then forgotten.
+``heartbeat_timeout_s``; the core requeues its tasks. ``RETIRED``: it was
+draining and left with nothing assigned (a RETIRE, or a drained child), which
+is no loss. A lost or retired record is kept for one more timeout so STATS can
+show it, then forgotten.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Health(StrEnum):
     DRAINING = "DRAINING"
     DISCONNECTED = "DISCONNECTED"
     LOST = "LOST"
+    RETIRED = "RETIRED"
 
 
 @dataclass(slots=True, eq=False)
@@ -170,7 +173,9 @@ class WorkerRegistry:
     def disconnected(self, worker_id: str, now: float) -> WorkerRecord | None:
         record = self._workers.get(worker_id)
         if record is not None and record.connected:
-            self._set(record, Health.DISCONNECTED, now, connected=False)
+            # a drained worker with nothing left leaves on purpose: nothing to wait for or requeue
+            gone = Health.RETIRED if record.health is Health.DRAINING and not record.active else Health.DISCONNECTED
+            self._set(record, gone, now, connected=False)
         return record
 
     def drain(self, worker_id: str, now: float) -> None:
@@ -185,7 +190,7 @@ class WorkerRegistry:
         """
         due: list[WorkerRecord] = []
         for record in list(self._workers.values()):
-            if record.health is Health.LOST:
+            if record.health is Health.LOST or record.health is Health.RETIRED:
                 if now - record.since >= timeout_s and not record.active:
                     del self._workers[record.id]
             elif record.connected:
@@ -221,7 +226,11 @@ class WorkerRegistry:
 
     def children(self, worker_id: str) -> list[WorkerRecord]:
         """The workers that name ``worker_id`` as their parent and are not lost."""
-        return [r for r in self._workers.values() if r.parent == worker_id and r.health is not Health.LOST]
+        return [
+            r
+            for r in self._workers.values()
+            if r.parent == worker_id and r.health is not Health.LOST and r.health is not Health.RETIRED
+        ]
 
     def depth(self, record: WorkerRecord) -> int:
         """0 for a top-level worker, 1 for its children, ... (a parent we do not know ends the chain)."""

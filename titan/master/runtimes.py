@@ -33,7 +33,7 @@ def require_runtime(spec: JobSpec, workers: Iterable[WorkerInfo]) -> JobSpec:
     kind = spec.type.strip().upper()
     if kind not in _FILE_KINDS or spec.data in WORKER_ARTIFACTS or not spec.data.lower().endswith(".jar"):
         return spec
-    if not any(JAVA_SKILL in worker.skills and worker.health != "LOST" for worker in workers):
+    if not any(JAVA_SKILL in worker.skills and worker.health not in ("LOST", "RETIRED") for worker in workers):
         raise ValidationError(
             f"cannot run '{spec.data}': no worker has Java "
             "(start a worker on a host with `java` on its PATH; it offers the JAVA skill)"
