@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from protocol import JobSpec, Submit, SubmitReply
+from titan.client import TitanClient
 from titan.master.__main__ import parse_args
 from titan.net import dial
+
+from .helpers import write_wal_of_two_masters
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,6 +71,35 @@ async def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0], err
     assert out == b""
+
+
+async def ready_port(proc: asyncio.subprocess.Process) -> int:
+    """Wait for the readiness line; the port it names."""
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 20)
+    match = re.fullmatch(rb"titan master listening on 127\.0\.0\.1:(\d+)\n", line)
+    assert match, line
+    return int(match.group(1))
+
+
+async def stop(proc: asyncio.subprocess.Process) -> bytes:
+    """SIGTERM, wait; its stderr (it must have exited 0)."""
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0 and b"Traceback" not in err, err
+    return err
+
+
+async def test_a_wal_with_duplicate_seqs_is_recovered_not_a_traceback(tmp_path: Path) -> None:
+    """Two masters that ran at once on one workspace left jobs numbered 1, 2, 3 twice over."""
+    await write_wal_of_two_masters(tmp_path / "wal", jobs_each=3)
+    proc = await start_master(tmp_path, "--port", "0", "--log-level", "WARNING")
+    try:
+        async with await TitanClient.connect(f"127.0.0.1:{await ready_port(proc)}") as client:
+            jobs = await client.list_jobs()
+        assert len(jobs) == 6 and {job.state for job in jobs} == {"PENDING"}
+    finally:
+        await stop(proc)
 
 
 def test_flags_and_token_from_the_environment() -> None:
