@@ -90,6 +90,41 @@ async def stop(proc: asyncio.subprocess.Process) -> bytes:
     return err
 
 
+async def test_a_second_master_on_a_held_workspace_exits_at_once_and_the_first_keeps_serving(tmp_path: Path) -> None:
+    first = await start_master(tmp_path, "--port", "0", "--log-level", "WARNING")
+    try:
+        port = await ready_port(first)
+        async with await TitanClient.connect(f"127.0.0.1:{port}") as client:
+            before = await client.submit_job("SHELL", "echo one")
+            segments = sorted(path.name for path in (tmp_path / "wal").iterdir())
+            second = await start_master(tmp_path, "--port", "0")
+            out, err = await asyncio.wait_for(second.communicate(), 20)
+            assert second.returncode == 1 and out == b""
+            assert err.decode() == (
+                f"titan master: workspace {tmp_path} is in use by another master (pid {first.pid}, port {port})\n"
+            )
+            assert sorted(path.name for path in (tmp_path / "wal").iterdir()) == segments  # no segment of its own
+            after = await client.submit_job("SHELL", "echo two")  # the first one never noticed
+            assert {job.id for job in await client.list_jobs()} == {before, after}
+    finally:
+        await stop(first)
+
+
+async def test_a_master_killed_with_sigkill_restarts_on_its_workspace(tmp_path: Path) -> None:
+    first = await start_master(tmp_path, "--port", "0", "--log-level", "WARNING")
+    port = await ready_port(first)
+    async with await TitanClient.connect(f"127.0.0.1:{port}") as client:
+        ids = {await client.submit_job("SHELL", f"echo {i}") for i in range(3)}
+    first.kill()  # the lock goes with the process: nothing to clean up by hand
+    await first.communicate()
+    again = await start_master(tmp_path, "--port", "0", "--log-level", "WARNING")
+    try:
+        async with await TitanClient.connect(f"127.0.0.1:{await ready_port(again)}") as client:
+            assert {job.id for job in await client.list_jobs()} == ids
+    finally:
+        await stop(again)
+
+
 async def test_a_wal_with_duplicate_seqs_is_recovered_not_a_traceback(tmp_path: Path) -> None:
     """Two masters that ran at once on one workspace left jobs numbered 1, 2, 3 twice over."""
     await write_wal_of_two_masters(tmp_path / "wal", jobs_each=3)
