@@ -24,6 +24,8 @@ __all__ = [
     "UnknownJob",
     "UsageError",
     "ValidationError",
+    "WorkspaceError",
+    "WorkspaceInUse",
 ]
 
 
@@ -101,3 +103,19 @@ class RemoteError(TitanError):
     @property
     def code(self) -> str:  # type: ignore[override]
         return self.remote_code
+
+
+class WorkspaceError(TitanError):
+    """A master's or worker's workspace cannot be used: the file system refused, or it is taken."""
+
+    code = "WORKSPACE"
+
+
+class WorkspaceInUse(WorkspaceError):
+    """Another live master or worker holds the workspace's lock (see ``titan/workspace.py``)."""
+
+    code = "WORKSPACE_IN_USE"
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from titan.cli.up import ChildSpec, ClusterStartError, LocalCluster, cluster_specs
+from titan.workspace import WorkspaceLock
 
 # prints its readiness line (argv[1]) and then lives until signalled
 READY_THEN_SLEEP = "import sys, time; print('booting'); print(sys.argv[1]); time.sleep(120)"
@@ -87,6 +88,23 @@ async def test_child_exiting_early_reports_its_last_line(tmp_path: Path) -> None
     with pytest.raises(ClusterStartError) as info:
         await LocalCluster([spec]).start()
     assert str(info.value) == "master exited with code 3 before it was ready: error: port 9090 is already in use"
+
+
+async def test_a_workspace_held_by_another_master_is_one_line(tmp_path: Path) -> None:
+    """A second ``titan up`` on the same (default) workspace: the real master refuses it at once."""
+    workspace = tmp_path / "ws"
+    held = WorkspaceLock.acquire(workspace, "master", port=9090)  # a first cluster's master, for this test
+    try:
+        cluster = LocalCluster(cluster_specs(workers=1, port=0, capacity=1, workspace=workspace), grace_s=5)
+        with pytest.raises(ClusterStartError) as info:
+            await cluster.start()
+    finally:
+        held.release()
+    assert str(info.value) == (
+        "master exited with code 1 before it was ready: "
+        f"titan master: workspace {workspace} is in use by another master (pid {os.getpid()}, port 9090)"
+    )
+    assert cluster.children == []
 
 
 async def test_a_failing_worker_stops_the_master_too(tmp_path: Path) -> None:

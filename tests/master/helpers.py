@@ -6,6 +6,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from protocol import JobSpec, Register, TaskRef, TaskStatus
@@ -13,6 +14,7 @@ from titan.config import MasterSettings
 from titan.errors import ValidationError
 from titan.jobs import Effect, Job, SendTask
 from titan.master import MasterState
+from titan.master.durable import DurableLog
 
 TIMEOUT_S = 30.0
 
@@ -47,6 +49,27 @@ def make_state(**overrides: Any) -> MasterState:
         }
     )
     return MasterState(settings, FakeFiles(), rng=random.Random(7), now=0.0)
+
+
+async def write_wal_of_two_masters(directory: Path, jobs_each: int = 3) -> None:
+    """The WAL two masters running at once on one workspace left: two segments, seqs 1.. in each.
+
+    Each log opened its own segment after recovering whatever the other had written so far,
+    and each numbered its submissions from 1 (as two ``python -m titan.master`` did).
+    """
+    states = [MasterState(make_state().settings, FakeFiles(), rng=random.Random(i), now=0.0) for i in (1, 2)]
+    logs = []
+    for state in states:
+        wal = DurableLog(directory, state)
+        wal.recover(now=0.0)
+        await wal.start()
+        logs.append(wal)
+    for state, wal in zip(states, logs, strict=True):
+        for i in range(jobs_each):
+            state.submit(shell(f"echo {i}"), float(i))
+            wal.commit()
+    for wal in logs:
+        await wal.aclose()
 
 
 def register(

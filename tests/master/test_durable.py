@@ -7,7 +7,7 @@ from pathlib import Path
 from tests.support import wait_until
 from titan.master.durable import DurableLog
 
-from .helpers import make_state, shell
+from .helpers import make_state, register, sent, shell, write_wal_of_two_masters
 
 
 class Recorder:
@@ -112,3 +112,17 @@ async def test_snapshots_are_taken_by_record_count_and_cover_the_log(tmp_path: P
     assert len(again.jobs) == 25
     assert restarted.report is not None and restarted.report.snapshot_segment is not None
     assert restarted.report.records < 25
+
+
+async def test_a_wal_with_two_jobs_per_seq_recovers_and_dispatches_them_all(tmp_path: Path) -> None:
+    """Two masters that ran at once on one workspace left such WALs; recovery died on a tie in the ready queue."""
+    await write_wal_of_two_masters(tmp_path / "wal", jobs_each=3)
+    state = make_state()
+    DurableLog(tmp_path / "wal", state).recover(now=9.0)
+    assert sorted(job.seq for job in state.jobs.values()) == [1, 1, 2, 2, 3, 3]
+    assert len(state.ready.jobs()) == 6
+    state.validate()
+    new, _ = state.submit(shell("after the restart"), 10.0)
+    assert new.seq == 4  # numbering goes on after the highest seq, duplicates or not
+    _, effects = register(state, capacity=7, now=10.0)
+    assert len(sent(effects)) == 7

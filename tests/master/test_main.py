@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from protocol import JobSpec, Submit, SubmitReply
+from titan.client import TitanClient
 from titan.master.__main__ import parse_args
 from titan.net import dial
+
+from .helpers import write_wal_of_two_masters
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,6 +71,70 @@ async def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0], err
     assert out == b""
+
+
+async def ready_port(proc: asyncio.subprocess.Process) -> int:
+    """Wait for the readiness line; the port it names."""
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 20)
+    match = re.fullmatch(rb"titan master listening on 127\.0\.0\.1:(\d+)\n", line)
+    assert match, line
+    return int(match.group(1))
+
+
+async def stop(proc: asyncio.subprocess.Process) -> bytes:
+    """SIGTERM, wait; its stderr (it must have exited 0)."""
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0 and b"Traceback" not in err, err
+    return err
+
+
+async def test_a_second_master_on_a_held_workspace_exits_at_once_and_the_first_keeps_serving(tmp_path: Path) -> None:
+    first = await start_master(tmp_path, "--port", "0", "--log-level", "WARNING")
+    try:
+        port = await ready_port(first)
+        async with await TitanClient.connect(f"127.0.0.1:{port}") as client:
+            before = await client.submit_job("SHELL", "echo one")
+            segments = sorted(path.name for path in (tmp_path / "wal").iterdir())
+            second = await start_master(tmp_path, "--port", "0")
+            out, err = await asyncio.wait_for(second.communicate(), 20)
+            assert second.returncode == 1 and out == b""
+            assert err.decode() == (
+                f"titan master: workspace {tmp_path} is in use by another master (pid {first.pid}, port {port})\n"
+            )
+            assert sorted(path.name for path in (tmp_path / "wal").iterdir()) == segments  # no segment of its own
+            after = await client.submit_job("SHELL", "echo two")  # the first one never noticed
+            assert {job.id for job in await client.list_jobs()} == {before, after}
+    finally:
+        await stop(first)
+
+
+async def test_a_master_killed_with_sigkill_restarts_on_its_workspace(tmp_path: Path) -> None:
+    first = await start_master(tmp_path, "--port", "0", "--log-level", "WARNING")
+    port = await ready_port(first)
+    async with await TitanClient.connect(f"127.0.0.1:{port}") as client:
+        ids = {await client.submit_job("SHELL", f"echo {i}") for i in range(3)}
+    first.kill()  # the lock goes with the process: nothing to clean up by hand
+    await first.communicate()
+    again = await start_master(tmp_path, "--port", "0", "--log-level", "WARNING")
+    try:
+        async with await TitanClient.connect(f"127.0.0.1:{await ready_port(again)}") as client:
+            assert {job.id for job in await client.list_jobs()} == ids
+    finally:
+        await stop(again)
+
+
+async def test_a_wal_with_duplicate_seqs_is_recovered_not_a_traceback(tmp_path: Path) -> None:
+    """Two masters that ran at once on one workspace left jobs numbered 1, 2, 3 twice over."""
+    await write_wal_of_two_masters(tmp_path / "wal", jobs_each=3)
+    proc = await start_master(tmp_path, "--port", "0", "--log-level", "WARNING")
+    try:
+        async with await TitanClient.connect(f"127.0.0.1:{await ready_port(proc)}") as client:
+            jobs = await client.list_jobs()
+        assert len(jobs) == 6 and {job.state for job in jobs} == {"PENDING"}
+    finally:
+        await stop(proc)
 
 
 def test_flags_and_token_from_the_environment() -> None:

@@ -59,6 +59,26 @@ def test_ready_queue_drops_stale_entries_lazily() -> None:
     assert len(queue) == 0
 
 
+def test_jobs_with_the_same_seq_never_compare_the_jobs_themselves() -> None:
+    """A WAL two masters wrote at once holds equal seqs; entries then tied up to the Job (TypeError)."""
+    queue = ReadyQueue()
+    queue.extend([job("first", seq=1), job("second", seq=1), job("later", seq=2), job("third", seq=1)])
+    queue.push(job("pushed", seq=1))
+    queue.push(job("gpu", seq=1, skills=("GPU",)))  # the same tie across two classes
+    assert [j.id for j in queue.jobs()] == ["first", "second", "third", "pushed", "gpu", "later"]
+    assert drain_order(queue) == ["first", "second", "third", "pushed", "gpu", "later"]
+
+
+def test_a_requeued_job_goes_behind_its_equal_seq_peers_and_its_stale_entry_is_dropped() -> None:
+    queue = ReadyQueue()
+    a, b = job("a", seq=1), job("b", seq=1)
+    queue.extend([a, b])
+    a.state = JobState.SCHEDULED  # dispatched, then back to PENDING (worker lost): a new entry
+    a.state = JobState.PENDING
+    queue.push(a)
+    assert drain_order(queue) == ["b", "a"]  # the stale first entry of a is dropped, not compared
+
+
 def test_ready_queue_skips_a_class_set_aside() -> None:
     queue = ReadyQueue()
     gpu = job("gpu", seq=1, skills=("GPU",), priority=9)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,7 +38,7 @@ from protocol import (
     parse_request,
 )
 from titan.config import MasterSettings
-from titan.errors import PeerClosed, RemoteError
+from titan.errors import PeerClosed, RemoteError, WorkspaceInUse
 from titan.master import Master
 from titan.net import Peer, dial
 
@@ -306,7 +307,7 @@ async def test_client_gone_drops_its_waiters(master: Master) -> None:
 
 
 async def test_aclose_closes_connections(tmp_path: Path, perm: Path) -> None:
-    master = Master(MasterSettings(port=0, perm_files=perm, **FAST))
+    master = Master(MasterSettings(port=0, workspace=tmp_path / "ws", perm_files=perm, **FAST))
     await master.start()
     peer, _ = await dial("127.0.0.1", master.port, role="client")
     serving = asyncio.ensure_future(master.serve_forever())
@@ -315,6 +316,15 @@ async def test_aclose_closes_connections(tmp_path: Path, perm: Path) -> None:
     await asyncio.wait_for(serving, 5)
     await master.aclose()  # twice is fine
     assert Opcode.SUBMIT in master._client_handlers
+
+
+async def test_the_workspace_is_held_from_start_to_aclose(master: Master) -> None:
+    settings = dataclasses.replace(master.settings, port=0)
+    with pytest.raises(WorkspaceInUse, match=r"is in use by another master \(pid \d+, port \d+\)"):
+        await Master(settings).start()
+    await master.aclose()
+    async with Master(settings) as again:  # released on close: the next master recovers at once
+        assert again.port
 
 
 def dag_part(index: int, count: int, *specs: JobSpec) -> SubmitDag:

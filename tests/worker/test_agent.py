@@ -14,6 +14,7 @@ import pytest
 from protocol import Drain, TaskRef, TaskStop
 from tests.support import pid_alive, wait_until
 from titan.config import WorkerSettings
+from titan.errors import WorkspaceInUse
 from titan.worker import Worker
 
 from .fake_master import FakeMaster
@@ -211,6 +212,18 @@ async def test_simulated_crash_kills_everything_and_reports_nothing(
     await wait_until(lambda: all(not peer.is_open for peer in master.peers), what="connection gone")
     assert master.statuses_of("J1") == [("RUNNING", None, "")]
     assert len(master.registers) == 1  # it does not come back
+
+
+async def test_one_worker_per_workspace_until_it_crashes(
+    master: FakeMaster, make_worker: MakeWorker, tmp_path: Path
+) -> None:
+    workspace = tmp_path / "shared"
+    first = await registered(await make_worker(port=18091, workspace=workspace))
+    with pytest.raises(WorkspaceInUse, match=r"is in use by another worker \(pid \d+, port 18091\)$"):
+        await make_worker(port=18092, workspace=workspace)
+    assert first.registered.is_set() and len(master.registers) == 1  # the refused one never dialled
+    first.simulate_crash()  # as kill -9 would, the crash gives the workspace back
+    await registered(await make_worker(port=18093, workspace=workspace))
 
 
 async def test_aclose_kills_running_tasks(master: FakeMaster, make_worker: MakeWorker) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from titan.worker.__main__ import parse_args
 
 from .fake_master import FakeMaster
 from .helpers import group_members, shell
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults() -> None:
@@ -111,6 +114,58 @@ async def test_worker_process_registers_runs_and_shuts_down_cleanly(tmp_path: Pa
         if proc.returncode is None:
             proc.kill()
             await proc.communicate()
+        await master.aclose()
+
+
+async def start_worker(master: FakeMaster, port: int, workspace: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "titan.worker", "--master", f"127.0.0.1:{master.port}", "--port", str(port),
+        "--workspace", str(workspace), "--heartbeat-interval", "0.05", "--log-level", "WARNING",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+
+
+async def wait_registered(proc: asyncio.subprocess.Process, port: int) -> None:
+    assert proc.stdout is not None
+    async with asyncio.timeout(20):
+        line = await proc.stdout.readline()
+    assert line.startswith(f"titan worker [{port}] registered with".encode()), line
+
+
+@pytest.mark.slow
+async def test_one_worker_process_per_workspace_and_a_kill_9_frees_it(tmp_path: Path) -> None:
+    master = await FakeMaster().start()
+    workspace = tmp_path / "ws"
+    first = await start_worker(master, 18095, workspace)
+    procs = [first]
+    try:
+        await wait_registered(first, 18095)
+        second = await start_worker(master, 18096, workspace)
+        procs.append(second)
+        async with asyncio.timeout(20):
+            out, err = await second.communicate()
+        assert second.returncode == 1 and out == b""
+        assert err.decode() == (
+            f"titan worker: workspace {workspace} is in use by another worker (pid {first.pid}, port 18095)\n"
+        )
+        assert [register.port for register in master.registers] == [18095]
+        beats = len(master.heartbeats)
+        await wait_until(lambda: len(master.heartbeats) > beats, what="the first one still heartbeating")
+        first.kill()
+        await first.communicate()
+        third = await start_worker(master, 18097, workspace)
+        procs.append(third)
+        await wait_registered(third, 18097)
+        third.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            _, err = await third.communicate()
+        assert third.returncode == 0 and b"Traceback" not in err, err
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.communicate()
         await master.aclose()
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from titan.config import DEFAULT_PORT, AutoscaleSettings, MasterSettings
+from titan.errors import WorkspaceError
 from titan.runtime import configure_logging, run, tune_gc_for_service
 
 from .server import Master
@@ -155,6 +156,9 @@ async def serve(settings: MasterSettings) -> int:
     master = Master(settings)
     try:
         await master.start()
+    except WorkspaceError as exc:
+        print(f"titan master: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         reason = exc.strerror or str(exc)
         print(f"titan master: cannot listen on {settings.host}:{settings.port}: {reason}", file=sys.stderr)

@@ -13,6 +13,12 @@ O(classes x workers), never a scan of the queue. There are few classes in practi
 Entries are never removed from the middle of a heap: a cancelled job's entry
 goes stale (its ``ticket`` or state no longer matches) and is dropped when it
 reaches the top.
+
+Every heap entry carries a number no other entry has (the queue's push order,
+as the delay heap's do) before the job itself, so two entries always compare
+without reaching the :class:`Job`, which has no order. The submission number
+alone is not enough: a WAL that two masters wrote at once on one workspace
+holds jobs with the same ``seq``, and it must still recover.
 """
 
 from __future__ import annotations
@@ -28,12 +34,12 @@ from .registry import WorkerRecord
 __all__ = ["DelayHeap", "JobClass", "LeastConnections", "ReadyQueue"]
 
 JobClass = tuple[frozenset[str], int]
-_Entry = tuple[int, int, int, Job]  # (-priority, seq, ticket, job)
+_Entry = tuple[int, int, int, int, Job]  # (-priority, seq, push order, ticket, job)
 
 
 def _live(entry: _Entry, state: JobState) -> bool:
-    job = entry[3]
-    return job.ticket == entry[2] and job.state is state
+    job = entry[4]
+    return job.ticket == entry[3] and job.state is state
 
 
 class ReadyQueue:
@@ -42,6 +48,7 @@ class ReadyQueue:
     def __init__(self) -> None:
         self._heaps: dict[JobClass, list[_Entry]] = {}
         self._entries = 0  # live and stale; only a hint that there may be work
+        self._order = itertools.count()  # unique per entry: see the module docstring
 
     def __len__(self) -> int:
         return self._entries
@@ -52,7 +59,7 @@ class ReadyQueue:
         heap = self._heaps.get(key)
         if heap is None:
             heap = self._heaps[key] = []
-        heapq.heappush(heap, (-job.priority, job.seq, job.ticket, job))
+        heapq.heappush(heap, (-job.priority, job.seq, next(self._order), job.ticket, job))
         self._entries += 1
 
     def extend(self, jobs: Iterable[Job]) -> None:
@@ -61,12 +68,13 @@ class ReadyQueue:
         key: JobClass | None = None
         heap: list[_Entry] = []
         added = 0
+        order = self._order
         for job in jobs:  # a million after a restart: the class rarely changes from one job to the next
             ticket = job.ticket = job.ticket + 1
             if key is None or job.slots != key[1] or job.skills is not key[0]:
                 key = (job.skills, job.slots)
                 heap = heaps.setdefault(key, [])
-            heap.append((-job.priority, job.seq, ticket, job))
+            heap.append((-job.priority, job.seq, next(order), ticket, job))
             added += 1
         self._entries += added
         for heap in heaps.values():
@@ -82,22 +90,22 @@ class ReadyQueue:
             while heap and not _live(heap[0], JobState.PENDING):
                 heapq.heappop(heap)
                 self._entries -= 1
-            if heap and (found is None or heap[0][:2] < found[:2]):
+            if heap and (found is None or heap[0][:3] < found[:3]):
                 found, found_key = heap[0], key
         if found is None or found_key is None:
             return None
-        return found_key, found[3]
+        return found_key, found[4]
 
     def pop(self, key: JobClass) -> Job:
         """Remove the head of class ``key`` (the one :meth:`best` just returned)."""
         entry = heapq.heappop(self._heaps[key])
         self._entries -= 1
-        return entry[3]
+        return entry[4]
 
     def jobs(self) -> list[Job]:
         """Live queued jobs in dispatch order (for inspection and tests; O(n log n))."""
         live = [e for heap in self._heaps.values() for e in heap if _live(e, JobState.PENDING)]
-        return [e[3] for e in sorted(live, key=lambda e: e[:2])]
+        return [e[4] for e in sorted(live, key=lambda e: e[:3])]
 
 
 class DelayHeap:

@@ -42,6 +42,7 @@ from titan.config import MasterSettings
 from titan.errors import ValidationError
 from titan.jobs import ACTIVE_STATES, CloseWorker, DrainWorker, Effect, Job, JobFinished, SendTask, StopTask
 from titan.net import HandshakeGate, Peer
+from titan.workspace import WorkspaceLock
 
 from .admission import WORKER_ARTIFACT
 from .artifacts import ArtifactStore
@@ -99,6 +100,7 @@ class Master(ClientHandlers):
         self.payloads = PayloadLedger()
         self.port = settings.port
         self._server: asyncio.Server | None = None
+        self._lock: WorkspaceLock | None = None  # taken in start(), held until aclose()
         self._peers: set[Peer] = set()
         self._workers: dict[str, Peer] = {}  # worker id -> its registered connection
         self._waiters: dict[str, set[_Waiter]] = {}  # job id -> WAITs that include it
@@ -140,16 +142,29 @@ class Master(ClientHandlers):
 
     # ------------------------------------------------------------------ lifetime
     async def start(self) -> None:
-        """Recover from the WAL, then bind and listen. Raises OSError when the address is taken."""
+        """Lock the workspace, recover from the WAL, then bind and listen.
+
+        Raises:
+            WorkspaceError: another master holds the workspace (``WorkspaceInUse``), or it cannot be made.
+            OSError: the address is taken.
+        """
         loop = asyncio.get_running_loop()
-        # bound first (a taken port fails fast), accepting only once the state is rebuilt
-        server, self.logs = await self._bind(loop)
+        # before anything reads the WAL: a second master here would append a history of its own
+        self._lock = WorkspaceLock.acquire(self.settings.workspace, "master")
         try:
+            # bound first (a taken port fails fast), accepting only once the state is rebuilt
+            server, self.logs = await self._bind(loop)
+        except BaseException:
+            self._lock.release()
+            raise
+        try:
+            self._lock.record(server.sockets[0].getsockname()[1])
             effects = self.wal.recover(self.clock())
             await self.wal.start()
         except BaseException:
             server.close()
             self.logs.close()
+            self._lock.release()
             raise
         self._server = server
         self.port = server.sockets[0].getsockname()[1]
@@ -217,6 +232,8 @@ class Master(ClientHandlers):
         await asyncio.to_thread(self.log_store.close)  # the last attempts' logs reach the disk
         if self._server is not None:
             await self._server.wait_closed()
+        if self._lock is not None:
+            self._lock.release()  # last: everything this master writes is on disk
         self._stopped.set()
 
     def _on_wal_failure(self, exc: BaseException) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from titan.config import DEFAULT_MASTER, WorkerSettings, parse_address
+from titan.errors import WorkspaceError
 from titan.runtime import configure_logging, run, tune_gc_for_service
 
 from .agent import Worker
@@ -139,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(serve(settings))
     except KeyboardInterrupt:  # a Ctrl-C before the handlers were installed
         pass
+    except WorkspaceError as exc:  # another worker holds it: not a usage error, so status 1
+        print(f"titan worker: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

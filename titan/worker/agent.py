@@ -51,6 +51,7 @@ from protocol import (
 from titan.config import WorkerSettings
 from titan.errors import ConnectError, TitanError
 from titan.net import Peer, dial
+from titan.workspace import WorkspaceLock
 
 from .children import ChildWorkers, PortTaken
 from .command import LaunchError
@@ -98,6 +99,7 @@ class Worker:
         self.drained = asyncio.Event()
         self.registrations = 0
         self._runner: ProcessRunner | None = None
+        self._lock: WorkspaceLock | None = None  # taken in start(), held until aclose()
         self.shipper: LogShipper | None = None
         self.children: ChildWorkers | None = None  # child workers started for SPAWN_WORKER
         self.deployments: Deployments | None = None  # DEPLOY attempts: services and child workers
@@ -147,12 +149,23 @@ class Worker:
 
         Raises:
             ValueError: the workspace is a master's (see :func:`~titan.worker.dirs.workspace_problem`).
+            WorkspaceError: another worker holds the workspace (``WorkspaceInUse``), or it cannot be made.
         """
         if self._main is not None:
             raise RuntimeError(f"worker {self.name} was already started")
         problem = workspace_problem(self.settings.workspace)
         if problem:
             raise ValueError(problem)
+        # before the attempt folders are adopted: two workers here would recycle each other's
+        self._lock = WorkspaceLock.acquire(self.settings.workspace, "worker", port=self.port)
+        try:
+            await self._start()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    async def _start(self) -> None:
+        """The runner, the log shipper, the service host, then the connection loop."""
         extra = self.settings.extra_env
         self._runner = ProcessRunner(
             self.settings.workspace,
@@ -205,6 +218,8 @@ class Worker:
         if self.shipper is not None:
             self.shipper.close()
         self.registered.clear()
+        if self._lock is not None:
+            self._lock.release()  # last: nothing of this worker touches the workspace any more
 
     def simulate_crash(self) -> None:
         """Die like ``kill -9``: abort the connection, SIGKILL every group, report nothing."""
@@ -225,6 +240,8 @@ class Worker:
                 owner.kill_all()
         if self.shipper is not None:
             self.shipper.close()
+        if self._lock is not None:
+            self._lock.release()  # the kernel's part in a real kill -9
 
     # ------------------------------------------------------------------ connection loop
     async def _connection_loop(self) -> None:
