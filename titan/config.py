@@ -89,6 +89,11 @@ class MasterSettings:
     heartbeat_timeout_s: float = 30.0
     max_body: int = DEFAULT_MAX_BODY
     token: str | None = None
+    # a connection must finish its handshake (HELLO, and AUTH with a token) this soon after it is
+    # accepted, and at most this many may be in their handshake at once (more are closed at once;
+    # never more than half the open-file limit): strangers cannot hold the master's descriptors
+    handshake_timeout_s: float = 10.0
+    max_handshaking: int = 1024
     # how many finished transitions each job keeps in its story
     story_limit: int = 50
     # check the job table's invariants after each stimulus (tests turn this on)
@@ -117,6 +122,12 @@ class MasterSettings:
     name: str = "titan-master"
     # the autoscaler (DESIGN §7): None keeps it off (the default; `--autoscale` turns it on)
     autoscale: AutoscaleSettings | None = None
+
+    def __post_init__(self) -> None:
+        if not self.handshake_timeout_s > 0:
+            raise ValueError(f"handshake_timeout_s must be positive, got {self.handshake_timeout_s}")
+        if self.max_handshaking < 1:
+            raise ValueError(f"max_handshaking must be at least 1, got {self.max_handshaking}")
 
 
 @dataclass(frozen=True)

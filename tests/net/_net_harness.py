@@ -57,7 +57,14 @@ def job_info(job_id: str) -> JobInfo:
 class TitanTestServer:
     """Listens on 127.0.0.1:0; see the module docstring for what it answers."""
 
-    def __init__(self, *, token: str | None = None, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+        handshake_timeout_s: float = 10.0,
+        max_handshaking: int = 1024,
+    ) -> None:
         self.token = token
         self.max_body = max_body
         self.port = 0
@@ -74,6 +81,8 @@ class TitanTestServer:
             max_body=max_body,
             token=token,
             on_accept=self._on_accept,
+            timeout_s=handshake_timeout_s,
+            max_handshaking=max_handshaking,
         )
 
     async def start(self) -> None:
@@ -82,7 +91,7 @@ class TitanTestServer:
         self.port = self._server.sockets[0].getsockname()[1]
 
     def _make_peer(self) -> Peer:
-        peer = Peer(self.gate, max_body=self.max_body, on_close=self._on_close)
+        peer = Peer(self.gate, max_body=self.max_body, on_close=self._on_close, on_open=self.gate.opened)
         self.peers.append(peer)
         return peer
 
@@ -137,6 +146,7 @@ class TitanTestServer:
     async def aclose(self) -> None:
         if self._server is not None:
             self._server.close()
+        self.gate.close()
         for peer in self.peers:
             await peer.aclose()
         if self._server is not None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 
+import msgpack
 import pytest
 
 from protocol import (
     DEFAULT_MAX_BODY,
+    FLAG_REPLY,
     Auth,
     Challenge,
     Frame,
@@ -20,12 +23,16 @@ from protocol import (
     JobStatus,
     Opcode,
     Welcome,
+    encode_error,
     encode_frame,
     encode_message,
+    pack_header,
 )
 from tests.net._net_harness import IO_TIMEOUT_S, RawClient, TitanTestServer
+from tests.support import wait_until
 from titan.errors import ConnectError
 from titan.net import Peer, dial, prove
+from titan.net.handshake import HANDSHAKE_MAX_BODY
 
 Connect = Callable[..., Awaitable[Peer]]
 Raw = Callable[[int], Awaitable[RawClient]]
@@ -201,3 +208,156 @@ async def test_anything_but_a_valid_auth_after_the_challenge_is_refused(
     assert frame.body["code"] == "HANDSHAKE_FAILED"
     await client.expect_eof()
     assert server.arrivals.empty()
+
+
+# --------------------------------------------------------------------------- before the handshake ends
+
+
+def warnings_about(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and text in r.getMessage()]
+
+
+async def test_a_silent_connection_is_refused_at_the_deadline(
+    make_server: MakeServer, connect: Connect, raw: Raw
+) -> None:
+    server = await make_server(handshake_timeout_s=0.1)
+    client = await connect(server.port)  # handshaken before the silent one arrives: it outlives the deadline
+    silent = await raw(server.port)
+    frame = await silent.frame()
+    assert_refused(frame)
+    assert frame.body["message"] == "no HELLO within 0.1s"
+    await silent.expect_eof()
+    assert server.gate.handshaking == 0
+    assert isinstance(await client.request(JobStatus(job_id="still-here"), timeout_s=IO_TIMEOUT_S), JobReply)
+
+
+async def test_a_connection_that_never_answers_the_challenge_is_refused_at_the_deadline(
+    make_server: MakeServer, raw: Raw, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await make_server(token=TOKEN, handshake_timeout_s=0.1)
+    client = await raw(server.port)
+    assert (await client.hello()).opcode == Opcode.CHALLENGE
+    frame = await client.frame()
+    assert_refused(frame)
+    assert frame.body["message"] == "no AUTH within 0.1s"
+    await client.expect_eof()
+    await server.next_closed()
+    assert len(warnings_about(caplog, "no AUTH within")) == 1, "and nothing more when it closes"
+
+
+async def test_connections_over_the_cap_are_refused_at_once(
+    make_server: MakeServer, connect: Connect, raw: Raw, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await make_server(max_handshaking=2)
+    waiting = [await raw(server.port), await raw(server.port)]
+    await wait_until(lambda: server.gate.handshaking == 2, what="two connections in their handshake")
+    for _ in range(3):
+        extra = await raw(server.port)
+        frame = await extra.frame()
+        assert_refused(frame)
+        assert "too many connections" in frame.body["message"]
+        await extra.expect_eof()
+    assert server.gate.refused == 3
+    assert len(warnings_about(caplog, "refusing new connections")) == 1, "one line per period, not per connection"
+    assert (await waiting[0].hello()).opcode == Opcode.WELCOME  # those inside the cap carry on
+    await connect(server.port)  # and a place freed is taken by the next one
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (pack_header(Opcode.HELLO, 0, 3) + b"\xc1\xc1\xc1", "BAD_BODY"),
+        (pack_header(Opcode.HELLO, 0, 3) + msgpack.packb([1, 2]), "BAD_BODY"),
+        (encode_frame(0x7F, {"rid": 3}), "HANDSHAKE_FAILED"),
+        (encode_frame(Opcode.HELLO, {"role": "client", "version": 1}, flags=FLAG_REPLY), "HANDSHAKE_FAILED"),
+        (pack_header(Opcode.HELLO, 0, HANDSHAKE_MAX_BODY + 1), "FRAME_TOO_LARGE"),
+    ],
+    ids=["invalid msgpack", "array body", "unknown opcode", "hello as a reply", "body too large for a handshake"],
+)
+async def test_any_error_before_the_handshake_is_answered_and_closes(
+    server: TitanTestServer, raw: Raw, data: bytes, code: str
+) -> None:
+    client = await raw(server.port)
+    client.send(data + encode_message(Hello(role="client", version=1)))  # a HELLO after it is never read
+    frame = await client.frame()
+    assert frame.opcode == Opcode.ERROR
+    assert frame.body["code"] == code, frame.body
+    await client.expect_eof()
+    await server.next_closed()
+    assert server.accepted.empty()
+
+
+async def test_an_error_frame_before_the_handshake_closes_without_an_answer(server: TitanTestServer, raw: Raw) -> None:
+    client = await raw(server.port)
+    client.send(encode_error("NOISE", "before anything"))
+    await client.expect_eof()
+
+
+async def test_the_handshake_body_limit_is_lifted_after_welcome(server: TitanTestServer, connect: Connect) -> None:
+    client = await connect(server.port)
+    job_id = "x" * (2 * HANDSHAKE_MAX_BODY)
+    reply = await client.request(JobStatus(job_id=job_id), timeout_s=IO_TIMEOUT_S)
+    assert isinstance(reply, JobReply)
+    assert reply.job.id == job_id
+
+
+async def test_bad_frames_on_one_connection_log_a_bounded_number_of_lines(
+    server: TitanTestServer, raw: Raw, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await raw(server.port)
+    assert (await client.hello()).opcode == Opcode.WELCOME
+    bad = pack_header(Opcode.JOB_STATUS, 0, 3) + b"\xc1\xc1\xc1"
+    with caplog.at_level(logging.WARNING):
+        client.send(bad * 2000)
+        for _ in range(2000):  # each is still answered, and the connection carries on
+            assert (await client.frame()).body["code"] == "BAD_BODY"
+        client.send(encode_message(JobStatus(job_id="after"), rid=1))
+        assert (await client.frame()).rid == 1
+        assert len(caplog.records) == 4, [r.getMessage() for r in caplog.records]
+        assert "further protocol errors on this connection are not logged" in caplog.records[-1].getMessage()
+        await client.aclose()
+        await server.next_closed()
+    assert caplog.records[-1].getMessage().endswith("closed after 2000 protocol errors")
+    assert len(caplog.records) == 5
+
+
+async def test_refused_handshakes_log_a_bounded_number_of_lines(
+    server: TitanTestServer, raw: Raw, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        for _ in range(30):
+            client = await raw(server.port)
+            client.send(b"GET / HTTP/1.1\r\n\r\n")
+            assert (await client.frame()).body["code"] == "BAD_VERSION"
+            await client.expect_eof()
+    assert len(caplog.records) == server.gate.failures.burst == 10
+    assert server.gate.failures.left_out == 20
+
+
+async def test_a_wrong_token_is_logged_once_with_the_address(
+    make_server: MakeServer, raw: Raw, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await make_server(token=TOKEN)
+    client = await raw(server.port)
+    address = f"127.0.0.1:{client.writer.get_extra_info('sockname')[1]}"
+    nonce = Challenge.from_wire((await client.hello()).body).nonce
+    with caplog.at_level(logging.DEBUG):
+        client.send(encode_message(Auth(mac=prove("not-the-token", nonce, "client"))))
+        assert_refused(await client.frame())
+        await client.expect_eof()
+        await server.next_closed()
+    lines = warnings_about(caplog, "authentication failed")
+    assert lines == [f"{address} refused: authentication failed: wrong token"]
+    assert TOKEN not in caplog.text and "not-the-token" not in caplog.text
+
+
+async def test_a_missing_token_is_logged_once_with_the_address(
+    make_server: MakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await make_server(token=TOKEN)
+    with caplog.at_level(logging.DEBUG):
+        await refused_dial(server.port)
+        peer = await server.next_closed()
+    lines = warnings_about(caplog, "authentication failed")
+    assert lines == [f"{peer.label} refused: authentication failed: closed without answering the CHALLENGE"]
+    assert peer.label.startswith("127.0.0.1:")

@@ -153,7 +153,9 @@ class FakeMaster:
     # ------------------------------------------------------------------ lifetime
     async def start(self) -> FakeMaster:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Peer(self._gate, on_close=self._forget), self.host, self.port)
+        self._server = await loop.create_server(
+            lambda: Peer(self._gate, on_close=self._forget, on_open=self._gate.opened), self.host, self.port
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -17,6 +18,7 @@ from typing import Final
 
 from titan.config import DEFAULT_PORT, AutoscaleSettings, MasterSettings
 from titan.errors import WorkspaceError
+from titan.net.loglimit import LogLimit
 from titan.runtime import configure_logging, run, tune_gc_for_service
 
 from .server import Master
@@ -151,8 +153,27 @@ def _autoscale(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Aut
         parser.error(str(exc))
 
 
+def _accept_errors_logged(loop: asyncio.AbstractEventLoop) -> None:
+    """Say in our log, a few times a minute at most, when the loop cannot accept a connection.
+
+    Stock asyncio reports accept() failing (EMFILE: out of descriptors) to the loop's exception
+    handler; uvloop never does (libuv accepts and closes the connection itself), which is why the
+    master also warns when its connections near the open-file limit (server.py).
+    """
+    limit = LogLimit(logging.getLogger("titan.master"), burst=3, period_s=60.0)
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+            limit.warning("cannot accept connections: %s", context.get("exception"))
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
 async def serve(settings: MasterSettings) -> int:
     """Start, announce readiness, wait for a signal, shut down. Returns the exit status."""
+    _accept_errors_logged(asyncio.get_running_loop())
     master = Master(settings)
     try:
         await master.start()

@@ -19,6 +19,8 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import os
+import resource
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -42,6 +44,7 @@ from titan.config import MasterSettings
 from titan.errors import ValidationError
 from titan.jobs import ACTIVE_STATES, CloseWorker, DrainWorker, Effect, Job, JobFinished, SendTask, StopTask
 from titan.net import HandshakeGate, Peer
+from titan.net.loglimit import LogLimit
 from titan.workspace import WorkspaceLock
 
 from .admission import WORKER_ARTIFACT
@@ -63,6 +66,20 @@ log = logging.getLogger(__name__)
 _FRAME_HEADROOM = 64 * 1024
 
 FrameMethod = Callable[[Peer, Frame], Awaitable[None] | None]
+
+
+def _open_file_limit() -> int | None:
+    """The soft RLIMIT_NOFILE, None if there is none."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _open_files() -> int:
+    """Descriptors this process has open now (0 where /proc cannot tell)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
 
 
 class Master(ClientHandlers):
@@ -102,6 +119,11 @@ class Master(ClientHandlers):
         self._server: asyncio.Server | None = None
         self._lock: WorkspaceLock | None = None  # taken in start(), held until aclose()
         self._peers: set[Peer] = set()
+        # a loop that runs out of descriptors may drop new connections without telling us (uvloop
+        # does: libuv accepts and closes them), so the master warns while it is still accepting
+        self._file_limit = _open_file_limit()
+        self._crowded_at: int | None = None  # connections that leave a fifth of the spare descriptors; set in start()
+        self._crowded = LogLimit(log, burst=1, period_s=60.0)
         self._workers: dict[str, Peer] = {}  # worker id -> its registered connection
         self._waiters: dict[str, set[_Waiter]] = {}  # job id -> WAITs that include it
         self._timer: asyncio.TimerHandle | None = None
@@ -118,6 +140,8 @@ class Master(ClientHandlers):
             max_body=settings.max_body,
             token=settings.token,
             on_accept=self._on_accept,
+            timeout_s=settings.handshake_timeout_s,
+            max_handshaking=self._handshake_cap(settings.max_handshaking),
         )
         self._client_handlers: dict[int, FrameMethod] = {
             Opcode.SUBMIT: self._on_submit,
@@ -141,6 +165,17 @@ class Master(ClientHandlers):
         }
 
     # ------------------------------------------------------------------ lifetime
+    def _handshake_cap(self, wanted: int) -> int:
+        """``max_handshaking``, lowered to half the open-file limit if that is less.
+
+        Connections nobody has admitted must leave descriptors for the workers', the clients' and the WAL's.
+        """
+        if self._file_limit is None or wanted <= self._file_limit // 2:
+            return wanted
+        cap = max(1, self._file_limit // 2)
+        log.warning("max_handshaking %d lowered to %d: the open-file limit is %d", wanted, cap, self._file_limit)
+        return cap
+
     async def start(self) -> None:
         """Lock the workspace, recover from the WAL, then bind and listen.
 
@@ -168,6 +203,8 @@ class Master(ClientHandlers):
             raise
         self._server = server
         self.port = server.sockets[0].getsockname()[1]
+        if self._file_limit is not None:
+            self._crowded_at = int((self._file_limit - _open_files()) * 0.8)
         self._apply(effects)
         await server.start_serving()
         self._schedule_health()
@@ -215,6 +252,7 @@ class Master(ClientHandlers):
         self._closing = True
         if self._server is not None:
             self._server.close()
+        self._gate.close()
         if self.logs is not None:
             self.logs.close()
         self.scaling.close()
@@ -257,8 +295,17 @@ class Master(ClientHandlers):
 
     # ------------------------------------------------------------------ connections
     def _make_peer(self) -> Peer:
-        peer = Peer(self._gate, max_body=self.settings.max_body, on_close=self._on_peer_closed)
+        peer = Peer(
+            self._gate, max_body=self.settings.max_body, on_close=self._on_peer_closed, on_open=self._gate.opened
+        )
         self._peers.add(peer)
+        if self._crowded_at is not None and len(self._peers) > self._crowded_at:
+            self._crowded.warning(
+                "%d connections open (%d still in their handshake): close to the open-file limit of %d",
+                len(self._peers),
+                self._gate.handshaking,
+                self._file_limit,
+            )
         return peer
 
     def _on_accept(self, peer: Peer, hello: Hello) -> None:

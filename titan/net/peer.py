@@ -8,7 +8,11 @@ incoming frame handed to ``on_frame``. ``on_frame`` may be a plain function
 as a task owned by the peer. Errors are answered on the wire: a protocol error
 with its code, a :class:`TitanError` with its code, anything else as
 ``INTERNAL`` (and logged). A fatal protocol error closes the connection; the
-others leave it open.
+others leave it open, except on a *strict* peer (a listener's, until its
+handshake is done), where every error closes it.
+
+What the other end gets wrong is logged a few times per connection, then no
+more (see :meth:`Peer.complain`): a peer must not be able to fill our log.
 """
 
 from __future__ import annotations
@@ -36,11 +40,16 @@ from protocol import (
 )
 from titan.errors import PeerClosed, RemoteError, RequestTimeout, TitanError
 
+from .loglimit import LogLimit
+
 __all__ = ["FrameHandler", "Peer"]
 
 log = logging.getLogger(__name__)
 
 FrameHandler = Callable[["Peer", Frame], "Awaitable[None] | None"]
+
+# faults of the other end logged in full per connection; one more line says the rest are not
+_COMPLAINTS_LOGGED = 3
 
 
 class Peer(asyncio.Protocol):
@@ -52,14 +61,21 @@ class Peer(asyncio.Protocol):
         *,
         max_body: int = DEFAULT_MAX_BODY,
         on_close: Callable[[Peer], None] | None = None,
+        on_open: Callable[[Peer], None] | None = None,
         handshaking: bool = False,
     ) -> None:
         self.on_frame = on_frame
         self.on_close = on_close
+        self.on_open = on_open
         self.decoder = FrameDecoder(max_body)
         self.transport: asyncio.Transport | None = None
         self.label = "?"
         self.context: Any = None  # whatever the owner attaches (a worker record, a client session)
+        # set by a listener's HandshakeGate until the handshake is done: any error closes the
+        # connection, and what this peer makes us log also counts against the gate's shared limit
+        self.strict = False
+        self.log_limit: LogLimit | None = None
+        self._complaints = 0
         self._loop = asyncio.get_running_loop()
         self._pending: dict[int, asyncio.Future[Message]] = {}
         self._next_rid = 1
@@ -77,6 +93,8 @@ class Peer(asyncio.Protocol):
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple) and len(peername) >= 2:
             self.label = f"{peername[0]}:{peername[1]}"
+        if self.on_open is not None:
+            self.on_open(self)
 
     def data_received(self, data: bytes) -> None:
         decoder = self.decoder
@@ -85,9 +103,9 @@ class Peer(asyncio.Protocol):
             try:
                 frame = decoder.next_frame()
             except ProtocolError as exc:
-                log.warning("%s protocol error: %s", self.label, exc.message)
+                self.complain("%s protocol error: %s", self.label, exc.message)
                 self.send_error(exc.error_code, exc.message)
-                if exc.fatal:
+                if exc.fatal or self.strict:
                     self.close()
                     return
                 continue
@@ -101,6 +119,8 @@ class Peer(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self._complaints > _COMPLAINTS_LOGGED + 1:
+            log.warning("%s closed after %d protocol errors", self.label, self._complaints)
         reason = PeerClosed(f"connection to {self.label} closed" + (f": {exc}" if exc else ""))
         for future in self._pending.values():
             if not future.done():
@@ -129,7 +149,7 @@ class Peer(asyncio.Protocol):
                 if not future.done():
                     self._resolve(future, frame)
                 return
-            if self._handshake is None and not frame.is_error:
+            if self._handshake is None and not frame.is_error and not self.strict:
                 # answers nothing in flight (e.g. its request timed out); a reply is never a request
                 log.debug("%s dropped a reply to no pending request (rid %s)", self.label, rid)
                 return
@@ -138,7 +158,9 @@ class Peer(asyncio.Protocol):
             return
         if frame.is_error:
             body = frame.body
-            log.warning("%s sent error %s: %s", self.label, body.get("code"), body.get("message"))
+            self.complain("%s sent error %s: %s", self.label, body.get("code"), body.get("message"))
+            if self.strict:
+                self.close()  # a dialler that errs mid-handshake has given up; an ERROR is never answered
             return
         if self.on_frame is None:
             self.send_error("UNEXPECTED", f"no handler for opcode {frame.opcode:#04x}", rid=frame.rid)
@@ -163,14 +185,31 @@ class Peer(asyncio.Protocol):
 
     def _answer_failure(self, frame: Frame, exc: Exception) -> None:
         if isinstance(exc, ProtocolError):
+            if self.strict:  # a refused handshake: worth a line (the next frame would be on a new connection)
+                self.complain("%s refused: %s", self.label, exc.message)
             self.send_error(exc.error_code, exc.message, rid=frame.rid)
-            if exc.fatal:
-                self.close()
         elif isinstance(exc, TitanError):
             self.send_error(exc.code, str(exc), rid=frame.rid)
         else:
             log.exception("%s handler for opcode %#04x failed", self.label, frame.opcode)
             self.send_error("INTERNAL", f"internal error: {type(exc).__name__}: {exc}", rid=frame.rid)
+        if self.strict or (isinstance(exc, ProtocolError) and exc.fatal):
+            self.close()
+
+    def complain(self, msg: str, *args: object) -> None:
+        """Log a fault of the other end at WARNING, up to a few times per connection.
+
+        One more line says the rest are not logged; their count follows when the connection closes.
+        """
+        self._complaints += 1
+        if self._complaints > _COMPLAINTS_LOGGED + 1:
+            return
+        if self._complaints > _COMPLAINTS_LOGGED:
+            msg, args = "%s: further protocol errors on this connection are not logged", (self.label,)
+        if self.log_limit is not None:
+            self.log_limit.warning(msg, *args)
+        else:
+            log.warning(msg, *args)
 
     @staticmethod
     def _resolve(future: asyncio.Future[Message], frame: Frame) -> None:
