@@ -11,6 +11,7 @@ from typing import ClassVar
 from protocol.errors import ProtocolError
 
 __all__ = [
+    "AuthRefused",
     "ConnectError",
     "CycleError",
     "InvalidTransition",
@@ -83,6 +84,12 @@ class TransportError(TitanError):
 
 class ConnectError(TransportError):
     code = "CONNECT"
+
+
+class AuthRefused(ConnectError):
+    """The master refused our credentials (no token, or a wrong one): retrying cannot help."""
+
+    code = "AUTH"
 
 
 class PeerClosed(TransportError):

@@ -30,7 +30,7 @@ from protocol import (
 )
 from tests.net._net_harness import IO_TIMEOUT_S, RawClient, TitanTestServer
 from tests.support import wait_until
-from titan.errors import ConnectError
+from titan.errors import AuthRefused, ConnectError
 from titan.net import Peer, dial, prove
 from titan.net.handshake import HANDSHAKE_MAX_BODY
 
@@ -151,7 +151,7 @@ async def test_raw_challenge_and_auth(make_server: MakeServer, raw: Raw) -> None
 async def test_wrong_token_is_refused_and_the_server_closes(make_server: MakeServer) -> None:
     server = await make_server(token=TOKEN)
     error, closed = await refused_dial(server.port, token="not-the-token")
-    assert "wrong token" in str(error)
+    assert "wrong token" in str(error) and isinstance(error, AuthRefused)  # retrying cannot help
     await server.next_closed()
     await asyncio.wait_for(closed, IO_TIMEOUT_S)
     assert server.accepted.empty()
@@ -160,7 +160,7 @@ async def test_wrong_token_is_refused_and_the_server_closes(make_server: MakeSer
 async def test_missing_token_gives_up_at_the_challenge(make_server: MakeServer) -> None:
     server = await make_server(token=TOKEN)
     error, closed = await refused_dial(server.port)
-    assert "requires a token" in str(error)
+    assert "requires a token" in str(error) and isinstance(error, AuthRefused)
     await asyncio.wait_for(closed, IO_TIMEOUT_S)
     await server.next_closed()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.cluster import LocalCluster
 from protocol import TaskRef
 from tests.support import wait_until
 from titan.worker.__main__ import parse_args
@@ -188,3 +189,22 @@ def test_a_folder_named_titan_in_the_current_directory_does_not_break_the_worker
         [sys.executable, "-m", "titan.worker", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert shown.returncode == 0 and "usage" in shown.stdout, shown.stderr
+
+
+@pytest.mark.slow
+async def test_a_worker_whose_token_the_master_refuses_exits_1_with_one_line(tmp_path: Path) -> None:
+    async with LocalCluster(workers=0, master_args=["--token", "the-token"]) as cluster:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "titan.worker",
+            *("--master", f"127.0.0.1:{cluster.port}", "--port", "18098", "--workspace", str(tmp_path / "ws")),
+            *("--token", "not-the-token"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(30):
+            out, err = await proc.communicate()
+    assert proc.returncode == 1 and out == b""
+    (line,) = err.decode().splitlines()
+    assert line.startswith("titan worker: the master refused the connection: authentication failed: wrong token")

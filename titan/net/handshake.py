@@ -36,7 +36,7 @@ from protocol import (
     Opcode,
     Welcome,
 )
-from titan.errors import ConnectError, RemoteError
+from titan.errors import AuthRefused, ConnectError, RemoteError
 
 from .loglimit import LogLimit
 from .peer import FrameHandler, Peer
@@ -90,10 +90,13 @@ async def dial(
         frame = await peer.next_handshake_frame(timeout_s)
         if frame.opcode == Opcode.CHALLENGE:
             if not token:
-                raise ConnectError("the master requires a token (set --token or TITAN_TOKEN)")
+                raise AuthRefused("the master requires a token (set --token or TITAN_TOKEN)")
             challenge = Challenge.from_wire(frame.body)
             peer.send(Auth(mac=prove(token, challenge.nonce, role)))
             frame = await peer.next_handshake_frame(timeout_s)
+            if frame.opcode == Opcode.ERROR:  # the answer to our proof: the token is wrong
+                error = ErrorReply.from_wire(frame.body)
+                raise AuthRefused(f"the master refused the connection: {error.message}")
         if frame.opcode == Opcode.ERROR:
             error = ErrorReply.from_wire(frame.body)
             raise ConnectError(f"the master refused the connection: {error.message}")

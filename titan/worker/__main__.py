@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from titan.config import DEFAULT_MASTER, WorkerSettings, parse_address
-from titan.errors import WorkspaceError
+from titan.errors import AuthRefused, WorkspaceError
 from titan.runtime import configure_logging, run, tune_gc_for_service
 
 from .agent import Worker
@@ -114,8 +114,11 @@ async def serve(settings: WorkerSettings) -> None:
             asyncio.create_task(_announce(worker)),
             asyncio.create_task(stop.wait()),
             asyncio.create_task(worker.drained.wait()),
+            asyncio.create_task(worker.refused.wait()),
         ]
         await asyncio.wait(waits[1:], return_when=asyncio.FIRST_COMPLETED)
+        if worker.refused.is_set():
+            raise AuthRefused(worker.refusal)
         log.info("%s shutting down (%s)", worker.name, "drained" if worker.drained.is_set() else "signal")
     finally:
         for task in waits:
@@ -140,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(serve(settings))
     except KeyboardInterrupt:  # a Ctrl-C before the handlers were installed
         pass
-    except WorkspaceError as exc:  # another worker holds it: not a usage error, so status 1
+    except (WorkspaceError, AuthRefused) as exc:  # another worker holds it, or a bad token: status 1
         print(f"titan worker: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -49,7 +49,7 @@ from protocol import (
     parse_request,
 )
 from titan.config import WorkerSettings
-from titan.errors import ConnectError, TitanError
+from titan.errors import AuthRefused, ConnectError, TitanError
 from titan.net import Peer, dial
 from titan.workspace import WorkspaceLock
 
@@ -97,6 +97,10 @@ class Worker:
         self.worker_id = settings.worker_id or f"{self.host}:{self.port}"
         self.registered = asyncio.Event()
         self.drained = asyncio.Event()
+        # set with ``refusal`` when the master refuses our token before we were ever registered
+        self.refused = asyncio.Event()
+        self.refusal = ""
+        self._ever_registered = False
         self.registrations = 0
         self._runner: ProcessRunner | None = None
         self._lock: WorkspaceLock | None = None  # taken in start(), held until aclose()
@@ -249,6 +253,17 @@ class Worker:
         while True:
             try:
                 peer = await self._dial()
+            except AuthRefused as exc:
+                if not self._ever_registered:
+                    # a configuration error at start-up: say so and stop, as a mistyped flag would
+                    self.refusal = f"{exc} (master {self.settings.master_host}:{self.settings.master_port})"
+                    self.refused.set()  # whoever runs the worker reports it
+                    return
+                failures += 1  # the token changed under a running worker: keep its jobs, keep trying
+                delay = self._backoff_s(failures)
+                log.error("%s %s; retry %d in %.2fs", self.name, exc, failures, delay)
+                await asyncio.sleep(delay)
+                continue
             except ConnectError as exc:
                 failures += 1
                 delay = self._backoff_s(failures)
@@ -263,6 +278,7 @@ class Worker:
                 log.warning("%s REGISTER failed: %s; retry %d in %.2fs", self.name, exc, failures, delay)
             else:
                 failures = 0
+                self._ever_registered = True
                 delay = self._backoff_s(1)
                 await self._serve(peer)
                 log.warning("%s lost the connection to the master; reconnecting in %.2fs", self.name, delay)
