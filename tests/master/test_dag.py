@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from protocol import JobSpec
-from titan.errors import CycleError, ValidationError
+from titan.errors import CycleError, InvalidTransition, ValidationError
 from titan.jobs import Effect, JobFinished, JobState, SendTask, StopTask
 from titan.master import check_dag
 
@@ -142,6 +142,8 @@ def test_cancelling_a_dag_cancels_only_its_unfinished_jobs() -> None:
     stopped = sorted(e.job_id for e in effects if isinstance(e, StopTask))
     assert stopped == ["B", "C"]
     assert other.state is S.SCHEDULED
+    with pytest.raises(InvalidTransition, match=r"every job of DAG 'DAG-\w+' cannot go from final to CANCELLED"):
+        state.cancel("A", now=4.0, dag=True)  # nothing left to cancel: said, as for one final job
 
 
 def test_retry_of_a_dead_job_unskips_the_jobs_it_skipped() -> None:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 from protocol import JobSpec, Register, StatsReply, TaskRef, TaskStatus
 from titan.config import MasterSettings
-from titan.errors import UnknownJob, ValidationError
+from titan.errors import InvalidTransition, UnknownJob, ValidationError
 from titan.jobs import (
     ACTIVE_STATES,
     FINAL_STATES,
@@ -152,6 +152,9 @@ class MasterState(ServiceStimuli):
             self._cancel(job, now, "cancel")
             return job, self._done(now)
         jobs = self.dag_jobs(job_id)
+        if all(member.is_final for member in jobs):
+            # as for one job that is final: nothing changed, and the caller should hear so
+            raise InvalidTransition(jobs[0].dag or job_id, "final", "CANCELLED", what="every job of DAG")
         for member in jobs:
             if not member.is_final:
                 self._cancel(member, now, f"cancel of DAG {member.dag}")
