@@ -210,3 +210,24 @@ async def test_gc_removes_old_finished_jobs_and_keeps_unfinished_ones(make_clust
     assert reply.removed == [done] and reply.freed_bytes > 0
     assert not (jobs_dir / done).exists() and (jobs_dir / running).exists()
     await cluster.client.cancel(running)
+
+
+async def test_after_gc_the_story_says_so_and_logs_and_outputs_say_why_they_are_gone(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = await make_cluster(n_workers=1)
+    job_id = await cluster.client.submit(JobSpec(type="SHELL", data='echo hi; echo x > "$TITAN_OUTPUT_DIR/r.txt"'))
+    await cluster.client.wait([job_id], timeout_s=10)
+    quiet = await cluster.client.submit(JobSpec(type="SHELL", data="true"))
+    await cluster.client.wait([quiet], timeout_s=10)
+    assert (await cluster.client.gc(older_than_s=0)).removed == [job_id]
+    job = await cluster.client.status(job_id)
+    assert job.history[-1].stimulus == "logs and outputs removed by titan gc"
+    with pytest.raises(RemoteError, match=f"the outputs of {job_id} were removed by titan gc"):
+        await cluster.client.outputs(job_id)
+    with pytest.raises(RemoteError, match=f"the logs of {job_id} were removed by titan gc"):
+        async with cluster.client.logs(job_id) as stream:
+            async for _ in stream:
+                pass
+    async with cluster.client.logs(quiet) as stream:  # a job that printed nothing still reads as empty
+        assert [chunk async for chunk in stream if chunk.data] == []

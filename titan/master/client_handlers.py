@@ -52,7 +52,7 @@ from titan.net import Peer
 from titan.runtime import paused_gc
 
 from .dag_parts import DagParts
-from .gc import collectable, remove
+from .gc import GC_NOTE, collectable, collected, remove
 from .registry import Health
 from .runtimes import require_runtime
 from .scheduler import LeastConnections
@@ -167,6 +167,8 @@ class ClientHandlers:
         msg = LogsSubscribe.from_wire(frame.body)
         job = self.state.job(msg.job_id)
         assert self.logs is not None
+        if job.is_final and collected(job) and not (self.log_store.jobs_dir / job.id).exists():
+            raise ValidationError(f"the logs of {job.id} were removed by titan gc")
         attempt = self.logs.subscribe(peer, job, msg.follow)
         peer.reply(frame, LogsSubscribed(job_id=job.id, attempt=attempt))
 
@@ -181,11 +183,16 @@ class ClientHandlers:
             names, self.state.jobs, self.clock() - msg.older_than_s, lambda name: _mtime(jobs_dir, name)
         )
         freed = await asyncio.to_thread(remove, jobs_dir, doomed)
+        now = self.clock()
+        effects: list[Effect] = []
         for job_id in doomed:
             if self.logs is not None:
                 self.logs.forget_job(job_id)
+            if job_id in self.state.jobs:  # in its story (and the WAL): why its logs and outputs are gone
+                effects += self.state.note(job_id, GC_NOTE, now)
+        self._apply(effects)
         log.info("gc: removed %d job folder(s), %d bytes", len(doomed), freed)
-        peer.reply(frame, GcReply(removed=doomed, freed_bytes=freed))
+        self._reply(peer, frame, GcReply(removed=doomed, freed_bytes=freed))
 
     def _on_list_jobs(self, peer: Peer, frame: Frame) -> None:
         msg = ListJobs.from_wire(frame.body)
@@ -243,6 +250,8 @@ class ClientHandlers:
             self._reply(peer, frame, JobOutputsReply(job_id=job.id, attempt=msg.attempt or 0))
             return
         run = runs[-1]
+        if collected(job) and not self.artifacts.outputs_dir(job.id, run.attempt).exists():
+            raise ValidationError(f"the outputs of {job.id} were removed by titan gc")
         files = self.artifacts.load(job.id, run.attempt, run.outputs)
         self._reply(peer, frame, JobOutputsReply(job_id=job.id, attempt=run.attempt, files=files))
 

@@ -223,6 +223,14 @@ class MasterState(ServiceStimuli):
         self._status(worker_id, status, now, "")
         return self._done(now)
 
+    def note(self, job_id: str, text: str, now: float) -> list[Effect]:
+        """Put ``text`` in a job's story (and the WAL) without changing anything else."""
+        job = self.job(job_id)
+        job.note(text, now)
+        if self.journal is not None:
+            self.journal.noted(job, text, now)
+        return self._done(now)
+
     def drain(self, worker_id: str, now: float) -> list[Effect]:
         """Stop giving ``worker_id`` new tasks."""
         self.registry.drain(worker_id, now)

@@ -18,7 +18,15 @@ from pathlib import Path
 
 from titan.jobs import Job
 
-__all__ = ["collectable", "remove"]
+__all__ = ["GC_NOTE", "collectable", "collected", "remove"]
+
+#: the line a collected job's story gets (journaled, so it outlives a restart)
+GC_NOTE = "logs and outputs removed by titan gc"
+
+
+def collected(job: Job) -> bool:
+    """Whether ``titan gc`` removed this job's folder (its story says so)."""
+    return job.steps is not None and any(step.stimulus == GC_NOTE for step in job.steps)
 
 
 def collectable(
