@@ -84,15 +84,7 @@ def test_bad_flags_are_one_line(argv: list[str], fragment: str, capsys: pytest.C
 @pytest.mark.slow
 async def test_worker_process_registers_runs_and_shuts_down_cleanly(tmp_path: Path) -> None:
     master = await FakeMaster().start()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "titan.worker",
-        *("--master", f"127.0.0.1:{master.port}", "--port", "18099", "--workspace", str(tmp_path / "ws")),
-        *("--heartbeat-interval", "0.05"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await start_worker(master.port, 18099, tmp_path / "ws")
     try:
         assert proc.stdout is not None
         async with asyncio.timeout(20):
@@ -118,10 +110,11 @@ async def test_worker_process_registers_runs_and_shuts_down_cleanly(tmp_path: Pa
         await master.aclose()
 
 
-async def start_worker(master: FakeMaster, port: int, workspace: Path) -> asyncio.subprocess.Process:
+async def start_worker(master_port: int, port: int, workspace: Path, *extra: str) -> asyncio.subprocess.Process:
+    """``python -m titan.worker`` as a real process, its output piped."""
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "titan.worker", "--master", f"127.0.0.1:{master.port}", "--port", str(port),
-        "--workspace", str(workspace), "--heartbeat-interval", "0.05", "--log-level", "WARNING",
+        sys.executable, "-m", "titan.worker", "--master", f"127.0.0.1:{master_port}", "--port", str(port),
+        "--workspace", str(workspace), "--heartbeat-interval", "0.05", "--log-level", "WARNING", *extra,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
@@ -138,11 +131,11 @@ async def wait_registered(proc: asyncio.subprocess.Process, port: int) -> None:
 async def test_one_worker_process_per_workspace_and_a_kill_9_frees_it(tmp_path: Path) -> None:
     master = await FakeMaster().start()
     workspace = tmp_path / "ws"
-    first = await start_worker(master, 18095, workspace)
+    first = await start_worker(master.port, 18095, workspace)
     procs = [first]
     try:
         await wait_registered(first, 18095)
-        second = await start_worker(master, 18096, workspace)
+        second = await start_worker(master.port, 18096, workspace)
         procs.append(second)
         async with asyncio.timeout(20):
             out, err = await second.communicate()
@@ -155,7 +148,7 @@ async def test_one_worker_process_per_workspace_and_a_kill_9_frees_it(tmp_path: 
         await wait_until(lambda: len(master.heartbeats) > beats, what="the first one still heartbeating")
         first.kill()
         await first.communicate()
-        third = await start_worker(master, 18097, workspace)
+        third = await start_worker(master.port, 18097, workspace)
         procs.append(third)
         await wait_registered(third, 18097)
         third.send_signal(signal.SIGTERM)
@@ -194,15 +187,7 @@ def test_a_folder_named_titan_in_the_current_directory_does_not_break_the_worker
 @pytest.mark.slow
 async def test_a_worker_whose_token_the_master_refuses_exits_1_with_one_line(tmp_path: Path) -> None:
     async with LocalCluster(workers=0, master_args=["--token", "the-token"]) as cluster:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "titan.worker",
-            *("--master", f"127.0.0.1:{cluster.port}", "--port", "18098", "--workspace", str(tmp_path / "ws")),
-            *("--token", "not-the-token"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        proc = await start_worker(cluster.port, 18098, tmp_path / "ws", "--token", "not-the-token")
         async with asyncio.timeout(30):
             out, err = await proc.communicate()
     assert proc.returncode == 1 and out == b""
