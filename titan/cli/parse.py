@@ -56,6 +56,7 @@ JOB_STATES: Final = (
     "SCHEDULED",
     "RUNNING",
     "COMPLETED",
+    "FAILED",
     "CANCELLED",
     "SKIPPED",
     "DEAD",
@@ -364,7 +365,7 @@ def _parse_list(rest: str) -> Command:
         return ListCommand()
     state = words[0].upper()
     if len(words) > 1 or state not in JOB_STATES:
-        raise UsageError(f"LIST expects LIST [STATE] with STATE one of {', '.join(JOB_STATES)}; got '{rest}'")
+        raise UsageError(f"LIST expects [STATE] with STATE one of {', '.join(JOB_STATES)}; got '{rest}'")
     return ListCommand(state)
 
 
