@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -191,3 +192,35 @@ def test_the_demo_on_its_own_local_cluster_keeps_master_and_workers_apart(tmp_pa
     tiles = sorted(workspace.glob("jobs/*-tile-*/attempt-1/outputs/*"))
     assert len(tiles) == 8  # the master kept every tile's output; the workers kept none of their scratch
     assert not list(workspace.glob("worker-*/jobs/*"))
+
+
+@pytest.mark.slow
+def test_titan_up_reading_a_pipe_that_never_ends_still_stops_on_sigterm(tmp_path: Path) -> None:
+    reader, writer = os.pipe()  # stdin: open, and never a line
+    master_port, worker_port = _free_port(), _free_port()
+    up = subprocess.Popen(
+        [sys.executable, "-m", "titan.cli", "up", "--port", str(master_port), "--workers", "1",
+         "--first-worker-port", str(worker_port), "--workspace", str(tmp_path / "ws")],
+        stdin=reader, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    os.close(reader)
+    try:
+        assert up.stdout is not None
+        for line in up.stdout:  # until the cluster is up and the script reader waits on the pipe
+            if line.startswith("ready") and "worker" in line:
+                break
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        os.close(writer)
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        if up.stdout is not None:
+            up.stdout.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -16,6 +16,7 @@ import contextlib
 import io
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -275,10 +276,10 @@ class Repl:
         Blank lines and lines starting with ``#`` are skipped; an error is printed
         and the script goes on. Returns 1 if any line failed, else 0.
         """
-        loop = asyncio.get_running_loop()
+        lines = _lines_of(stream)
         try:
             while True:
-                line = await loop.run_in_executor(None, stream.readline)
+                line = await lines.get()
                 if not line:
                     break
                 if line.strip() and not line.lstrip().startswith("#") and not await self.execute(line.rstrip("\n")):
@@ -286,3 +287,26 @@ class Repl:
         finally:
             await self.link.aclose()
         return 1 if self.failures else 0
+
+
+def _lines_of(stream: TextIO) -> asyncio.Queue[str]:
+    """``stream``'s lines, read by a daemon thread; an empty string ends them.
+
+    Not the loop's executor: a read blocked on a pipe that never ends would keep
+    ``asyncio.run`` from returning at shutdown (it joins the executor's threads),
+    so ``titan up < fifo`` would outlive its SIGTERM. A daemon thread is left behind.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def pump() -> None:
+        try:
+            for line in iter(stream.readline, ""):
+                loop.call_soon_threadsafe(queue.put_nowait, line)
+        except (OSError, ValueError, RuntimeError):  # a closed stream, or the loop is gone
+            pass
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(queue.put_nowait, "")
+
+    threading.Thread(target=pump, name="titan-stdin", daemon=True).start()
+    return queue
