@@ -145,7 +145,14 @@ async def test_cli_cancel_dag_and_list_dag(fake_master: FakeMaster, capsys: pyte
     fake_master.add_job("SOLO")
     assert await asyncio.to_thread(main, ["--master", fake_master.address, "cancel", "A", "--dag"]) == 0
     assert Cancel(job_id="A", dag=True) in fake_master.received
-    capsys.readouterr()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("DAG DAG-9: ") and len(out) == 3  # the summary, then every job of the DAG
+    fake_master.add_job("C", dag="DAG-8")
+    assert await asyncio.to_thread(main, ["--master", fake_master.address, "cancel", "C", "--dag", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["dag"] == "DAG-8" and [job["id"] for job in shown["jobs"]] == ["C"]
+    assert await asyncio.to_thread(main, ["--master", fake_master.address, "cancel", "DAG-9"]) == 1
+    assert "to cancel a whole DAG: titan cancel DAG-9 --dag" in capsys.readouterr().err
     assert await asyncio.to_thread(main, ["--master", fake_master.address, "list", "--dag", "A", "--json"]) == 0
     assert [job["id"] for job in json.loads(capsys.readouterr().out)] == ["A", "B"]
 

@@ -174,14 +174,32 @@ async def _workers(client: TitanClient, args: argparse.Namespace, out: Console) 
 
 
 async def _job_change(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
-    if args.command == "cancel":
-        job = await client.cancel(args.id, dag=args.dag)
-    else:
-        job = await client.retry(args.id)
+    if args.command == "cancel" and args.dag:
+        return await _cancel_dag(client, args, out)
+    try:
+        job = await (client.cancel(args.id) if args.command == "cancel" else client.retry(args.id))
+    except RemoteError as exc:
+        if exc.code == "UNKNOWN_JOB" and args.command == "cancel" and args.id.startswith("DAG-"):
+            raise RemoteError(exc.code, f"{exc}; to cancel a whole DAG: titan cancel {args.id} --dag") from None
+        raise
     if args.json:
         _emit_json(job_json(job))
     else:
         out.print(Text.assemble(f"{job.id} ", state_text(job.state)))
+    return 0
+
+
+async def _cancel_dag(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
+    """Every unfinished job of the DAG cancelled: each job's state, as CANCEL_DAG in the REPL shows them."""
+    job = await client.cancel(args.id, dag=True)
+    members = await client.dag_jobs(job.dag or args.id)
+    cancelled = sum(1 for member in members if member.state == "CANCELLED")
+    if args.json:
+        _emit_json({"dag": job.dag, "cancelled": cancelled, "jobs": [job_json(member) for member in members]})
+        return 0
+    out.print(f"DAG {job.dag}: {cancelled} of {len(members)} jobs are CANCELLED")
+    for member in members:
+        out.print(Text.assemble(f"{member.id} ", state_text(member.state)))
     return 0
 
 
