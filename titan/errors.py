@@ -63,8 +63,8 @@ class UnknownJob(JobError):
 class InvalidTransition(JobError):
     code = "INVALID_TRANSITION"
 
-    def __init__(self, job_id: str, start: object, finish: object, *, what: str = "job") -> None:
-        super().__init__(f"{what} '{job_id}' cannot go from {start} to {finish}")
+    def __init__(self, job_id: str, start: object, finish: object, *, message: str = "") -> None:
+        super().__init__(message or f"job '{job_id}' cannot go from {start} to {finish}")
         self.job_id = job_id
         self.start = start
         self.finish = finish

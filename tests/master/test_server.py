@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -375,3 +376,16 @@ async def test_a_dag_whose_parts_stop_coming_is_dropped_with_the_connection(mast
         await other.request(dag_part(1, 2, shell_job("B", "A")), timeout_s=5)
     await other.aclose()
     assert master.state.jobs == {}
+
+
+async def test_a_missing_perm_files_folder_is_warned_of_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    missing = tmp_path / "no-such-perm-files"
+    master = Master(MasterSettings(host="127.0.0.1", port=0, workspace=tmp_path / "ws", perm_files=missing, **FAST))
+    with caplog.at_level(logging.WARNING, logger="titan.master"):
+        await master.start()
+    try:
+        assert f"no folder {missing}: RUN jobs that name a file in it are refused" in caplog.text
+    finally:
+        await master.aclose()

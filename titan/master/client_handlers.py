@@ -127,8 +127,13 @@ class ClientHandlers:
         if not up:
             return "no worker is up: the job waits until one registers"
         if not any(job.skills <= worker.skills for worker in up):
+            offered = frozenset().union(*(worker.skills for worker in up))
+            missing = job.skills - offered
+            if missing:
+                needs = ", ".join(sorted(missing))
+                return f"no worker that is up offers {needs}: the job waits until one that does registers"
             needs = ", ".join(sorted(job.skills))
-            return f"no worker that is up offers the skills {needs}: the job waits until one that does registers"
+            return f"no one worker that is up offers all of {needs}: the job waits until one that does registers"
         return f"no worker that is up has {job.slots} slots: the job waits until one that does registers"
 
     def _worker_infos(self, now: float) -> Iterator[WorkerInfo]:

@@ -154,7 +154,10 @@ class MasterState(ServiceStimuli):
         jobs = self.dag_jobs(job_id)
         if all(member.is_final for member in jobs):
             # as for one job that is final: nothing changed, and the caller should hear so
-            raise InvalidTransition(jobs[0].dag or job_id, "final", "CANCELLED", what="every job of DAG")
+            dag_id = jobs[0].dag or job_id
+            raise InvalidTransition(
+                dag_id, "final", "CANCELLED", message=f"nothing to cancel: every job of {dag_id} is final"
+            )
         for member in jobs:
             if not member.is_final:
                 self._cancel(member, now, f"cancel of DAG {member.dag}")

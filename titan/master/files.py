@@ -83,7 +83,7 @@ class PermFiles:
         try:
             info = os.stat(real)
         except FileNotFoundError:
-            raise ValidationError(f"no file '{name}' in perm_files/") from None
+            raise ValidationError(f"no file '{name}' in perm_files/ ({root})") from None
         except OSError as exc:
             raise ValidationError(f"cannot read '{name}' in perm_files/: {exc.strerror}") from None
         if not stat.S_ISREG(info.st_mode):

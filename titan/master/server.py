@@ -23,6 +23,7 @@ import os
 import resource
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 
 from protocol import (
@@ -210,6 +211,9 @@ class Master(ClientHandlers):
         self._schedule_health()
         self.scaling.start()
         log.info("listening on %s:%d", self.settings.host, self.port)
+        perm_files = Path(self.settings.perm_files).absolute()
+        if not perm_files.is_dir():
+            log.warning("no folder %s: RUN jobs that name a file in it are refused until it exists", perm_files)
 
     async def _bind(self, loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Server, LogHub]:
         """The TCP server and the UDP log receiver on the same port number (port 0: a free one for both)."""
