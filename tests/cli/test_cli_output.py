@@ -6,8 +6,9 @@ import io
 import sys
 
 import pytest
+from rich.console import Console
 
-from titan.cli.output import PIPE_WIDTH, stdout_console
+from titan.cli.output import PIPE_WIDTH, print_table, stdout_console
 from titan.cli.render import job_table
 
 from .test_cli_render import NOW, job
@@ -43,3 +44,16 @@ def test_on_a_terminal_or_with_columns_set_rich_decides(monkeypatch: pytest.Monk
     monkeypatch.delenv("COLUMNS")
     monkeypatch.setattr(sys, "stdout", _Stream(tty=True))
     assert stdout_console().width != PIPE_WIDTH
+
+
+def test_a_table_too_wide_for_the_screen_is_printed_wider_not_squeezed() -> None:
+    stream = _Stream(tty=False)
+    console = Console(file=stream, width=80, color_system=None)
+    long_id = "nightly_report_generation_for_customer_accounts_emea"
+    print_table(console, job_table([job(long_id, max_attempts=2**63 - 1)], now=NOW))
+    header, row = stream.getvalue().splitlines()[:2]
+    assert header.split() == ["ID", "TYPE", "DATA", "STATE", "TRIES", "WORKER", "EXIT", "AGE"]  # no 'STAT', 'TRIE'
+    assert row.startswith(long_id) and f"1/{2**63 - 1}" in row
+    narrow = Console(file=_Stream(tty=False), width=80, color_system=None)
+    print_table(narrow, job_table([job()], now=NOW))  # a table that fits is printed as before
+    assert max(len(line) for line in narrow.file.getvalue().splitlines()) <= 80  # type: ignore[attr-defined]

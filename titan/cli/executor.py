@@ -20,6 +20,7 @@ from titan.errors import RemoteError, TitanError
 from .dagview import dag_tree
 from .inline import attach_inline
 from .link import MasterLink
+from .output import print_table
 from .parse import (
     CancelCommand,
     CancelDagCommand,
@@ -118,11 +119,11 @@ class CommandRunner:
             case ListCommand(state=state):
                 jobs = await client.list_jobs(state)
                 self._remember(jobs)
-                self.console.print(job_table(jobs))
+                print_table(self.console, job_table(jobs))
             case DlqCommand():
                 jobs = await client.list_jobs("DEAD")
                 self._remember(jobs)
-                self.console.print(job_table(jobs, title="Dead letter queue"))
+                print_table(self.console, job_table(jobs, title="Dead letter queue"))
 
     async def _change(self, command: Command, client: TitanClient) -> None:
         console = self.console
@@ -146,7 +147,7 @@ class CommandRunner:
             case StatsCommand():
                 console.print(stats_view(await client.stats()))
             case WorkersCommand():
-                console.print(workers_table((await client.stats()).workers))
+                print_table(console, workers_table((await client.stats()).workers))
             case CancelCommand(job_id=job_id):
                 job = await client.cancel(job_id)
                 console.print(Text.assemble(f"{job.id} is now ", state_text(job.state)))
@@ -169,7 +170,10 @@ class CommandRunner:
         self._remember(members)
         title = f"DAG {job.dag}" if job.dag else job.id
         jobs = await follow_jobs(client, [member.id for member in members], self.console, title=title)
-        self.console.print(dag_tree(jobs) if job.dag else job_table(jobs))
+        if job.dag:
+            self.console.print(dag_tree(jobs))
+        else:
+            print_table(self.console, job_table(jobs))
 
     async def _logs(self, job_id: str, follow: bool) -> None:
         client = await self.link.client()

@@ -28,6 +28,7 @@ from .dagview import dag_tree
 from .executor import log_note, logs_refusal
 from .inline import FILE_KINDS, attach_inline, inline_spec, parse_duration
 from .jsonview import job_json, stats_json, worker_json
+from .output import print_table
 from .parse import JOB_STATES, parse_dag, parse_submit
 from .progress import follow_jobs
 from .render import job_detail, job_table, state_text, stats_view, workers_table
@@ -151,7 +152,7 @@ async def _list(client: TitanClient, args: argparse.Namespace, out: Console) -> 
     if args.json:
         _emit_json([job_json(job) for job in jobs])
     else:
-        out.print(job_table(jobs))
+        print_table(out, job_table(jobs))
     return 0
 
 
@@ -169,7 +170,7 @@ async def _workers(client: TitanClient, args: argparse.Namespace, out: Console) 
     if args.json:
         _emit_json([worker_json(worker) for worker in workers])
     else:
-        out.print(workers_table(workers))
+        print_table(out, workers_table(workers))
     return 0
 
 

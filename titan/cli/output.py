@@ -13,9 +13,10 @@ import os
 import sys
 from typing import IO, Any, Final, cast
 
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
 
-__all__ = ["PIPE_WIDTH", "TrimmedStdout", "stdout_console"]
+__all__ = ["PIPE_WIDTH", "TrimmedStdout", "print_table", "stdout_console"]
 
 # wide enough for any row a table of jobs or workers prints; a panel sizes itself to its content
 PIPE_WIDTH: Final = 1000
@@ -52,3 +53,24 @@ class TrimmedStdout:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(sys.stdout, name)
+
+
+def print_table(console: Console, table: RenderableType) -> None:
+    """Print ``table``; one that cannot fit the console's width whole is printed wider, not squeezed.
+
+    rich fits a table to the width by cutting its columns, so a 52-character job id on an
+    80-column terminal left 'STAT' and 'TRIE' of the headers and no DATA at all. A row longer
+    than the screen that the terminal wraps loses nothing.
+    """
+    needed = Measurement.get(console, console.options.update_width(PIPE_WIDTH), table).minimum
+    if needed <= console.width:
+        console.print(table)
+        return
+    wide = Console(
+        file=console.file,
+        width=needed,
+        color_system=console.color_system,  # type: ignore[arg-type]
+        force_terminal=console.is_terminal,
+        highlight=False,
+    )
+    wide.print(table)
