@@ -57,3 +57,13 @@ def test_a_table_too_wide_for_the_screen_is_printed_wider_not_squeezed() -> None
     narrow = Console(file=_Stream(tty=False), width=80, color_system=None)
     print_table(narrow, job_table([job()], now=NOW))  # a table that fits is printed as before
     assert max(len(line) for line in narrow.file.getvalue().splitlines()) <= 80  # type: ignore[attr-defined]
+
+
+def test_with_columns_set_a_pipe_gets_that_width_and_no_padding(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(sys, "stdout", _Stream(tty=False))
+    console = stdout_console()
+    assert console.width == 80
+    console.print(job_table([job()], now=NOW))
+    rows = sys.stdout.getvalue().splitlines()
+    assert rows and all(row == row.rstrip() for row in rows)

@@ -24,9 +24,12 @@ PIPE_WIDTH: Final = 1000
 
 def stdout_console() -> Console:
     """A console on stdout: the terminal's width, or :data:`PIPE_WIDTH` when stdout is not a terminal."""
-    if "COLUMNS" in os.environ or (sys.stdout is not None and sys.stdout.isatty()):
+    if sys.stdout is not None and sys.stdout.isatty():
         return Console()
-    return Console(width=PIPE_WIDTH, file=cast(IO[str], TrimmedStdout()))  # it writes as a text file does
+    trimmed = cast(IO[str], TrimmedStdout())  # it writes as a text file does
+    if "COLUMNS" in os.environ:
+        return Console(file=trimmed)  # rich takes the width from COLUMNS
+    return Console(width=PIPE_WIDTH, file=trimmed)
 
 
 class TrimmedStdout:
