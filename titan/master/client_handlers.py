@@ -53,7 +53,6 @@ from titan.runtime import paused_gc
 
 from .dag_parts import DagParts
 from .gc import GC_NOTE, collectable, collected, remove
-from .registry import Health
 from .runtimes import require_runtime
 from .scheduler import LeastConnections
 
@@ -121,7 +120,7 @@ class ClientHandlers:
         """Why an accepted job cannot start on any worker that is up, or "" (it can, or it already did)."""
         if job.state is not JobState.PENDING and job.state is not JobState.DELAYED:
             return ""  # dispatched at once, or waiting on its dependencies first
-        up = [worker for worker in self.state.registry if worker.health is Health.HEALTHY]
+        up = self.state.registry.schedulable  # the HEALTHY ones, kept by the registry
         if LeastConnections.could_ever_run(up, job):
             return ""
         if not up:
