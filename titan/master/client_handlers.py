@@ -179,6 +179,9 @@ class ClientHandlers:
     async def _on_gc(self, peer: Peer, frame: Frame) -> None:
         msg = Gc.from_wire(frame.body)
         jobs_dir = self.log_store.jobs_dir
+        # logs of attempts that ended a moment ago may still be on their way to disk: written after the
+        # folder's removal, they would bring it back
+        await asyncio.to_thread(self.log_store.flush)
         try:
             names = [entry.name for entry in os.scandir(jobs_dir) if entry.is_dir()]
         except FileNotFoundError:

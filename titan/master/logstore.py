@@ -252,6 +252,8 @@ class LogStore:
         """Drop what is remembered about a job whose folder is gone (gc)."""
         for key in [key for key in self._stats if key[0] == job_id]:
             del self._stats[key]
+        for key in [key for key in self._unwritten if key[0] == job_id]:
+            del self._unwritten[key]
 
 
 def _nothing_to_keep(status: TaskStatus, exact: dict[str, bytes], stats: AttemptLogStats) -> bool:
