@@ -209,6 +209,7 @@ def test_help_lists_every_command_with_syntax_and_example() -> None:
     assert "SUBMIT PDF_CONVERT|future_report.pdf|1|8000" in text
     only = text_of(help_view("LOGS"))
     assert "LOGS <id> [-f]" in only and "SUBMIT_DAG" not in only
+    assert "Commands are case-insensitive; fields are separated by |" in only  # not wrapped to one entry's width
 
 
 def test_format_age() -> None:

@@ -393,9 +393,9 @@ def help_view(topic: str | None = None) -> Table:
     columns an 80-column screen folded it mid-word, so the examples could not be copied.
     """
     table = Table.grid()
-    table.title = "Commands are case-insensitive; fields are separated by |"
-    table.title_justify = "left"
     table.add_column()
+    # a row, not the title: a title is wrapped to the width of the rows, one command's being narrow
+    table.add_row("Commands are case-insensitive; fields are separated by |")
     for name, syntax, example in HELP_ENTRIES:
         if topic is None or topic == name:
             command, _, rest = syntax.partition(" ")
