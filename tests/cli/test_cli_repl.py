@@ -163,6 +163,8 @@ def test_completion_of_commands_and_job_ids() -> None:
         return [c.text for c in completer.get_completions(Document(text), CompleteEvent())]
 
     assert set(complete("sta")) == {"STATS", "STATUS"}
+    assert complete("status") == ["STATUS "]  # Tab after a whole command word adds the space
+    assert set(complete("CANCEL")) == {"CANCEL ", "CANCEL_DAG"}
     assert complete("STATUS TSK") == ["TSK-00000001", "TSK-00000002"]
     assert complete("cancel run") == ["RUN_CALC"]
     assert "RUNNING" in complete("LIST RU")

@@ -93,6 +93,14 @@ class CommandCompleter(Completer):
             if len(first.upper()) == len(first):
                 text = text.replace(first, first.upper(), 1)
                 document = Document(text, cursor_position=len(text))
+        elif stripped.upper() in self.nested.options:
+            # a whole command word: Tab adds the space after it, as a shell does (it used to add
+            # nothing, and the id typed next ran into the word: 'STATUSTSK-…'); the word itself
+            # is no completion of itself, or Tab would find nothing in common to insert
+            yield Completion(stripped.upper() + " ", start_position=-len(stripped))
+            word = stripped.upper()
+            yield from (c for c in self.nested.get_completions(document, complete_event) if c.text != word)
+            return
         yield from self.nested.get_completions(document, complete_event)
 
 
