@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.net._net_harness import RawClient
 from tests.support import PERM_FILES, child_pids, wait_until
 from titan.client import TitanClient
 from titan.config import ClientSettings, MasterSettings, WorkerSettings
@@ -105,3 +106,18 @@ async def cluster(make_cluster: ClusterFactory) -> Cluster:
 
 def replace_settings(settings: Any, **changes: Any) -> Any:
     return dataclasses.replace(settings, **changes)
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[Callable[[int], Awaitable[RawClient]]]:
+    """``await raw(port)``: a plain socket that speaks frames byte by byte (closed at teardown)."""
+    clients: list[RawClient] = []
+
+    async def factory(port: int) -> RawClient:
+        client = await RawClient.connect(port)
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        await client.aclose()

@@ -43,19 +43,6 @@ async def make_master(tmp_path: Path) -> AsyncIterator[MakeMaster]:
         await master.aclose()
 
 
-@pytest.fixture
-async def raw() -> AsyncIterator[Callable[[int], Awaitable[RawClient]]]:
-    clients: list[RawClient] = []
-
-    async def factory(port: int) -> RawClient:
-        clients.append(await RawClient.connect(port))
-        return clients[-1]
-
-    yield factory
-    for client in clients:
-        await client.aclose()
-
-
 async def submit_works(master: Master, token: str | None = None) -> None:
     peer, _ = await dial("127.0.0.1", master.port, role="client", token=token)
     try:

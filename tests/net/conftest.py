@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.net._net_harness import IO_TIMEOUT_S, RawClient, TitanTestServer
+from tests.net._net_harness import IO_TIMEOUT_S, TitanTestServer
 from titan.net import Peer, dial
 
 
@@ -44,17 +44,3 @@ async def connect() -> AsyncIterator[Callable[..., Awaitable[Peer]]]:
     yield factory
     for peer in peers:
         await peer.aclose()
-
-
-@pytest.fixture
-async def raw() -> AsyncIterator[Callable[[int], Awaitable[RawClient]]]:
-    clients: list[RawClient] = []
-
-    async def factory(port: int) -> RawClient:
-        client = await RawClient.connect(port)
-        clients.append(client)
-        return client
-
-    yield factory
-    for client in clients:
-        await client.aclose()

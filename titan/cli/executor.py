@@ -8,6 +8,7 @@ as one line.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Final
 
 from rich.console import Console
@@ -42,7 +43,7 @@ from .progress import follow_jobs
 from .render import help_view, job_detail, job_table, state_text, stats_view, workers_table
 from .scaling import RetireCommand, SpawnCommand, StopCommand, run_scaling
 
-__all__ = ["CommandRunner", "LogsUnavailable", "log_note", "logs_refusal"]
+__all__ = ["CancelledDag", "CommandRunner", "LogsUnavailable", "cancel_dag", "log_note", "logs_refusal"]
 
 # codes with which a master that does not (yet) serve logs refuses LOGS_SUBSCRIBE
 _NO_LOGS_CODES: Final = frozenset({"UNKNOWN_OPCODE", "UNEXPECTED", "NOT_IMPLEMENTED", "UNSUPPORTED"})
@@ -52,6 +53,26 @@ class LogsUnavailable(TitanError):
     """The master does not serve job logs."""
 
     code = "LOGS_UNAVAILABLE"
+
+
+@dataclass(frozen=True, slots=True)
+class CancelledDag:
+    """A DAG after CANCEL_DAG: its id, every job of it, and how many of them are CANCELLED."""
+
+    dag: str | None
+    jobs: list[JobInfo]
+    cancelled: int
+
+    @property
+    def summary(self) -> str:
+        return f"DAG {self.dag}: {self.cancelled} of {len(self.jobs)} jobs are CANCELLED"
+
+
+async def cancel_dag(client: TitanClient, ref: str) -> CancelledDag:
+    """Cancel every unfinished job of the DAG ``ref`` names (a DAG id or one of its jobs)."""
+    job = await client.cancel(ref, dag=True)
+    jobs = await client.dag_jobs(job.dag or ref)
+    return CancelledDag(job.dag, jobs, sum(1 for member in jobs if member.state == "CANCELLED"))
 
 
 def log_note(job: JobInfo) -> str:
@@ -152,11 +173,9 @@ class CommandRunner:
                 job = await client.cancel(job_id)
                 console.print(Text.assemble(f"{job.id} is now ", state_text(job.state)))
             case CancelDagCommand(ref=ref):
-                job = await client.cancel(ref, dag=True)
-                members = await client.dag_jobs(job.dag or ref)
-                cancelled = sum(1 for member in members if member.state == "CANCELLED")
-                console.print(f"DAG {job.dag}: {cancelled} of {len(members)} jobs are CANCELLED")
-                console.print(dag_tree(members))
+                cancelled = await cancel_dag(client, ref)
+                console.print(cancelled.summary)
+                console.print(dag_tree(cancelled.jobs))
             case RetryCommand(job_id=job_id):
                 job = await client.retry(job_id)
                 console.print(Text.assemble(f"{job.id} requeued: ", state_text(job.state)))

@@ -25,7 +25,7 @@ from titan.config import ClientSettings
 from titan.errors import RemoteError, TitanError, UsageError
 
 from .dagview import dag_tree
-from .executor import log_note, logs_refusal
+from .executor import cancel_dag, log_note, logs_refusal
 from .inline import FILE_KINDS, attach_inline, inline_spec, parse_duration
 from .jsonview import job_json, stats_json, worker_json
 from .output import print_table
@@ -192,14 +192,14 @@ async def _job_change(client: TitanClient, args: argparse.Namespace, out: Consol
 
 async def _cancel_dag(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
     """Every unfinished job of the DAG cancelled: each job's state, as CANCEL_DAG in the REPL shows them."""
-    job = await client.cancel(args.id, dag=True)
-    members = await client.dag_jobs(job.dag or args.id)
-    cancelled = sum(1 for member in members if member.state == "CANCELLED")
+    cancelled = await cancel_dag(client, args.id)
     if args.json:
-        _emit_json({"dag": job.dag, "cancelled": cancelled, "jobs": [job_json(member) for member in members]})
+        _emit_json(
+            {"dag": cancelled.dag, "cancelled": cancelled.cancelled, "jobs": [job_json(j) for j in cancelled.jobs]}
+        )
         return 0
-    out.print(f"DAG {job.dag}: {cancelled} of {len(members)} jobs are CANCELLED")
-    for member in members:
+    out.print(cancelled.summary)
+    for member in cancelled.jobs:
         out.print(Text.assemble(f"{member.id} ", state_text(member.state)))
     return 0
 

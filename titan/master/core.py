@@ -228,11 +228,13 @@ class MasterState(ServiceStimuli):
 
     def note(self, job_id: str, text: str, now: float) -> list[Effect]:
         """Put ``text`` in a job's story (and the WAL) without changing anything else."""
-        job = self.job(job_id)
+        self._note(self.job(job_id), text, now)
+        return self._done(now)
+
+    def _note(self, job: Job, text: str, now: float) -> None:
         job.note(text, now)
         if self.journal is not None:
             self.journal.noted(job, text, now)
-        return self._done(now)
 
     def drain(self, worker_id: str, now: float) -> list[Effect]:
         """Stop giving ``worker_id`` new tasks."""
@@ -533,9 +535,7 @@ class MasterState(ServiceStimuli):
             return
         if job.worker != worker_id or job.attempts != status.attempt or job.state not in ACTIVE_STATES:
             note = f"ignored {status.state} of attempt {status.attempt} from {worker_id}{via}"
-            job.note(note, now)
-            if self.journal is not None:
-                self.journal.noted(job, note, now)
+            self._note(job, note, now)
             log.info("%s %s (job is %s, attempt %d)", job.id, note, job.state.value, job.attempts)
             return
         if job.state is S.SCHEDULED:
