@@ -65,10 +65,14 @@ HELP_ENTRIES: Final[tuple[tuple[str, str, str], ...]] = (
         "SUBMIT_DAG A|RUN|calc.py|1|0|[] ; B|DEPLOY|Worker.jar|8081|1|0|[A]",
     ),
     ("STATS", "STATS", "STATS"),
-    ("STATUS", "STATUS <id>", "STATUS TSK-1a2b3c4d"),
+    ("STATUS", "STATUS <id>   (a job, and its DAG as a tree; or a DAG by its DAG id)", "STATUS TSK-1a2b3c4d"),
     ("LIST", "LIST [STATE]", "LIST RUNNING"),
     ("LOGS", "LOGS <id> [-f]", "LOGS TSK-1a2b3c4d -f"),
-    ("WATCH", "WATCH <id>   (a live progress bar until the job, or its whole DAG, is final)", "WATCH RUN_CALC"),
+    (
+        "WATCH",
+        "WATCH <id>   (a live progress bar until the job, or its whole DAG, is final; a DAG id works too)",
+        "WATCH RUN_CALC",
+    ),
     ("CANCEL", "CANCEL <id>", "CANCEL TSK-1a2b3c4d"),
     (
         "CANCEL_DAG",
