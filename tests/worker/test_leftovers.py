@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +22,13 @@ def _session_in(directory: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(["/bin/sh", "-c", "sleep 60 & wait"], cwd=directory, start_new_session=True)
 
 
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """Kill the shell and its sleep: the whole group, as a worker would."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def test_only_process_groups_working_inside_jobs_are_killed(tmp_path: Path) -> None:
     left = _session_in(tmp_path / "jobs" / "JOB" / "attempt-1")
     child_worker = _session_in(tmp_path / "children" / "8090")
@@ -30,8 +40,7 @@ def test_only_process_groups_working_inside_jobs_are_killed(tmp_path: Path) -> N
         assert kill_leftovers(tmp_path / "jobs") == 0
     finally:
         for process in (left, child_worker):
-            process.kill()
-            process.wait()
+            _end(process)
 
 
 def test_no_proc_means_nothing_found(tmp_path: Path) -> None:
@@ -47,5 +56,4 @@ async def test_a_worker_restarted_on_its_workspace_kills_what_its_killed_run_lef
         await registered(await make_worker(workspace=workspace))
         assert orphan.wait(timeout=10) == -9
     finally:
-        orphan.kill()
-        orphan.wait()
+        _end(orphan)
