@@ -190,3 +190,37 @@ async def test_repl_watch_follows_the_whole_dag_until_final(fake_master: FakeMas
         assert await session == 0
     text = out.getvalue()
     assert "DAG DAG-9" in text and "2/2" in text and "└── B  COMPLETED" in text
+
+
+async def test_repl_status_and_watch_take_the_dag_id_submit_dag_printed(fake_master: FakeMaster) -> None:
+    fake_master.add_job("A", state="COMPLETED", dag="DAG-9")
+    fake_master.add_job("B", state="COMPLETED", dag="DAG-9", deps=["A"])
+    out = io.StringIO()
+    with create_pipe_input() as pipe:
+        pipe.send_text("STATUS DAG-9\rWATCH DAG-9\rSTATUS DAG-404\rEXIT\r")
+        repl = Repl(
+            ClientSettings(host="127.0.0.1", port=fake_master.port),
+            console=Console(file=out, width=120, color_system=None),
+            history_path=None,
+            input=pipe,
+            output=DummyOutput(),
+        )
+        assert await repl.run() == 0
+    text = out.getvalue()
+    assert text.count("DAG DAG-9  2 jobs  2 COMPLETED") == 2 and "└── B  COMPLETED" in text
+    assert "2/2" in text
+    assert "error: no job with id 'DAG-404'" in text
+
+
+async def test_cli_status_and_wait_take_a_dag_id(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_master.add_job("A", state="COMPLETED", dag="DAG-9")
+    fake_master.add_job("B", state="DEAD", dag="DAG-9", deps=["A"])
+    fake_master.add_job("SOLO", state="COMPLETED")
+    address = ["--master", fake_master.address]
+    assert await asyncio.to_thread(main, [*address, "status", "DAG-9", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["dag"] == "DAG-9" and [job["id"] for job in shown["jobs"]] == ["A", "B"]
+    assert await asyncio.to_thread(main, [*address, "wait", "DAG-9", "SOLO"]) == 1  # B is DEAD
+    assert capsys.readouterr().out.splitlines() == ["A COMPLETED", "B DEAD", "SOLO COMPLETED"]
+    assert await asyncio.to_thread(main, [*address, "wait", "DAG-404"]) == 1
+    assert capsys.readouterr().err == "titan: error: no job with id 'DAG-404'\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -156,7 +157,9 @@ async def test_mandelbrot_demo_renders_a_png_on_the_cluster(make_cluster: Cluste
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and b"IHDR" in data[:20]
     assert int.from_bytes(data[16:20], "big") == 48 and int.from_bytes(data[20:24], "big") == 48
     assert sum(result.tiles_per_worker.values()) == 4
-    assert "wrote" in console.file.getvalue()  # type: ignore[attr-defined]
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "wrote" in shown
+    assert re.search(r"stitched by MANDEL-[0-9a-f]{6}-stitch on \[", shown)  # the id STATUS wants
 
 
 async def test_a_dag_sent_in_parts_is_refused_whole_or_run_whole(

@@ -159,7 +159,7 @@ async def render_mandelbrot(client: TitanClient, args: argparse.Namespace, conso
     path.write_bytes(data)
     per_worker = dict(Counter(job.worker or "?" for job in jobs[:-1]))
     spread = ", ".join(f"{worker} {count}" for worker, count in sorted(per_worker.items()))
-    console.print(Text(f"tiles per worker: {spread}; stitched on {stitch.worker}"))
+    console.print(Text(f"tiles per worker: {spread}; stitched by {stitch.id} on {stitch.worker}"))
     console.print(
         Text.assemble("wrote ", (str(path.resolve()), "bold green"), f" ({len(data)} bytes) in {elapsed:.2f}s")
     )

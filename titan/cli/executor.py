@@ -18,6 +18,7 @@ from protocol import JobInfo
 from titan.client import TitanClient
 from titan.errors import RemoteError, TitanError
 
+from .dagref import resolve
 from .dagview import dag_tree
 from .inline import attach_inline
 from .link import MasterLink
@@ -130,13 +131,12 @@ class CommandRunner:
     async def _show_jobs(self, command: ListCommand | DlqCommand | StatusCommand, client: TitanClient) -> None:
         match command:
             case StatusCommand(job_id=job_id):
-                job = await client.status(job_id)
-                self._remember([job])
-                self.console.print(job_detail(job))
-                if job.dag:
-                    members = await client.dag_jobs(job.dag)
-                    self._remember(members)
-                    self.console.print(dag_tree(members))
+                subject = await resolve(client, job_id)
+                self._remember(subject.members)
+                if subject.job is not None:
+                    self.console.print(job_detail(subject.job))
+                if subject.dag:
+                    self.console.print(dag_tree(subject.members))
             case ListCommand(state=state):
                 jobs = await client.list_jobs(state)
                 self._remember(jobs)
@@ -184,12 +184,11 @@ class CommandRunner:
 
     async def _watch(self, job_id: str, client: TitanClient) -> None:
         """A live progress bar over the job, or over its whole DAG, until all are final."""
-        job = await client.status(job_id)
-        members = await client.dag_jobs(job.dag) if job.dag else [job]
-        self._remember(members)
-        title = f"DAG {job.dag}" if job.dag else job.id
-        jobs = await follow_jobs(client, [member.id for member in members], self.console, title=title)
-        if job.dag:
+        subject = await resolve(client, job_id)
+        self._remember(subject.members)
+        title = f"DAG {subject.dag}" if subject.dag else job_id
+        jobs = await follow_jobs(client, [member.id for member in subject.members], self.console, title=title)
+        if subject.dag:
             self.console.print(dag_tree(jobs))
         else:
             print_table(self.console, job_table(jobs))

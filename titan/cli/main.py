@@ -96,10 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     _job_options(dag, every=" of every job")
     dag.add_argument("--json", action="store_true", help='print {"ids": [...], "dag": "DAG-..."}')
 
-    for name, help in (("status", "show one job"), ("cancel", "cancel a job"), ("retry", "requeue a job from the DLQ")):
+    singles = (
+        ("status", "show one job (and its DAG), or a whole DAG by its DAG id"),
+        ("cancel", "cancel a job"),
+        ("retry", "requeue a job from the DLQ"),
+    )
+    for name, help in singles:
         one = command(name, help)
         one.add_argument("id")
-        one.add_argument("--json", action="store_true", help="print the job as JSON")
+        one.add_argument("--json", action="store_true", help="print the job (a DAG: {dag, jobs}) as JSON")
         if name == "cancel":
             one.add_argument("--dag", action="store_true", help="cancel every unfinished job of the job's DAG")
 
@@ -141,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
 
     wait = command("wait", "block until the jobs are final; exit 0 only if all COMPLETED")
-    wait.add_argument("ids", nargs="+", metavar="ID")
+    wait.add_argument("ids", nargs="+", metavar="ID", help="job ids, or DAG ids (every job of the DAG)")
     wait.add_argument("--timeout", type=float, help="give up after this many seconds")
     wait.add_argument("--json", action="store_true", help="print a JSON array of the jobs")
     return parser

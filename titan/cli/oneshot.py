@@ -24,6 +24,7 @@ from titan.client import TitanClient, WaitTimeout
 from titan.config import ClientSettings
 from titan.errors import RemoteError, TitanError, UsageError
 
+from .dagref import expand_dag_ids, resolve
 from .dagview import dag_tree
 from .executor import cancel_dag, log_note, logs_refusal
 from .inline import FILE_KINDS, attach_inline, inline_spec, parse_duration
@@ -137,13 +138,19 @@ async def _submit_dag(client: TitanClient, args: argparse.Namespace, out: Consol
 
 
 async def _status(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
-    job = await client.status(args.id)
+    subject = await resolve(client, args.id)
+    if subject.job is None:  # a DAG id: the DAG, shaped as cancel --dag --json shapes it
+        if args.json:
+            _emit_json({"dag": subject.dag, "jobs": [job_json(member) for member in subject.members]})
+        else:
+            out.print(dag_tree(subject.members))
+        return 0
     if args.json:
-        _emit_json(job_json(job))
+        _emit_json(job_json(subject.job))
     else:
-        out.print(job_detail(job))
-        if job.dag:
-            out.print(dag_tree(await client.dag_jobs(job.dag)))
+        out.print(job_detail(subject.job))
+        if subject.dag:
+            out.print(dag_tree(subject.members))
     return 0
 
 
@@ -205,11 +212,13 @@ async def _cancel_dag(client: TitanClient, args: argparse.Namespace, out: Consol
 
 
 async def _wait(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
+    ids = await expand_dag_ids(client, args.ids)
+
     async def wait_on(current: TitanClient, timeout_s: float | None) -> list[JobInfo]:
         if out.is_terminal and not args.json:
-            title = f"{len(args.ids)} jobs" if len(args.ids) > 1 else args.ids[0]
-            return await follow_jobs(current, args.ids, out, title=title, timeout_s=timeout_s)
-        return await current.wait(args.ids, timeout_s=timeout_s)
+            title = f"{len(ids)} jobs" if len(ids) > 1 else ids[0]
+            return await follow_jobs(current, ids, out, title=title, timeout_s=timeout_s)
+        return await current.wait(ids, timeout_s=timeout_s)
 
     try:
         jobs = await through_restarts(client, wait_on, args.timeout)

@@ -24,6 +24,7 @@ from protocol import JobInfo, StatsReply, WorkerInfo
 from .scaling import SCALING_HELP, autoscaler_rows
 
 __all__ = [
+    "HELP_ALIASES",
     "HELP_ENTRIES",
     "STATE_STYLES",
     "attempts_table",
@@ -65,10 +66,14 @@ HELP_ENTRIES: Final[tuple[tuple[str, str, str], ...]] = (
         "SUBMIT_DAG A|RUN|calc.py|1|0|[] ; B|DEPLOY|Worker.jar|8081|1|0|[A]",
     ),
     ("STATS", "STATS", "STATS"),
-    ("STATUS", "STATUS <id>", "STATUS TSK-1a2b3c4d"),
+    ("STATUS", "STATUS <id>   (a job, and its DAG as a tree; or a DAG by its DAG id)", "STATUS TSK-1a2b3c4d"),
     ("LIST", "LIST [STATE]", "LIST RUNNING"),
     ("LOGS", "LOGS <id> [-f]", "LOGS TSK-1a2b3c4d -f"),
-    ("WATCH", "WATCH <id>   (a live progress bar until the job, or its whole DAG, is final)", "WATCH RUN_CALC"),
+    (
+        "WATCH",
+        "WATCH <id>   (a live progress bar until the job, or its whole DAG, is final; a DAG id works too)",
+        "WATCH RUN_CALC",
+    ),
     ("CANCEL", "CANCEL <id>", "CANCEL TSK-1a2b3c4d"),
     (
         "CANCEL_DAG",
@@ -81,8 +86,10 @@ HELP_ENTRIES: Final[tuple[tuple[str, str, str], ...]] = (
     *SCALING_HELP,
     ("HELP", "HELP [command]", "HELP SUBMIT_DAG"),
     ("EXIT", "EXIT   (or QUIT, or Ctrl-D)", "EXIT"),
-    ("QUIT", "QUIT", "QUIT"),
+    ("QUIT", "QUIT   (the same as EXIT)", "QUIT"),
 )
+# shown by HELP <name> only: the full list names them in their command's line ("EXIT (or QUIT, ...)")
+HELP_ALIASES: Final = frozenset({"QUIT"})
 
 
 # --------------------------------------------------------------------------- small pieces
@@ -397,7 +404,7 @@ def help_view(topic: str | None = None) -> Table:
     # a row, not the title: a title is wrapped to the width of the rows, one command's being narrow
     table.add_row("Commands are case-insensitive; fields are separated by |")
     for name, syntax, example in HELP_ENTRIES:
-        if topic is None or topic == name:
+        if topic == name or (topic is None and name not in HELP_ALIASES):
             command, _, rest = syntax.partition(" ")
             line = Text.assemble((command, "bold"), f" {rest}" if rest else "")
             if example != syntax:

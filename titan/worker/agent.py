@@ -58,6 +58,7 @@ from .command import LaunchError
 from .deployments import Deployments, service_host
 from .dirs import workspace_problem
 from .engine import Attempt, ProcessRunner
+from .leftovers import kill_leftovers
 from .logship import LogShipper, read_logs
 
 __all__ = ["Worker"]
@@ -163,6 +164,12 @@ class Worker:
         # before the attempt folders are adopted: two workers here would recycle each other's
         self._lock = WorkspaceLock.acquire(self.settings.workspace, "worker", port=self.port)
         try:
+            # with the lock held, whatever still runs in jobs/ was left by a run of ours that was killed
+            killed = kill_leftovers(self.settings.workspace / "jobs")
+            if killed:
+                log.warning(
+                    "%s killed %d process group(s) a previous run left in its attempt folders", self.name, killed
+                )
             await self._start()
         except BaseException:
             self._lock.release()

@@ -59,24 +59,27 @@ class Artifacts:
 def collect_artifacts(directory: str, *, max_output_bytes: int) -> Artifacts:
     """The attempt's output files, or an error (and no files) when over the limit or unreadable."""
     root = f"{directory}/outputs"
-    outputs: dict[str, bytes] = {}
+    files: list[tuple[str, str]] = []  # (key, path)
     total = 0
     try:
         with os.scandir(root) as first:
             if next(first, None) is None:
                 return Artifacts()  # the usual case: nothing written, one syscall
-        for folder, _, files in os.walk(root):
+        for folder, _, names in os.walk(root):
             relative = os.path.relpath(folder, root)
-            for name in files:
+            for name in names:
                 path = f"{folder}/{name}"
                 if os.path.islink(path) or not os.path.isfile(path):
                     continue
                 total += os.path.getsize(path)
-                if total > max_output_bytes:
-                    return Artifacts(error=f"outputs exceed the {max_output_bytes}-byte limit per job")
-                key = name if relative == "." else f"{relative}/{name}".replace(os.sep, "/")
-                with open(path, "rb") as f:
-                    outputs[key] = f.read()
+                files.append((name if relative == "." else f"{relative}/{name}".replace(os.sep, "/"), path))
+        # sized before anything is read, so the error can say by how much (as the master's check does)
+        if total > max_output_bytes:
+            return Artifacts(error=f"outputs are {total} bytes, over the {max_output_bytes}-byte limit per job")
+        outputs: dict[str, bytes] = {}
+        for key, path in files:
+            with open(path, "rb") as f:
+                outputs[key] = f.read()
     except FileNotFoundError:
         return Artifacts()
     except OSError as exc:

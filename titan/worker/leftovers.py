@@ -1,0 +1,58 @@
+"""Processes that a previous run of this worker left running in its attempt folders.
+
+Every attempt and every service runs in a session of its own, so that a stop
+reaches all it started and a terminal's Ctrl-C reaches none of it. The price:
+a worker killed outright (``kill -9``, the OOM killer, a crash) leaves them
+running, and nobody will ever read their results. The master hands their jobs
+to other workers once this one is lost, so each would run twice, and a service
+(a DEPLOY) would serve twice, for good.
+
+The next worker on the same workspace holds its lock, so no live worker owns
+anything that still runs in ``<workspace>/jobs/``. It finds those processes by
+their working directory (the attempt folder they were started in) and kills
+their process groups before it takes any task. Child workers are not touched:
+they run in ``children/<port>/`` and are meant to outlive a parent that is
+killed. Linux only (``/proc``); elsewhere there is nothing to scan and nothing
+is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+__all__ = ["kill_leftovers", "leftover_groups"]
+
+
+def leftover_groups(jobs_dir: Path | str, proc: Path | str = "/proc") -> set[int]:
+    """The process groups of processes whose working directory is inside ``jobs_dir``."""
+    root = os.path.realpath(jobs_dir) + os.sep
+    own = os.getpgrp()
+    groups: set[int] = set()
+    try:
+        entries = os.scandir(proc)
+    except OSError:
+        return groups
+    with entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                cwd = os.readlink(f"{entry.path}/cwd")
+                group = os.getpgid(int(entry.name))
+            except OSError:  # gone meanwhile, or another user's
+                continue
+            if cwd.startswith(root) and group != own:
+                groups.add(group)
+    return groups
+
+
+def kill_leftovers(jobs_dir: Path | str) -> int:
+    """SIGKILL every process group left running in ``jobs_dir``; returns how many there were."""
+    groups = leftover_groups(jobs_dir)
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+    return len(groups)
