@@ -16,10 +16,16 @@ from titan.worker.leftovers import kill_leftovers, leftover_groups
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="found through /proc")
 
 
-def _session_in(directory: Path) -> subprocess.Popen[bytes]:
-    """A job's shape: a shell in a session of its own, with a child, working in ``directory``."""
+def _session_in(directory: Path, *, job: bool = True) -> subprocess.Popen[bytes]:
+    """A job's shape: a shell in a session of its own, with a child, working in ``directory``.
+
+    ``job=False``: the same without the environment a worker gives its jobs (a person's shell).
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(["/bin/sh", "-c", "sleep 60 & wait"], cwd=directory, start_new_session=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TITAN_")}
+    if job:
+        env["TITAN_JOB_ID"] = directory.parent.name
+    return subprocess.Popen(["/bin/sh", "-c", "sleep 60 & wait"], cwd=directory, start_new_session=True, env=env)
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:
@@ -41,6 +47,15 @@ def test_only_process_groups_working_inside_jobs_are_killed(tmp_path: Path) -> N
     finally:
         for process in (left, child_worker):
             _end(process)
+
+
+def test_a_shell_that_only_looks_inside_an_attempt_folder_is_spared(tmp_path: Path) -> None:
+    visitor = _session_in(tmp_path / "jobs" / "KEPT" / "attempt-1", job=False)
+    try:
+        assert leftover_groups(tmp_path / "jobs") == set()
+        assert visitor.poll() is None
+    finally:
+        _end(visitor)
 
 
 def test_no_proc_means_nothing_found(tmp_path: Path) -> None:
