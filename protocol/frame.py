@@ -114,6 +114,9 @@ def pack_header(opcode: int, flags: int, length: int) -> bytes:
     return HEADER.pack(VERSION, opcode, flags, 0, length)
 
 
+_TLS_HANDSHAKE: Final = 0x16
+
+
 def unpack_header(header: bytes | bytearray | memoryview, max_body: int) -> tuple[int, int, int]:
     """Validate an 8-byte header and return ``(opcode, flags, length)``.
 
@@ -122,7 +125,9 @@ def unpack_header(header: bytes | bytearray | memoryview, max_body: int) -> tupl
     """
     version, opcode, flags, spare, length = HEADER.unpack_from(header)
     if version != VERSION:
-        raise UnsupportedVersion(f"protocol version {version} is not supported (this peer speaks {VERSION})")
+        # 0x16 opens every TLS record of a handshake: the peer speaks TLS to an end that does not
+        tls = "; this is a TLS handshake, and this end does not use TLS" if version == _TLS_HANDSHAKE else ""
+        raise UnsupportedVersion(f"protocol version {version} is not supported (this peer speaks {VERSION}){tls}")
     if flags & ~KNOWN_FLAGS:
         raise BadHeader(f"unknown flag bits {flags & ~KNOWN_FLAGS:#04x} in version {VERSION}")
     if spare != 0:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Final
 
 from protocol import DEFAULT_MAX_BODY
+from titan.net.tls import TlsClient
 
 __all__ = [
     "DEFAULT_PORT",
@@ -22,10 +23,22 @@ __all__ = [
     "MasterSettings",
     "WorkerSettings",
     "parse_address",
+    "tls_from_env",
 ]
 
 DEFAULT_PORT: Final = 9090
 DEFAULT_MASTER: Final = f"127.0.0.1:{DEFAULT_PORT}"
+
+
+def tls_from_env(environ: Mapping[str, str], *, tls: bool = False, ca: str | None = None) -> TlsClient | None:
+    """How to dial the master: TLS if asked (``tls``, a ``ca`` file) or set in the environment
+    (``TITAN_TLS_CA=FILE``, or ``TITAN_TLS=1`` for the system's CAs); None: plain TCP."""
+    ca = ca or environ.get("TITAN_TLS_CA") or None
+    if ca:
+        return TlsClient(Path(ca).absolute())  # absolute: child workers run in folders of their own
+    if tls or environ.get("TITAN_TLS", "").lower() in ("1", "on", "true", "yes"):
+        return TlsClient()
+    return None
 
 
 def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -89,6 +102,9 @@ class MasterSettings:
     heartbeat_timeout_s: float = 30.0
     max_body: int = DEFAULT_MAX_BODY
     token: str | None = None
+    # TLS on every TCP connection (DESIGN §2): the certificate chain, and its key unless the key is in it
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     # a connection must finish its handshake (HELLO, and AUTH with a token) this soon after it is
     # accepted, and at most this many may be in their handshake at once (more are closed at once;
     # never more than half the open-file limit): strangers cannot hold the master's descriptors
@@ -144,6 +160,9 @@ class WorkerSettings:
     reconnect_max_s: float = 10.0
     connect_timeout_s: float = 5.0
     token: str | None = None
+    tls: TlsClient | None = None  # dial the master over TLS (see titan/net/tls.py)
+    # with TLS, live log datagrams (not encrypted) go only to a master on this host, unless this is set
+    live_logs_in_clear: bool = False
     parent: str | None = None
     worker_id: str | None = None  # stable id; derived from host and port when unset
     max_body: int = DEFAULT_MAX_BODY
@@ -193,10 +212,12 @@ class ClientSettings:
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 30.0
     max_body: int = DEFAULT_MAX_BODY
+    tls: TlsClient | None = None  # dial the master over TLS (see titan/net/tls.py)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, master: str | None = None) -> ClientSettings:
-        """``master`` (HOST:PORT) wins over ``TITAN_MASTER``; ``TITAN_TOKEN`` sets the token."""
+        """``master`` (HOST:PORT) wins over ``TITAN_MASTER``; ``TITAN_TOKEN`` sets the token,
+        ``TITAN_TLS_CA`` / ``TITAN_TLS`` turn on TLS (:func:`tls_from_env`)."""
         env = os.environ if environ is None else environ
         host, port = parse_address(master or env.get("TITAN_MASTER") or DEFAULT_MASTER)
-        return cls(host=host, port=port, token=env.get("TITAN_TOKEN") or None)
+        return cls(host=host, port=port, token=env.get("TITAN_TOKEN") or None, tls=tls_from_env(env))

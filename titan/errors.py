@@ -92,6 +92,12 @@ class AuthRefused(ConnectError):
     code = "AUTH"
 
 
+class TlsRefused(AuthRefused):
+    """TLS on one end only, or a master certificate we do not trust: retrying cannot help either."""
+
+    code = "TLS"
+
+
 class PeerClosed(TransportError):
     code = "PEER_CLOSED"
 

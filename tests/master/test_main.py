@@ -159,6 +159,7 @@ def test_flags_and_token_from_the_environment() -> None:
         ["--port", "x"],
         ["--wal-commit-delay", "-1"],
         ["--wal-commit-delay", "soon"],
+        ["--tls-key", "master.key"],  # a key without its certificate
     ],
 )
 def test_bad_flags_exit_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -112,6 +113,28 @@ async def test_with_local_datagrams_off_the_safe_size_is_used(receiver: Receiver
         assert max(receiver.sizes) <= LOG_DATAGRAM_BYTES
     finally:
         shipper.close()
+
+
+async def test_local_only_ships_to_a_master_on_this_host_and_to_no_other(
+    receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    here = await started(receiver, local_only=True)  # a TLS worker whose master is on this host
+    try:
+        directory = attempt_dir(tmp_path)
+        here.watch(REF, str(directory))
+        (directory / "stdout").write_bytes(b"live\n")
+        await wait_until(lambda: receiver.stream("stdout") == b"live\n", what="the live line")
+    finally:
+        here.close()
+    monkeypatch.setattr(logship, "_on_this_host", lambda sock, destination: False)  # as if on another host
+    caplog.set_level(logging.INFO, logger="titan.worker.logship")
+    elsewhere = await started(receiver, local_only=True)
+    try:
+        elsewhere.watch(REF, str(directory))
+        assert elsewhere.watching == 0 and elsewhere.finish(REF) == 0  # nothing is ever tailed or sent
+        assert "live logs off: the master is on another host and log datagrams are not encrypted" in caplog.text
+    finally:
+        elsewhere.close()
 
 
 async def test_local_datagrams_never_exceed_what_the_path_carries_whole(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from protocol import ProtocolError
-from titan.config import DEFAULT_PORT, ClientSettings
+from titan.config import DEFAULT_PORT, ClientSettings, tls_from_env
 from titan.errors import TitanError, UsageError
 from titan.runtime import configure_logging, run
 
@@ -46,6 +46,12 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--master", metavar="HOST:PORT", default=default(None), help="master address (env TITAN_MASTER)"
     )
     parser.add_argument("--token", default=default(None), help="cluster token (env TITAN_TOKEN)")
+    parser.add_argument(
+        "--tls", action="store_true", default=default(False), help="dial the master over TLS (env TITAN_TLS=1)"
+    )
+    parser.add_argument(
+        "--tls-ca", metavar="FILE", default=default(None), help="dial over TLS trusting this CA (env TITAN_TLS_CA)"
+    )
     parser.add_argument("--debug", action="store_true", default=default(False), help="show tracebacks and debug logs")
 
 
@@ -167,6 +173,8 @@ def _settings(args: argparse.Namespace) -> ClientSettings:
         raise UsageError(str(exc)) from None
     if args.token:
         settings = dataclasses.replace(settings, token=args.token)
+    if args.tls or args.tls_ca:
+        settings = dataclasses.replace(settings, tls=tls_from_env({}, tls=args.tls, ca=args.tls_ca))
     return settings
 
 

@@ -367,6 +367,9 @@ async def run_up(args: argparse.Namespace, *, token: str | None = None, console:
     env = dict(os.environ)
     if token:
         env["TITAN_TOKEN"] = token
+    # the local master runs without a certificate: its workers must not dial it over TLS
+    env.pop("TITAN_TLS_CA", None)
+    env.pop("TITAN_TLS", None)
 
     def announce(spec: ChildSpec, line: str) -> None:
         console.print(f"[green]ready[/green] {spec.name}  [dim](log: {spec.log_path})[/dim]")

@@ -197,6 +197,7 @@ class TitanClient:
             token=settings.token,
             max_body=settings.max_body,
             timeout_s=settings.connect_timeout_s,
+            ssl_context=settings.tls.context() if settings.tls is not None else None,
         )
         return cls(peer, welcome, settings)
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
-from titan.config import ClientSettings
+from titan.config import ClientSettings, tls_from_env
 from titan.runtime import configure_logging, run
 
 from .server import Dashboard, DashboardSettings
@@ -39,6 +40,8 @@ def parse_args(
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     parser.add_argument("--master", metavar="HOST:PORT", default=None, help="master address (env TITAN_MASTER)")
     parser.add_argument("--token", default=None, help="cluster token (env TITAN_TOKEN)")
+    parser.add_argument("--tls", action="store_true", help="dial the master over TLS (env TITAN_TLS=1)")
+    parser.add_argument("--tls-ca", metavar="FILE", help="dial over TLS trusting this CA (env TITAN_TLS_CA)")
     parser.add_argument("--refresh", type=float, default=DashboardSettings.refresh_s, metavar="SECONDS")
     parser.add_argument(
         "--any-port-if-busy", action="store_true", help="serve on a free port when --port is taken instead of failing"
@@ -53,7 +56,9 @@ def parse_args(
     except ValueError as exc:
         parser.error(str(exc))
     if args.token:
-        client = ClientSettings(host=client.host, port=client.port, token=args.token)
+        client = dataclasses.replace(client, token=args.token)
+    if args.tls or args.tls_ca:
+        client = dataclasses.replace(client, tls=tls_from_env({}, tls=args.tls, ca=args.tls_ca))
     settings = DashboardSettings(
         host=args.host, port=args.port, refresh_s=args.refresh, any_port_if_busy=args.any_port_if_busy
     )

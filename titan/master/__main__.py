@@ -19,6 +19,7 @@ from typing import Final
 from titan.config import DEFAULT_PORT, AutoscaleSettings, MasterSettings
 from titan.errors import WorkspaceError
 from titan.net.loglimit import LogLimit
+from titan.net.tls import TlsSetupError
 from titan.runtime import configure_logging, run, tune_gc_for_service
 
 from .server import Master
@@ -84,6 +85,15 @@ def parse_args(
     parser.add_argument("--heartbeat-interval", type=_positive, default=10.0, help="seconds between worker heartbeats")
     parser.add_argument("--token", default=None, help="cluster token (default: $TITAN_TOKEN)")
     parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="serve every TCP connection over TLS with this certificate chain (PEM)",
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="the certificate's private key (default: in the --tls-cert file)"
+    )
+    parser.add_argument(
         "--fsync",
         choices=["on", "off"],
         default="on",
@@ -107,6 +117,8 @@ def parse_args(
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
     _autoscale_options(parser)
     args = parser.parse_args(argv)
+    if args.tls_key is not None and args.tls_cert is None:
+        parser.error("--tls-key needs --tls-cert")
     settings = MasterSettings(
         host=args.host,
         port=args.port,
@@ -115,6 +127,8 @@ def parse_args(
         heartbeat_timeout_s=args.heartbeat_timeout,
         heartbeat_interval_s=args.heartbeat_interval,
         token=args.token or env.get("TITAN_TOKEN") or None,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         fsync=args.fsync == "on",
         snapshot_every_records=args.snapshot_every,
         wal_commit_delay_s=args.wal_commit_delay / 1000,
@@ -177,7 +191,7 @@ async def serve(settings: MasterSettings) -> int:
     master = Master(settings)
     try:
         await master.start()
-    except WorkspaceError as exc:
+    except (WorkspaceError, TlsSetupError) as exc:
         print(f"titan master: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
@@ -198,7 +212,8 @@ async def serve(settings: MasterSettings) -> int:
     stopped = asyncio.ensure_future(master.wait_closed())
     asked = asyncio.ensure_future(stop.wait())
     try:
-        print(f"titan master listening on {settings.host}:{master.port}", flush=True)
+        over = " (TLS)" if settings.tls_cert is not None else ""
+        print(f"titan master listening on {settings.host}:{master.port}{over}", flush=True)
         await asyncio.wait([stopped, asked], return_when=asyncio.FIRST_COMPLETED)
     finally:
         for signum in signals:

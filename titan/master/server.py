@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import resource
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -46,6 +47,7 @@ from titan.errors import ValidationError
 from titan.jobs import ACTIVE_STATES, CloseWorker, DrainWorker, Effect, Job, JobFinished, SendTask, StopTask
 from titan.net import HandshakeGate, Peer
 from titan.net.loglimit import LogLimit
+from titan.net.tls import server_context
 from titan.workspace import WorkspaceLock
 
 from .admission import WORKER_ARTIFACT
@@ -119,6 +121,7 @@ class Master(ClientHandlers):
         self.port = settings.port
         self._server: asyncio.Server | None = None
         self._lock: WorkspaceLock | None = None  # taken in start(), held until aclose()
+        self._tls: ssl.SSLContext | None = None  # made in start() from the settings' certificate
         self._peers: set[Peer] = set()
         # a loop that runs out of descriptors may drop new connections without telling us (uvloop
         # does: libuv accepts and closes them), so the master warns while it is still accepting
@@ -185,6 +188,9 @@ class Master(ClientHandlers):
             OSError: the address is taken.
         """
         loop = asyncio.get_running_loop()
+        settings = self.settings
+        # read first: a certificate that cannot be used stops the master before it takes anything
+        self._tls = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert is not None else None
         # before anything reads the WAL: a second master here would append a history of its own
         self._lock = WorkspaceLock.acquire(self.settings.workspace, "master")
         try:
@@ -210,7 +216,7 @@ class Master(ClientHandlers):
         await server.start_serving()
         self._schedule_health()
         self.scaling.start()
-        log.info("listening on %s:%d", self.settings.host, self.port)
+        log.info("listening on %s:%d%s", self.settings.host, self.port, " (TLS)" if self._tls is not None else "")
         perm_files = Path(self.settings.perm_files).absolute()
         if not perm_files.is_dir():
             log.warning("no folder %s: RUN jobs that name a file in it are refused until it exists", perm_files)
@@ -219,7 +225,15 @@ class Master(ClientHandlers):
         """The TCP server and the UDP log receiver on the same port number (port 0: a free one for both)."""
         settings = self.settings
         for tries_left in range(20, -1, -1):
-            server = await loop.create_server(self._make_peer, settings.host, settings.port, start_serving=False)
+            server = await loop.create_server(
+                self._make_peer,
+                settings.host,
+                settings.port,
+                start_serving=False,
+                ssl=self._tls,
+                # a TLS handshake gets the deadline the TITAN_PROTO handshake after it has
+                ssl_handshake_timeout=settings.handshake_timeout_s if self._tls is not None else None,
+            )
             hub = LogHub(
                 self.log_store,
                 self._is_current,

@@ -36,10 +36,11 @@ from protocol import (
     Opcode,
     Welcome,
 )
-from titan.errors import AuthRefused, ConnectError, RemoteError
+from titan.errors import AuthRefused, ConnectError, PeerClosed, RemoteError
 
 from .loglimit import LogLimit
 from .peer import FrameHandler, Peer
+from .tls import PLAIN_TO_TLS_HINT, describe_tls_failure
 
 __all__ = ["HANDSHAKE_MAX_BODY", "HandshakeGate", "dial", "prove"]
 
@@ -82,6 +83,8 @@ async def dial(
                 port,
                 ssl=ssl_context,
             )
+    except ssl.SSLError as exc:
+        raise describe_tls_failure(exc, host, port) from exc
     except (OSError, TimeoutError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or "timed out"
         raise ConnectError(f"cannot reach the master at {host}:{port}: {reason}") from exc
@@ -107,7 +110,8 @@ async def dial(
         peer.close()
         if isinstance(exc, ConnectError):
             raise
-        raise ConnectError(f"handshake with {host}:{port} failed: {exc}") from exc
+        hint = f"; {PLAIN_TO_TLS_HINT}" if ssl_context is None and isinstance(exc, PeerClosed) else ""
+        raise ConnectError(f"handshake with {host}:{port} failed: {exc}{hint}") from exc
     peer.end_handshake()
     return peer, welcome
 

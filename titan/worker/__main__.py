@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from titan.config import DEFAULT_MASTER, WorkerSettings, parse_address
+from titan.config import DEFAULT_MASTER, WorkerSettings, parse_address, tls_from_env
 from titan.errors import AuthRefused, WorkspaceError
+from titan.net.tls import TlsSetupError
 from titan.runtime import configure_logging, run, tune_gc_for_service
 
 from .agent import Worker
@@ -51,6 +52,15 @@ def _build_parser(environ: Mapping[str, str]) -> _Parser:
     )
     parser.add_argument("--heartbeat-interval", type=float, default=10.0, metavar="SECONDS")
     parser.add_argument("--token", default=environ.get("TITAN_TOKEN") or None, help="cluster token (or TITAN_TOKEN)")
+    parser.add_argument("--tls", action="store_true", help="dial the master over TLS, trusting the system's CAs")
+    parser.add_argument(
+        "--tls-ca", metavar="FILE", default=None, help="dial over TLS, trusting this CA (PEM) (or TITAN_TLS_CA)"
+    )
+    parser.add_argument(
+        "--live-logs-in-clear",
+        action="store_true",
+        help="with TLS, still ship live logs over UDP (not encrypted) to a master on another host",
+    )
     parser.add_argument("--parent", default=None, help="id of the worker that started this one")
     parser.add_argument("--id", dest="worker_id", default=None, help="stable worker id (default HOST:PORT)")
     parser.add_argument(
@@ -89,6 +99,8 @@ def parse_args(
         workspace=args.workspace,
         heartbeat_interval_s=args.heartbeat_interval,
         token=args.token,
+        tls=tls_from_env(env, tls=args.tls, ca=args.tls_ca),
+        live_logs_in_clear=args.live_logs_in_clear,
         parent=args.parent,
         worker_id=args.worker_id or None,
         spawn_id=args.spawn_id,
@@ -143,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(serve(settings))
     except KeyboardInterrupt:  # a Ctrl-C before the handlers were installed
         pass
-    except (WorkspaceError, AuthRefused) as exc:  # another worker holds it, or a bad token: status 1
+    except (WorkspaceError, AuthRefused, TlsSetupError) as exc:  # taken, a bad token or TLS file: status 1
         print(f"titan worker: {exc}", file=sys.stderr)
         return 1
     return 0

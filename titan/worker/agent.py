@@ -96,6 +96,8 @@ class Worker:
         self.name = f"[{self.port}]"
         self.host = socket.gethostname()
         self.worker_id = settings.worker_id or f"{self.host}:{self.port}"
+        # made once (it reads the CA file): a bad file stops the worker before it starts
+        self._tls_context = settings.tls.context() if settings.tls is not None else None
         self.registered = asyncio.Event()
         self.drained = asyncio.Event()
         # set with ``refusal`` when the master refuses our token before we were ever registered
@@ -196,6 +198,7 @@ class Worker:
             datagram_bytes=settings.log_datagram_bytes,
             local_datagram_bytes=settings.log_local_datagram_bytes,
             backlog_bytes=settings.log_backlog_bytes,
+            local_only=settings.tls is not None and not settings.live_logs_in_clear,
         )
         await self.shipper.start()
         self.children, self.deployments = service_host(
@@ -307,6 +310,7 @@ class Worker:
                 on_frame=self._on_frame,
                 max_body=settings.max_body,
                 timeout_s=settings.connect_timeout_s,
+                ssl_context=self._tls_context,
             )
         )
         try:

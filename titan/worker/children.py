@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from titan.net.tls import TlsClient
+
 from .services import Service, ServiceEvent, ServicePolicy
 
 __all__ = ["ChildCommand", "ChildDefaults", "ChildWorkers", "PortTaken"]
@@ -69,6 +71,8 @@ class ChildDefaults:
     skills: tuple[str, ...]
     heartbeat_interval_s: float
     token: str | None
+    tls: TlsClient | None = None
+    live_logs_in_clear: bool = False
     log_level: str = "INFO"
 
 
@@ -137,11 +141,20 @@ class ChildWorkers:
             "--heartbeat-interval", repr(defaults.heartbeat_interval_s),
             "--log-level", defaults.log_level,
         ]  # fmt: skip
+        if defaults.live_logs_in_clear:
+            argv.append("--live-logs-in-clear")
         env = dict(self._base_env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         if defaults.token:
             env["TITAN_TOKEN"] = defaults.token  # in the environment, not on the command line
+        env.pop("TITAN_TLS_CA", None)
+        env.pop("TITAN_TLS", None)
+        if defaults.tls is not None:  # dials the master as its parent does
+            if defaults.tls.ca is not None:
+                env["TITAN_TLS_CA"] = str(defaults.tls.ca)
+            else:
+                env["TITAN_TLS"] = "1"
         self._ports.add(port)
         return ChildCommand(port, worker_id, argv, env, str(directory))
 

@@ -324,6 +324,8 @@ def service_host(
         skills=tuple(skills),
         heartbeat_interval_s=settings.heartbeat_interval_s,
         token=settings.token,
+        tls=settings.tls,
+        live_logs_in_clear=settings.live_logs_in_clear,
     )
     children = ChildWorkers(worker_id, settings.workspace, defaults, base_env=base_env, policy=policy)
     deployments = Deployments(

@@ -143,6 +143,8 @@ class LogShipper:
             interface (its MTU is 64 KiB, so 65 000 does not fragment either; a lowered MTU
             lowers it).
         backlog_bytes: how far behind a job the shipper may fall before it skips ahead.
+        local_only: ship only to a master on this host (datagrams are not encrypted: a worker
+            that dials its master over TLS keeps job output off the network unless told otherwise).
 
     Attributes:
         max_datagram: the largest datagram sent on the path found by :meth:`start`.
@@ -162,8 +164,10 @@ class LogShipper:
         datagram_bytes: int = LOG_DATAGRAM_BYTES,
         local_datagram_bytes: int = LOG_LOCAL_DATAGRAM_BYTES,
         backlog_bytes: int = 1024 * 1024,
+        local_only: bool = False,
     ) -> None:
         self.host = host
+        self.local_only = local_only
         self.port = port
         self.interval_s = interval_s
         self.busy_interval_s = max(busy_interval_s, interval_s)
@@ -200,6 +204,13 @@ class LogShipper:
         except OSError as exc:
             sock.close()
             log.warning("live logs disabled: cannot reach %s:%d over UDP: %s", self.host, self.port, exc)
+            return
+        if self.local_only and not local:
+            sock.close()
+            log.info(
+                "live logs off: the master is on another host and log datagrams are not encrypted (TLS covers "
+                "TCP only); logs arrive whole when each attempt ends (--live-logs-in-clear ships them anyway)"
+            )
             return
         if local:
             # the loopback interface's MTU is 64 KiB unless someone lowered it: never more than it carries whole

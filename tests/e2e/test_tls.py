@@ -1,0 +1,148 @@
+"""A cluster over TLS: jobs run end to end, and a peer with TLS on one side only gets one clear line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from protocol import JobSpec
+from tests.conftest import FAST_MASTER, FAST_WORKER
+from tests.support import PERM_FILES, REPO, wait_until
+from titan.cli.main import main as titan_main
+from titan.client import TitanClient
+from titan.config import ClientSettings, MasterSettings, WorkerSettings
+from titan.errors import ConnectError, TlsRefused
+from titan.master import Master
+from titan.master.__main__ import main as master_main
+from titan.net.tls import TlsClient
+from titan.worker import Worker
+
+TLS = Path(__file__).parent.parent / "net" / "tls"
+TRUSTED = TlsClient(TLS / "ca.pem")
+
+
+@pytest.fixture
+async def tls_master(tmp_path: Path) -> AsyncIterator[Master]:
+    settings = MasterSettings(
+        **{
+            **FAST_MASTER,
+            "workspace": tmp_path / "master",
+            "perm_files": PERM_FILES,
+            "tls_cert": TLS / "master.pem",
+            "tls_key": TLS / "master.key",
+        }
+    )
+    master = Master(settings)
+    await master.start()
+    yield master
+    await master.aclose()
+
+
+def _client_settings(master: Master, tls: TlsClient | None, host: str = "127.0.0.1") -> ClientSettings:
+    return ClientSettings(host=host, port=master.port, tls=tls, connect_timeout_s=5.0)
+
+
+async def test_workers_and_clients_over_tls_run_jobs_end_to_end(tls_master: Master, tmp_path: Path) -> None:
+    worker = Worker(
+        WorkerSettings(
+            **FAST_WORKER,
+            master_host="127.0.0.1",
+            master_port=tls_master.port,
+            port=18181,
+            capacity=2,
+            workspace=tmp_path / "worker",
+            tls=TRUSTED,
+        )
+    )
+    await worker.start()
+    try:
+        await wait_until(worker.registered.is_set, timeout_s=10, what="the TLS worker registered")
+        # the certificate names both 127.0.0.1 and localhost; either is checked against it
+        for host in ("127.0.0.1", "localhost"):
+            async with await TitanClient.connect(_client_settings(tls_master, TRUSTED, host)) as client:
+                job_id = await client.submit(JobSpec(type="SHELL", data="echo over tls"))
+                (job,) = await client.wait([job_id], timeout_s=30)
+                assert (job.state, job.worker) == ("COMPLETED", "[18181]"), job
+    finally:
+        await worker.aclose()
+
+
+async def test_a_plain_client_of_a_tls_master_is_told_to_use_tls(tls_master: Master) -> None:
+    with pytest.raises(ConnectError, match="closed the connection during the handshake; if the master uses TLS"):
+        await TitanClient.connect(_client_settings(tls_master, None))
+    # and the master goes on serving everyone else
+    async with await TitanClient.connect(_client_settings(tls_master, TRUSTED)) as client:
+        assert (await client.stats()).workers == []
+
+
+async def test_a_master_certificate_nobody_vouches_for_is_refused(tls_master: Master) -> None:
+    with pytest.raises(TlsRefused, match="its TLS certificate was refused .*; pass the CA that signed it"):
+        await TitanClient.connect(_client_settings(tls_master, TlsClient(TLS / "stranger.pem")))
+
+
+async def test_tls_to_a_plain_master_says_it_does_not_answer_in_tls(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = Master(MasterSettings(**{**FAST_MASTER, "workspace": tmp_path / "plain", "perm_files": PERM_FILES}))
+    await plain.start()
+    try:
+        with pytest.raises(TlsRefused, match="it does not answer in TLS .*; drop --tls/--tls-ca"):
+            await TitanClient.connect(_client_settings(plain, TRUSTED))
+        # and the master's log says what came in
+        await wait_until(lambda: "this is a TLS handshake" in caplog.text, what="the master's line about it")
+    finally:
+        await plain.aclose()
+
+
+async def test_the_titan_command_takes_tls_flags_before_or_after_the_command(
+    tls_master: Master, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address, ca = f"127.0.0.1:{tls_master.port}", str(TLS / "ca.pem")
+    # titan's main() runs its own event loop: in a thread, while this one serves the master
+    assert await asyncio.to_thread(titan_main, ["--master", address, "--tls-ca", ca, "stats", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["workers"] == []
+    assert await asyncio.to_thread(titan_main, ["stats", "--json", "--master", address, "--tls-ca", ca]) == 0
+    assert json.loads(capsys.readouterr().out)["queued"] == 0
+    assert await asyncio.to_thread(titan_main, ["stats", "--master", address]) == 1
+    assert "if the master uses TLS, connect with --tls or --tls-ca FILE" in capsys.readouterr().err
+
+
+def test_a_master_whose_certificate_cannot_be_used_exits_1_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--port", "0", "--workspace", str(tmp_path / "m"), "--tls-cert", str(TLS / "master.pem")]
+    assert master_main(argv) == 1  # the key is not in the certificate file, and none was given
+    err = capsys.readouterr().err
+    assert err.startswith("titan master: TLS certificate") and err.count("\n") == 1, err
+    assert not (tmp_path / "m" / "wal").exists()  # stopped before it took the workspace
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses the worker's real start-up")
+def test_a_worker_that_does_not_trust_the_master_exits_1_with_one_line(tmp_path: Path) -> None:
+    master = subprocess.Popen(
+        [sys.executable, "-m", "titan.master", "--port", "0", "--workspace", str(tmp_path / "m"),
+         "--tls-cert", str(TLS / "master.pem"), "--tls-key", str(TLS / "master.key")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, text=True,
+    )  # fmt: skip
+    try:
+        assert master.stdout is not None
+        line = master.stdout.readline()
+        assert line.endswith("(TLS)\n"), line
+        port = line.split(":")[-1].split()[0]
+        worker = subprocess.run(
+            [sys.executable, "-m", "titan.worker", "--master", f"127.0.0.1:{port}", "--port", "18182",
+             "--workspace", str(tmp_path / "w"), "--tls-ca", str(TLS / "stranger.pem")],
+            capture_output=True, cwd=REPO, text=True, timeout=60,
+        )  # fmt: skip
+        assert worker.returncode == 1
+        assert worker.stderr.startswith("titan worker: cannot reach the master"), worker.stderr
+        assert "its TLS certificate was refused" in worker.stderr and worker.stderr.count("\n") == 1
+    finally:
+        master.terminate()
+        master.communicate(timeout=30)  # reaped, and its pipe closed

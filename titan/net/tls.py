@@ -1,0 +1,103 @@
+"""TLS on the cluster's TCP connections: an option of both ends (DESIGN §2).
+
+The master turns it on with a certificate (``--tls-cert``, and ``--tls-key``
+unless the key is in the same file); every connection to it -- workers,
+clients, the dashboard's link -- is then TLS from its first byte, and a peer
+that speaks plain TITAN_PROTO to it, or TLS to a plain master, gets a one-line
+error that says which side is missing TLS. The dialling side verifies the
+master's certificate against the system's trust store (``--tls``) or against a
+CA file of its own (``--tls-ca``, which implies ``--tls``), and checks that it
+names the host dialled (a DNS name or an IP address in its subjectAltName).
+
+TITAN_PROTO's framing and handshake are unchanged inside TLS: the token's
+HMAC proof still runs, so TLS keeps the traffic private and proves the master
+to its peers, and the token proves the peers to the master. The live log
+datagrams (UDP) are not covered: see ``docs/PROTOCOL.md``.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from titan.errors import ConnectError, TitanError, TlsRefused
+
+__all__ = ["TlsClient", "TlsSetupError", "describe_tls_failure", "server_context"]
+
+# what a peer that does not speak TLS to a TLS master sees: its HELLO answered by a closed connection
+PLAIN_TO_TLS_HINT: Final = "if the master uses TLS, connect with --tls or --tls-ca FILE"
+
+
+class TlsSetupError(TitanError):
+    """A certificate, key or CA file that cannot be used; the message names the file."""
+
+    code = "TLS"
+
+
+def _load(what: str, files: list[Path], load: Callable[[], object]) -> None:
+    """Run ``load``; any failure becomes one line naming ``what`` and, if one is missing, the file."""
+    for path in files:
+        if not path.is_file():
+            raise TlsSetupError(f"TLS file {path} does not exist")
+    try:
+        load()
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+        if isinstance(exc, ssl.SSLError) and (not reason or "PEM lib" in str(exc)):
+            reason = "not in PEM format, or a key that is missing or encrypted"
+        elif reason == "KEY_VALUES_MISMATCH":
+            reason = "the key does not belong to the certificate"
+        raise TlsSetupError(f"TLS {what} cannot be used: {reason}") from None
+
+
+def server_context(cert: Path, key: Path | None = None) -> ssl.SSLContext:
+    """The master's context: ``cert`` (a PEM chain) with ``key`` (default: the key inside ``cert``).
+
+    Raises:
+        TlsSetupError: a file is missing, is not PEM, or the key does not match the certificate.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    what = f"certificate {cert}" if key is None else f"certificate {cert} with key {key}"
+    _load(what, [cert] if key is None else [cert, key], lambda: context.load_cert_chain(cert, key))
+    return context
+
+
+@dataclass(frozen=True)
+class TlsClient:
+    """How a worker or client dials a TLS master: trust ``ca`` (a PEM file), or the system's CAs if None."""
+
+    ca: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """A verifying context (certificate and host name both checked).
+
+        Raises:
+            TlsSetupError: ``ca`` is missing or holds no certificate.
+        """
+        context = ssl.create_default_context()
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.ca is not None:
+            ca = self.ca
+            _load(f"CA file {ca}", [ca], lambda: context.load_verify_locations(cafile=ca))
+        return context
+
+
+def describe_tls_failure(exc: ssl.SSLError, host: str, port: int) -> ConnectError:
+    """A dialling side's TLS failure as one line that says what to change."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = exc.verify_message or exc.reason or "not trusted"
+        return TlsRefused(
+            f"cannot reach the master at {host}:{port}: its TLS certificate was refused ({why}); "
+            "pass the CA that signed it with --tls-ca FILE"
+        )
+    reason = exc.reason or str(exc)
+    if reason in ("WRONG_VERSION_NUMBER", "UNEXPECTED_EOF_WHILE_READING", "RECORD_LAYER_FAILURE"):
+        return TlsRefused(
+            f"cannot reach the master at {host}:{port}: it does not answer in TLS "
+            f"({reason}); drop --tls/--tls-ca if it runs without a certificate"
+        )
+    return ConnectError(f"cannot reach the master at {host}:{port}: TLS failed ({reason})")
