@@ -24,6 +24,7 @@ __all__ = [
     "WorkerSettings",
     "parse_address",
     "tls_from_env",
+    "tls_into_env",
 ]
 
 DEFAULT_PORT: Final = 9090
@@ -39,6 +40,18 @@ def tls_from_env(environ: Mapping[str, str], *, tls: bool = False, ca: str | Non
     if tls or environ.get("TITAN_TLS", "").lower() in ("1", "on", "true", "yes"):
         return TlsClient()
     return None
+
+
+def tls_into_env(env: dict[str, str], tls: TlsClient | None) -> None:
+    """Set ``env`` so that a process started with it dials the master as ``tls`` says
+    (the inverse of :func:`tls_from_env`; whatever ``env`` said before is dropped)."""
+    env.pop("TITAN_TLS_CA", None)
+    env.pop("TITAN_TLS", None)
+    if tls is not None:
+        if tls.ca is not None:
+            env["TITAN_TLS_CA"] = str(tls.ca)
+        else:
+            env["TITAN_TLS"] = "1"
 
 
 def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from titan.config import tls_from_env
+from titan.config import tls_from_env, tls_into_env
 from titan.net.tls import TlsClient, TlsSetupError, server_context
 from titan.worker.children import ChildDefaults, ChildWorkers
 from titan.worker.services import ServicePolicy
@@ -56,6 +56,15 @@ def test_tls_comes_from_flags_first_then_the_environment(tmp_path: Path) -> None
     assert from_env == TlsClient(CA.absolute())
     # a relative path is made absolute: child workers run in folders of their own
     assert tls_from_env({"TITAN_TLS_CA": "x.pem"}, ca="ca.pem") == TlsClient(Path("ca.pem").absolute())
+
+
+def test_the_environment_a_worker_gives_its_services_and_children_names_its_tls() -> None:
+    env = {"TITAN_TLS": "1", "TITAN_TLS_CA": "/old/ca.pem", "HOME": "/root"}
+    tls_into_env(env, TlsClient(CA))
+    assert env == {"TITAN_TLS_CA": str(CA), "HOME": "/root"}
+    assert tls_from_env(env) == TlsClient(CA)
+    tls_into_env(env, None)
+    assert env == {"HOME": "/root"}
 
 
 @pytest.mark.parametrize(

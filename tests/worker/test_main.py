@@ -14,6 +14,7 @@ import pytest
 from bench.cluster import LocalCluster
 from protocol import TaskRef
 from tests.support import wait_until
+from titan.net.tls import TlsClient
 from titan.worker.__main__ import parse_args
 
 from .fake_master import FakeMaster
@@ -50,6 +51,14 @@ def test_environment_and_flags() -> None:
     assert settings.workspace == Path("titan_workspace/worker-8081")
     settings, _ = parse_args(["--port", "8082", "--workspace", "/data/w-{port}"], environ={})
     assert settings.workspace == Path("/data/w-8082")
+
+
+def test_tls_flags_and_environment() -> None:
+    assert parse_args([], environ={})[0].tls is None
+    settings, _ = parse_args(["--tls-ca", "ca.pem", "--live-logs-in-clear"], environ={})
+    assert (settings.tls, settings.live_logs_in_clear) == (TlsClient(Path("ca.pem").absolute()), True)
+    assert parse_args(["--tls"], environ={})[0].tls == TlsClient()
+    assert parse_args([], environ={"TITAN_TLS_CA": "/etc/titan/ca.pem"})[0].tls == TlsClient(Path("/etc/titan/ca.pem"))
 
 
 def test_a_masters_workspace_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

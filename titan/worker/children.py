@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from titan.config import tls_into_env
 from titan.net.tls import TlsClient
 
 from .services import Service, ServiceEvent, ServicePolicy
@@ -148,13 +149,7 @@ class ChildWorkers:
         env["PYTHONUNBUFFERED"] = "1"
         if defaults.token:
             env["TITAN_TOKEN"] = defaults.token  # in the environment, not on the command line
-        env.pop("TITAN_TLS_CA", None)
-        env.pop("TITAN_TLS", None)
-        if defaults.tls is not None:  # dials the master as its parent does
-            if defaults.tls.ca is not None:
-                env["TITAN_TLS_CA"] = str(defaults.tls.ca)
-            else:
-                env["TITAN_TLS"] = "1"
+        tls_into_env(env, defaults.tls)  # dials the master as its parent does
         self._ports.add(port)
         return ChildCommand(port, worker_id, argv, env, str(directory))
 

@@ -18,7 +18,8 @@ What the master hears, all as ``TASK_STATUS`` of the attempt:
 * a final ``COMPLETED`` (it ended with exit code 0 on its own) or ``FAILED``
   (stopped, or out of restarts) with its logs, like a task.
 
-A service gets ``TITAN_MASTER`` (and ``TITAN_TOKEN``) in its environment, so a
+A service gets ``TITAN_MASTER`` (and ``TITAN_TOKEN``, and ``TITAN_TLS_CA`` or
+``TITAN_TLS`` when this worker dials over TLS) in its environment, so a
 service that is itself a client of the cluster, such as the dashboard, finds it;
 ``TITAN_SERVICE_PORT`` when the job names a port.
 """
@@ -33,7 +34,8 @@ from pathlib import Path
 from typing import Final
 
 from protocol import TaskRef, TaskStart, TaskStatus
-from titan.config import WorkerSettings
+from titan.config import WorkerSettings, tls_into_env
+from titan.net.tls import TlsClient
 
 from .artifacts import collect_artifacts, write_inputs
 from .children import ChildDefaults, ChildWorkers, PortTaken
@@ -91,6 +93,7 @@ class Deployments:
         master: str,
         token: str | None,
         policy: ServicePolicy,
+        tls: TlsClient | None = None,
         report: Callable[[TaskStatus], None],
         finished: Callable[[TaskRef, str, TaskStatus], None],
         child_patience_s: float = 10.0,
@@ -108,6 +111,7 @@ class Deployments:
         env["TITAN_MASTER"] = master
         if token:
             env["TITAN_TOKEN"] = token
+        tls_into_env(env, tls)  # a service that is a client of the cluster dials it as this worker does
         self._env = env
         self._report = report
         self._finished = finished
@@ -337,6 +341,7 @@ def service_host(
         worker_id=worker_id,
         master=master,
         token=settings.token,
+        tls=settings.tls,
         policy=policy,
         report=report,
         finished=finished,
