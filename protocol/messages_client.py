@@ -95,6 +95,8 @@ class JobSpec(Message):
             raise SchemaError(f"JobSpec.max_attempts: must be at least 1, got {self.max_attempts}")
         if self.slots < 1:
             raise SchemaError(f"JobSpec.slots: must be at least 1, got {self.slots}")
+        if self.memory_mb is not None and self.memory_mb < 1:
+            raise SchemaError(f"JobSpec.memory_mb: must be at least 1, got {self.memory_mb}")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise SchemaError(f"JobSpec.timeout_s: must be positive, got {self.timeout_s}")
         if self.id is not None and not self.id:
@@ -191,6 +193,7 @@ class JobInfo(Message):
     # attempts counted against max_attempts (since submission, or the last RETRY); ``attempts`` is the
     # latest attempt's number, which also counts numbers skipped so that an old report is fenced
     tries: int = 0
+    memory_mb: int | None = None  # reserved on its worker while it runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +215,9 @@ class WorkerInfo(Message):
     pid: int = 0
     # a child worker: the DEPLOY job id or the spawn request (AUTO-n: the autoscaler's) it was started for
     spawn_id: str = ""
+    # memory (MiB) its jobs may reserve (None: no limit), and how much its active jobs reserve
+    memory_mb: int | None = None
+    memory_used_mb: int = 0
 
 
 @dataclass(frozen=True, slots=True)

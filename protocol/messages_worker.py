@@ -85,10 +85,16 @@ class Register(Message):
     payloads: list[str] = field(default_factory=list)
     # a child worker: the DEPLOY job id or the SPAWN_WORKER spawn_id it was started for
     spawn_id: str = ""
+    # memory (MiB) jobs may reserve here (``JobSpec.memory_mb``); None: no limit on reservations
+    memory_mb: int | None = None
 
     def check(self) -> None:
         _require(self.capacity >= 1, f"Register.capacity: must be at least 1, got {self.capacity}")
         _require(0 <= self.port <= 65535, f"Register.port: out of range: {self.port}")
+        _require(
+            self.memory_mb is None or self.memory_mb >= 1,
+            f"Register.memory_mb: must be at least 1, got {self.memory_mb}",
+        )
 
 
 @dataclass(frozen=True, slots=True)

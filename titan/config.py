@@ -165,6 +165,8 @@ class WorkerSettings:
     master_port: int = DEFAULT_PORT
     port: int = 8080  # the worker's display port / id; 0 picks one at random
     capacity: int = 4
+    # memory (MiB) its jobs may reserve in all (JobSpec.memory_mb); None: this machine's physical memory
+    memory_mb: int | None = None
     skills: tuple[str, ...] = ("GENERAL",)
     # "{port}" becomes the worker's port: workers on one host never share a folder, nor use the master's
     workspace: Path = Path("titan_workspace/worker-{port}")

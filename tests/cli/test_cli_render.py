@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -190,6 +191,19 @@ def test_workers_table() -> None:
     row = next(line for line in text.splitlines() if "[8082]" in line)
     assert "w-8081" in row and "LOST" in row
     assert "DASH" in text and "1/4" in text
+
+
+def test_reserved_memory_shows_once_a_job_reserves_some() -> None:
+    reserving = dataclasses.replace(worker(8081, load=1), memory_mb=16_000, memory_used_mb=2_048)
+    idle = dataclasses.replace(worker(8082), memory_mb=16_000)
+    assert worker_label(reserving).plain.endswith("| Memory: 2 048/16 000 MiB")
+    assert "Memory" not in worker_label(idle).plain
+    text = text_of(workers_table([reserving, idle]))
+    assert "MEMORY" in text and "2 048/16 000 MiB" in text and "0/16 000 MiB" in text
+    assert "MEMORY" not in text_of(workers_table([idle]))
+    detail = text_of(job_detail(job(memory_mb=512), now=NOW))
+    assert "512 MiB reserved" in detail
+    assert "Memory" not in text_of(job_detail(job(), now=NOW))
 
 
 def test_workers_table_leaves_out_empty_parent_and_services_and_fits_80_columns() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import struct
 from collections import Counter
 
@@ -13,6 +14,7 @@ from protocol import VERSION, FrameDecoder, JobSpec, Opcode
 from tests.conftest import Cluster, ClusterFactory
 from tests.support import pid_alive, wait_until
 from titan.cli.main import main
+from titan.worker.agent import machine_memory_mb
 
 
 async def submit_shell(cluster: Cluster, command: str, **fields) -> str:
@@ -199,12 +201,22 @@ async def test_a_job_no_worker_can_run_is_accepted_with_a_warning(
     assert "no worker that is up offers GPU:" in gpu.warning  # GENERAL is offered: only what is missing
     wide = await client.submit_info(JobSpec(type="SHELL", data="true", slots=3))
     assert "has 3 slots" in wide.warning
+    # a worker offers this machine's memory unless told otherwise (--memory): no machine has a petabyte
+    (worker,) = (await client.stats()).workers
+    assert worker.memory_mb == machine_memory_mb() and worker.memory_used_mb == 0
+    vast = await client.submit_info(JobSpec(type="SHELL", data="true", memory_mb=1 << 30))
+    assert f"has {1 << 30} MiB of memory for its jobs" in vast.warning
     assert (await client.status(gpu.job_id)).state == "PENDING"  # accepted all the same, waiting
     master = f"127.0.0.1:{cluster.master.port}"
     argv = ["--master", master, "submit", "SHELL|true", "--skills", "NOPE"]
     assert await asyncio.to_thread(main, argv) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("TSK-") and captured.err.count("\n") == 1 and "NOPE" in captured.err
+    argv = ["--master", master, "submit", "SHELL|true", "--memory", str(1 << 30), "--json"]
+    assert await asyncio.to_thread(main, argv) == 0
+    captured = capsys.readouterr()
+    job_id = json.loads(captured.out)["id"]
+    assert (await client.status(job_id)).memory_mb == 1 << 30 and "MiB of memory" in captured.err
 
 
 async def test_with_no_worker_up_a_submission_says_it_waits(make_cluster: ClusterFactory) -> None:

@@ -82,6 +82,7 @@ def register(
     now: float = 0.0,
     running: list[TaskRef] | None = None,
     finished: list[TaskStatus] | None = None,
+    memory_mb: int | None = None,
 ) -> tuple[list[TaskRef], list[Effect]]:
     msg = Register(
         worker_id=worker_id,
@@ -92,6 +93,7 @@ def register(
         skills=skills if skills is not None else ["GENERAL"],
         running=running or [],
         finished=finished or [],
+        memory_mb=memory_mb,
     )
     return state.worker_registered(msg, now)
 

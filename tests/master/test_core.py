@@ -102,6 +102,32 @@ def test_job_too_big_for_every_worker_waits_for_one() -> None:
     assert state.registry.get("w2").used_slots == 4  # type: ignore[union-attr]
 
 
+def test_memory_is_reserved_where_a_job_runs_and_given_back_when_it_ends() -> None:
+    state = make_state()
+    register(state, "small", port=8081, capacity=4, memory_mb=1000)
+    register(state, "big", port=8082, capacity=4, memory_mb=4000)
+    first, effects = state.submit(shell(memory_mb=2000), now=1.0)
+    assert sent(effects) == [("big", first.id)]  # the small worker has the slots, not the memory
+    second, effects = state.submit(shell(memory_mb=2000), now=1.0)
+    assert sent(effects) == [("big", second.id)]
+    third, effects = state.submit(shell(memory_mb=2000), now=1.0)
+    assert sent(effects) == [] and third.state is S.PENDING  # 4 000 MiB reserved: it waits
+    light, effects = state.submit(shell(), now=1.0)  # reserves nothing: not held up behind it
+    assert sent(effects) == [("small", light.id)]
+    assert state.registry.get("big").used_memory_mb == 4000  # type: ignore[union-attr]
+    effects = state.task_status("big", report(first, "COMPLETED", exit_code=0), 2.0)
+    assert sent(effects) == [("big", third.id)]
+    assert state.registry.get("big").used_memory_mb == 4000  # type: ignore[union-attr]
+    assert third.to_info().memory_mb == 2000
+
+
+def test_a_worker_without_a_memory_limit_takes_any_reservation() -> None:
+    state = make_state()
+    register(state, "w1", memory_mb=None)
+    job, effects = state.submit(shell(memory_mb=1 << 30), now=1.0)
+    assert sent(effects) == [("w1", job.id)]
+
+
 def test_least_connections_spreads_over_workers() -> None:
     state = make_state()
     register(state, "w1", port=8081, capacity=2)

@@ -7,8 +7,16 @@ from titan.jobs import Job, JobState
 from titan.master import DelayHeap, LeastConnections, ReadyQueue, WorkerRegistry
 
 
-def job(job_id: str, *, seq: int, priority: int = 1, skills: tuple[str, ...] = ("GENERAL",), slots: int = 1) -> Job:
-    spec = JobSpec(type="SHELL", data="true", priority=priority, skills=list(skills), slots=slots)
+def job(
+    job_id: str,
+    *,
+    seq: int,
+    priority: int = 1,
+    skills: tuple[str, ...] = ("GENERAL",),
+    slots: int = 1,
+    memory_mb: int | None = None,
+) -> Job:
+    spec = JobSpec(type="SHELL", data="true", priority=priority, skills=list(skills), slots=slots, memory_mb=memory_mb)
     return Job.from_spec(
         spec, job_id=job_id, seq=seq, now=0.0, state=JobState.PENDING, run_kind="SHELL", run_data="true", run_args=[]
     )
@@ -39,6 +47,17 @@ def test_ready_queue_orders_by_priority_then_submission() -> None:
         queue.push(j)
     assert [j.id for j in queue.jobs()] == ["b", "d", "a", "c"]
     assert drain_order(queue) == ["b", "d", "a", "c"]
+
+
+def test_jobs_that_reserve_different_memory_are_classes_of_their_own() -> None:
+    queue = ReadyQueue()
+    queue.push(job("huge", seq=1, memory_mb=64_000))
+    queue.push(job("plain", seq=2))
+    head = queue.best()
+    assert head is not None and head[1].id == "huge"
+    # no worker has 64 000 MiB: that class is set aside and the job behind it still comes out
+    head = queue.best(skip={head[0]})
+    assert head is not None and head[1].id == "plain"
 
 
 def test_ready_queue_orders_across_classes() -> None:
@@ -127,6 +146,23 @@ def test_least_connections_needs_free_slots_and_skills() -> None:
     assert picker.choose(registry.schedulable, job("tpu", seq=4, skills=("TPU",))) is None
     assert not picker.could_ever_run(registry.schedulable, job("tpu", seq=4, skills=("TPU",)))
     assert picker.could_ever_run(registry.schedulable, job("g", seq=1, skills=("GPU",)))
+
+
+def test_least_connections_needs_unreserved_memory_too() -> None:
+    registry = WorkerRegistry()
+    for i, memory in enumerate([1000, 8000]):
+        registry.register(
+            Register(worker_id=f"w{i + 1}", name="", host="h", port=8081 + i, capacity=4, skills=["GENERAL"],
+                     memory_mb=memory),
+            now=0.0,
+        )  # fmt: skip
+    picker = LeastConnections()
+    w2 = registry.get("w2")
+    assert picker.choose(registry.schedulable, job("a", seq=1, memory_mb=6000)) is w2
+    registry.assign("w2", job("a", seq=1, memory_mb=6000))
+    assert picker.choose(registry.schedulable, job("b", seq=2, memory_mb=3000)) is None  # 2 000 MiB left
+    assert picker.could_ever_run(registry.schedulable, job("b", seq=2, memory_mb=3000))
+    assert not picker.could_ever_run(registry.schedulable, job("c", seq=3, memory_mb=9000))
 
 
 def test_ties_are_broken_round_robin() -> None:

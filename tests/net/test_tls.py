@@ -86,17 +86,3 @@ def test_child_workers_dial_the_master_as_their_parent_does(
     children = ChildWorkers("w1", tmp_path, defaults, base_env=inherited, policy=ServicePolicy())
     env = children.command(0, spawn_id="spawn-1").env
     assert {name: env[name] for name in ("TITAN_TLS_CA", "TITAN_TLS") if name in env} == variables
-
-
-def test_a_child_of_a_worker_that_ships_live_logs_in_clear_does_so_too(tmp_path: Path) -> None:
-    defaults = ChildDefaults(
-        master="10.0.0.5:9090",
-        capacity=1,
-        skills=("GENERAL",),
-        heartbeat_interval_s=1.0,
-        token=None,
-        tls=TlsClient(CA),
-        live_logs_in_clear=True,
-    )
-    children = ChildWorkers("w1", tmp_path, defaults, base_env={}, policy=ServicePolicy())
-    assert "--live-logs-in-clear" in children.command(0, spawn_id="spawn-1").argv

@@ -53,6 +53,18 @@ def test_environment_and_flags() -> None:
     assert settings.workspace == Path("/data/w-8082")
 
 
+def test_memory_flag() -> None:
+    assert parse_args([], environ={})[0].memory_mb is None  # the worker offers its machine's
+    assert parse_args(["--memory", "2048"], environ={})[0].memory_mb == 2048
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "lots"])
+def test_a_bad_memory_flag_is_refused(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--memory", value], environ={})
+    assert info.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
 def test_tls_flags_and_environment() -> None:
     assert parse_args([], environ={})[0].tls is None
     settings, _ = parse_args(["--tls-ca", "ca.pem", "--live-logs-in-clear"], environ={})

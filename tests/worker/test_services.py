@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import pid_alive, wait_until
+from titan.net.tls import TlsClient
 from titan.worker.children import ChildDefaults, ChildWorkers, PortTaken
 from titan.worker.services import Service, ServiceEvent, ServicePolicy
 
@@ -152,3 +153,19 @@ def test_child_commands_reserve_ports_and_name_the_parent(tmp_path: Path) -> Non
     assert free.port != 0 and free.port != 8081
     children.release(8081)
     assert children.command(8081, spawn_id="back").port == 8081
+
+
+def test_a_child_inherits_live_logs_in_clear_and_the_memory_its_parent_was_given(tmp_path: Path) -> None:
+    defaults = ChildDefaults(
+        master="10.0.0.5:9090",
+        capacity=1,
+        skills=("GENERAL",),
+        heartbeat_interval_s=1.0,
+        token=None,
+        tls=TlsClient(Path("/etc/titan/ca.pem")),
+        live_logs_in_clear=True,
+        memory_mb=2048,
+    )
+    children = ChildWorkers("w1", tmp_path, defaults, base_env={}, policy=ServicePolicy())
+    argv = children.command(0, spawn_id="spawn-1").argv
+    assert "--live-logs-in-clear" in argv and argv[argv.index("--memory") + 1] == "2048"

@@ -34,6 +34,7 @@ def job_json(job: JobInfo) -> dict[str, Any]:
         "args": list(job.args),
         "delay_ms": job.delay_ms,
         "timeout_s": job.timeout_s,
+        "memory_mb": job.memory_mb,
         "skills": list(job.skills),
         "history": [
             {"start": step.start, "finish": step.finish, "stimulus": step.stimulus, "t": step.t} for step in job.history
@@ -58,6 +59,8 @@ def worker_json(worker: WorkerInfo) -> dict[str, Any]:
         "last_seen_s": worker.last_seen_s,
         "pid": worker.pid,
         "spawn_id": worker.spawn_id,
+        "memory_mb": worker.memory_mb,
+        "memory_used_mb": worker.memory_used_mb,
     }
 
 

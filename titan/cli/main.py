@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _job_options(parser: argparse.ArgumentParser, every: str = "") -> None:
     parser.add_argument("--attempts", type=int, help=f"max attempts{every} (default 3)")
     parser.add_argument("--timeout", type=float, help=f"seconds before an attempt{every} is killed")
+    parser.add_argument(
+        "--memory", type=int, metavar="MIB", help=f"memory (MiB) to reserve on the worker{every} (a placement need)"
+    )
     parser.add_argument("--backoff-base", type=float, metavar="S", help="retry backoff after the first failure (1 s)")
     parser.add_argument("--backoff-factor", type=float, metavar="F", help="backoff growth per failed attempt (2)")
     parser.add_argument("--backoff-cap", type=float, metavar="S", help="longest retry backoff (60 s)")

@@ -52,7 +52,7 @@ def _positive_seconds(flag: str, value: float) -> float:
 
 
 def _job_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``--attempts``, ``--timeout``, ``--backoff-*`` as JobSpec fields (only those given)."""
+    """``--attempts``, ``--timeout``, ``--memory``, ``--backoff-*`` as JobSpec fields (only those given)."""
     changes: dict[str, Any] = {}
     if args.attempts is not None:
         if not 1 <= args.attempts < 2**63:
@@ -60,6 +60,10 @@ def _job_options(args: argparse.Namespace) -> dict[str, Any]:
         changes["max_attempts"] = args.attempts
     if args.timeout is not None:
         changes["timeout_s"] = _positive_seconds("--timeout", args.timeout)
+    if args.memory is not None:
+        if not 1 <= args.memory < 2**63:
+            raise UsageError(f"--memory must be at least 1 MiB and fit in 64 bits, got {args.memory}")
+        changes["memory_mb"] = args.memory
     for option, name, minimum in (
         ("backoff_base", "backoff_base_s", 0.0),
         ("backoff_factor", "backoff_factor", 1.0),

@@ -210,6 +210,7 @@ def job_detail(job: JobInfo, *, now: float | None = None) -> Panel:
         ("Skills", Text(", ".join(job.skills)) if job.skills else "-"),
         ("Delay", f"{job.delay_ms} ms"),
         ("Timeout", "-" if job.timeout_s is None else f"{job.timeout_s:g} s"),
+        *([("Memory", f"{job.memory_mb} MiB reserved")] if job.memory_mb is not None else []),
         ("Submitted", f"{_clock(job.submitted_at)} ({format_age(now - job.submitted_at)} ago)"),
         ("Started", _clock(job.started_at)),
         ("Finished", _clock(job.finished_at)),
@@ -273,9 +274,17 @@ def worker_label(worker: WorkerInfo) -> Text:
     percent = round(100 * worker.load / worker.capacity) if worker.capacity else 0
     label = Text(f"• [{_display(worker)}] Load: {worker.load}/{worker.capacity} ({percent}%)")
     label.append(f" | Skills: [{', '.join(worker.skills)}]")
+    if worker.memory_used_mb:  # only once jobs reserve memory: most clusters never do
+        label.append(f" | Memory: {_memory(worker)}")
     if not is_active(worker):
         label.append(f" | {worker.health.upper()}", style="bold red")
     return label
+
+
+def _memory(worker: WorkerInfo) -> str:
+    """Reserved over what may be reserved, in MiB."""
+    total = f"{worker.memory_mb:,}".replace(",", " ") if worker.memory_mb is not None else "no limit"
+    return f"{worker.memory_used_mb:,}".replace(",", " ") + f"/{total} MiB"
 
 
 def _fill(node: Tree, worker: WorkerInfo, children: dict[str | None, list[WorkerInfo]], seen: set[str]) -> None:
@@ -364,11 +373,15 @@ def stats_view(stats: StatsReply) -> Group:
 def workers_table(workers: Sequence[WorkerInfo]) -> Table:
     """WORKERS: one row per worker."""
     table = _plain_table()
-    # PARENT and SERVICES only when some worker has one: nine columns fold every cell on an 80-column screen
-    parents = any(worker.parent for worker in workers)
-    services = any(worker.services for worker in workers)
-    columns = ["WORKER", "ID", "HOST", "PARENT", "LOAD", "SKILLS", "SERVICES", "HEALTH", "SEEN"]
-    shown = [name for name in columns if (name != "PARENT" or parents) and (name != "SERVICES" or services)]
+    # PARENT, SERVICES and MEMORY only when some worker has one (reserved memory, for the last): nine
+    # columns fold every cell on an 80-column screen
+    optional = {
+        "PARENT": any(worker.parent for worker in workers),
+        "SERVICES": any(worker.services for worker in workers),
+        "MEMORY": any(worker.memory_used_mb for worker in workers),
+    }
+    columns = ["WORKER", "ID", "HOST", "PARENT", "LOAD", "MEMORY", "SKILLS", "SERVICES", "HEALTH", "SEEN"]
+    shown = [name for name in columns if optional.get(name, True)]
     for name in shown:
         table.add_column(name, overflow="fold")
     for worker in workers:
@@ -379,6 +392,7 @@ def workers_table(workers: Sequence[WorkerInfo]) -> Table:
             "HOST": worker.host,
             "PARENT": _dash(worker.parent),
             "LOAD": f"{worker.load}/{worker.capacity}",
+            "MEMORY": _memory(worker),
             "SKILLS": Text(", ".join(worker.skills)),
             "SERVICES": Text(", ".join(worker.services)) if worker.services else "-",
             "HEALTH": Text(worker.health, style=health_style),

@@ -240,4 +240,5 @@ class Job:
             runs=[run.to_info() for run in self.runs],
             restarts=self.restarts,
             up=self.service_up,
+            memory_mb=self.memory_mb,
         )

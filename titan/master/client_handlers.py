@@ -133,7 +133,12 @@ class ClientHandlers:
                 return f"no worker that is up offers {needs}: the job waits until one that does registers"
             needs = ", ".join(sorted(job.skills))
             return f"no one worker that is up offers all of {needs}: the job waits until one that does registers"
-        return f"no worker that is up has {job.slots} slots: the job waits until one that does registers"
+        if not any(job.slots <= worker.capacity for worker in up):
+            return f"no worker that is up has {job.slots} slots: the job waits until one that does registers"
+        return (
+            f"no worker that is up has {job.memory_mb} MiB of memory for its jobs: "
+            "the job waits until one that does registers"
+        )
 
     def _worker_infos(self, now: float) -> Iterator[WorkerInfo]:
         """The workers as the wire shows them, built only if iterated (few submissions need them)."""

@@ -516,8 +516,7 @@ class MasterState(ServiceStimuli):
             home = parent.worker if parent is not None else None
             for worker in workers:
                 if worker.id == home:
-                    fits = worker.capacity - worker.used_slots >= job.slots and job.skills <= worker.skills
-                    return worker if fits else None
+                    return worker if worker.fits(job) else None
         return self.picker.choose(workers, job)
 
     def _done(self, now: float) -> list[Effect]:

@@ -31,6 +31,10 @@ def check_invariants(
             worker.used_slots == sum(job.slots for job in worker.active.values()),
             f"{worker.name} uses {worker.used_slots} slots but holds {sorted(worker.active)}",
         )
+        _require(
+            worker.used_memory_mb == sum(job.memory_mb or 0 for job in worker.active.values()),
+            f"{worker.name} reserves {worker.used_memory_mb} MiB but holds {sorted(worker.active)}",
+        )
         for job_id, job in worker.active.items():
             _require(jobs.get(job_id) is job, f"{worker.name} holds unknown job {job_id}")
             _require(job.state in ACTIVE_STATES, f"{worker.name} holds {job_id} which is {job.state.value}")

@@ -64,10 +64,33 @@ class WorkerRecord:
     active: dict[str, Job] = field(default_factory=dict)  # job id -> job, in assignment order
     used_slots: int = 0
     spawn_id: str = ""  # a child worker: the DEPLOY job or spawn request it was started for
+    memory_mb: int | None = None  # what its jobs may reserve in all; None: no limit
+    used_memory_mb: int = 0  # reserved by its active jobs
 
     @property
     def free_slots(self) -> int:
         return self.capacity - self.used_slots
+
+    def fits(self, job: Job) -> bool:
+        """Whether ``job`` could start here now: skills, free slots and unreserved memory.
+
+        (The scheduler's loop inlines the same test: it runs for every candidate of every dispatch.)
+        """
+        memory = job.memory_mb
+        return (
+            self.capacity - self.used_slots >= job.slots
+            and job.skills <= self.skills
+            and (memory is None or self.memory_mb is None or self.memory_mb - self.used_memory_mb >= memory)
+        )
+
+    def could_fit(self, job: Job) -> bool:
+        """Whether ``job`` could ever start here, once the worker is idle."""
+        memory = job.memory_mb
+        return (
+            job.slots <= self.capacity
+            and job.skills <= self.skills
+            and (memory is None or self.memory_mb is None or memory <= self.memory_mb)
+        )
 
     def info(self, now: float) -> WorkerInfo:
         return WorkerInfo(
@@ -85,6 +108,8 @@ class WorkerRecord:
             last_seen_s=max(0.0, now - self.last_seen),
             pid=self.pid,
             spawn_id=self.spawn_id,
+            memory_mb=self.memory_mb,
+            memory_used_mb=self.used_memory_mb,
         )
 
 
@@ -129,6 +154,7 @@ class WorkerRegistry:
                 last_seen=now,
                 since=now,
                 spawn_id=msg.spawn_id,
+                memory_mb=msg.memory_mb,
             )
             self._workers[record.id] = record
         elif record.connected:
@@ -137,7 +163,7 @@ class WorkerRegistry:
             record.name = msg.name or record.name
             record.host, record.port, record.pid = msg.host, msg.port, msg.pid
             record.capacity, record.skills, record.parent = msg.capacity, skills, msg.parent
-            record.spawn_id = msg.spawn_id
+            record.spawn_id, record.memory_mb = msg.spawn_id, msg.memory_mb
         self._set(record, Health.HEALTHY, now, connected=True)
         record.last_seen = now
         return record
@@ -207,11 +233,13 @@ class WorkerRegistry:
         record = self._workers[worker_id]
         record.active[job.id] = job
         record.used_slots += job.slots
+        record.used_memory_mb += job.memory_mb or 0
 
     def release(self, worker_id: str, job: Job) -> None:
         record = self._workers.get(worker_id)
         if record is not None and record.active.pop(job.id, None) is not None:
             record.used_slots -= job.slots
+            record.used_memory_mb -= job.memory_mb or 0
 
     def find(self, ref: str) -> WorkerRecord | None:
         """A worker by id, by display name (``[8081]``) or by port; ids win, then the first match."""

@@ -2,8 +2,8 @@
 
 Ready queue
 -----------
-Jobs that differ in what they need (skills, slots) sit in separate heaps, one per
-*class* ``(skills, slots)``, each ordered by priority (higher first) then
+Jobs that differ in what they need (skills, slots, memory) sit in separate heaps, one per
+*class* ``(skills, slots, memory_mb)``, each ordered by priority (higher first) then
 submission order. Dispatch looks at the best head over all classes; when no
 worker can take that class right now (busy, or nobody has the skills at all) the
 class is set aside for this round and the next best head is tried. So a job no
@@ -33,7 +33,7 @@ from .registry import WorkerRecord
 
 __all__ = ["DelayHeap", "JobClass", "LeastConnections", "ReadyQueue"]
 
-JobClass = tuple[frozenset[str], int]
+JobClass = tuple[frozenset[str], int, int | None]
 _Entry = tuple[int, int, int, int, Job]  # (-priority, seq, push order, ticket, job)
 
 
@@ -55,7 +55,7 @@ class ReadyQueue:
 
     def push(self, job: Job) -> None:
         job.ticket += 1
-        key = (job.skills, job.slots)
+        key = (job.skills, job.slots, job.memory_mb)
         heap = self._heaps.get(key)
         if heap is None:
             heap = self._heaps[key] = []
@@ -71,8 +71,8 @@ class ReadyQueue:
         order = self._order
         for job in jobs:  # a million after a restart: the class rarely changes from one job to the next
             ticket = job.ticket = job.ticket + 1
-            if key is None or job.slots != key[1] or job.skills is not key[0]:
-                key = (job.skills, job.slots)
+            if key is None or job.slots != key[1] or job.skills is not key[0] or job.memory_mb != key[2]:
+                key = (job.skills, job.slots, job.memory_mb)
                 heap = heaps.setdefault(key, [])
             heap.append((-job.priority, job.seq, next(order), ticket, job))
             added += 1
@@ -150,8 +150,8 @@ class DelayHeap:
 class LeastConnections:
     """Pick the worker with the fewest active tasks relative to its capacity.
 
-    Only workers whose skills cover the job's and whose free slots suffice are
-    candidates. Ties are broken round-robin: the scan starts just after the last
+    Only workers whose skills cover the job's and whose free slots and
+    unreserved memory suffice are candidates (:meth:`WorkerRecord.fits`). Ties are broken round-robin: the scan starts just after the last
     worker picked, and the first of the least loaded wins, so equal workers take
     turns instead of the first one always winning.
     """
@@ -166,11 +166,18 @@ class LeastConnections:
         start = self._cursor % n
         best: WorkerRecord | None = None
         best_index = 0
-        slots, skills = job.slots, job.skills
+        slots, skills, memory = job.slots, job.skills, job.memory_mb
         for k in range(n):
             index = (start + k) % n
             worker = workers[index]
+            # WorkerRecord.fits, inlined: this runs for every candidate of every dispatch
             if worker.capacity - worker.used_slots < slots or not skills <= worker.skills:
+                continue
+            if (
+                memory is not None
+                and worker.memory_mb is not None
+                and worker.memory_mb - worker.used_memory_mb < memory
+            ):
                 continue
             # active/capacity < best.active/best.capacity, without floats
             if best is None or len(worker.active) * best.capacity < len(best.active) * worker.capacity:
@@ -182,4 +189,4 @@ class LeastConnections:
     @staticmethod
     def could_ever_run(workers: Sequence[WorkerRecord], job: Job) -> bool:
         """Whether some worker has the skills and the capacity, busy or not."""
-        return any(job.skills <= w.skills and job.slots <= w.capacity for w in workers)
+        return any(worker.could_fit(job) for worker in workers)

@@ -45,6 +45,12 @@ def _build_parser(environ: Mapping[str, str]) -> _Parser:
     parser.add_argument("--capacity", type=int, default=4, help="slots (default 4)")
     parser.add_argument("--skills", default="GENERAL", help="comma-separated skills (default GENERAL)")
     parser.add_argument(
+        "--memory",
+        type=int,
+        metavar="MIB",
+        help="memory jobs may reserve here in all, in MiB (default: this machine's physical memory)",
+    )
+    parser.add_argument(
         "--workspace",
         type=Path,
         default=WorkerSettings.workspace,
@@ -90,11 +96,14 @@ def parse_args(
         parser.error(f"--heartbeat-interval must be positive, got {args.heartbeat_interval}")
     if not skills:
         parser.error("--skills needs at least one skill")
+    if args.memory is not None and args.memory < 1:
+        parser.error(f"--memory must be at least 1 MiB, got {args.memory}")
     settings = WorkerSettings(
         master_host=host,
         master_port=port,
         port=args.port,
         capacity=args.capacity,
+        memory_mb=args.memory,
         skills=skills,
         workspace=args.workspace,
         heartbeat_interval_s=args.heartbeat_interval,

@@ -61,7 +61,7 @@ from .engine import Attempt, ProcessRunner
 from .leftovers import kill_leftovers
 from .logship import LogShipper, read_logs
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "machine_memory_mb"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,14 @@ _STATUS_HEADROOM: Final = 64 * 1024
 _JAVA_SKILL: Final = "JAVA"
 
 
+def machine_memory_mb() -> int | None:
+    """This machine's physical memory in MiB, or None where the system does not say."""
+    try:
+        return max(1, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 class Worker:
     """A Titan worker (DESIGN §1): registers, heartbeats, runs what the master sends.
 
@@ -96,6 +104,8 @@ class Worker:
         self.name = f"[{self.port}]"
         self.host = socket.gethostname()
         self.worker_id = settings.worker_id or f"{self.host}:{self.port}"
+        # what jobs may reserve here (JobSpec.memory_mb): by default all of this machine's memory
+        self.memory_mb = settings.memory_mb if settings.memory_mb is not None else machine_memory_mb()
         # made once (it reads the CA file): a bad file stops the worker before it starts
         self._tls_context = settings.tls.context() if settings.tls is not None else None
         self.registered = asyncio.Event()
@@ -345,6 +355,7 @@ class Worker:
             finished=finished,
             payloads=self._runner.payloads.hashes(),
             spawn_id=settings.spawn_id,
+            memory_mb=self.memory_mb,
         )
         reply = await peer.request(message, timeout_s=settings.connect_timeout_s)
         if not isinstance(reply, RegisterReply):

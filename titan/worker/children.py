@@ -74,6 +74,7 @@ class ChildDefaults:
     token: str | None
     tls: TlsClient | None = None
     live_logs_in_clear: bool = False
+    memory_mb: int | None = None  # None: the child works out its machine's, as its parent did
     log_level: str = "INFO"
 
 
@@ -144,6 +145,8 @@ class ChildWorkers:
         ]  # fmt: skip
         if defaults.live_logs_in_clear:
             argv.append("--live-logs-in-clear")
+        if defaults.memory_mb is not None:
+            argv += ["--memory", str(defaults.memory_mb)]
         env = dict(self._base_env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"

@@ -330,6 +330,7 @@ def service_host(
         token=settings.token,
         tls=settings.tls,
         live_logs_in_clear=settings.live_logs_in_clear,
+        memory_mb=settings.memory_mb,
     )
     children = ChildWorkers(worker_id, settings.workspace, defaults, base_env=base_env, policy=policy)
     deployments = Deployments(
