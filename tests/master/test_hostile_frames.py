@@ -5,15 +5,18 @@ Every case here is something a protocol fuzzer once got past the master's valida
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 
-from protocol import Frame, Opcode, encode_frame
+from protocol import Frame, Opcode, Register, TaskStatus, encode_frame, encode_message
 from tests.conftest import ClusterFactory
 from tests.net._net_harness import RawClient
+from tests.support import wait_until
 
 Raw = Callable[[int], Awaitable[RawClient]]
 
@@ -49,3 +52,84 @@ async def test_submit_dag_whose_jobs_is_not_an_array_is_bad_message(
     # the connection and the master carry on
     stats = await answer_to(client, Opcode.STATS, {"rid": 2})
     assert stats.opcode == Opcode.STATS and stats.is_reply and stats.rid == 2
+
+
+# ---------------------------------------------------------------------- a worker reporting what is not its own
+
+
+async def fake_worker(port: int, raw: Raw, *, finished: list[TaskStatus] | None = None) -> RawClient:
+    """A registered worker connection that offers no skill any job asks for (it is given nothing)."""
+    worker = await raw(port)
+    assert (await worker.hello("worker")).opcode == Opcode.WELCOME
+    register = Register(
+        worker_id="impostor",
+        name="[9999]",
+        host="127.0.0.1",
+        port=9999,
+        capacity=1,
+        skills=["NOTHING-ASKS-FOR-THIS"],
+        finished=finished or [],
+    )
+    worker.send(encode_message(register, rid=1))
+    reply = await worker.frame()
+    assert reply.opcode == Opcode.REGISTER and reply.is_reply, reply
+    return worker
+
+
+async def handled(worker: RawClient) -> None:
+    """Return once the master has handled every frame sent before: it answers frames in order."""
+    worker.send(encode_frame(Opcode.REGISTER, {"rid": 99}))  # refused: a REGISTER without its fields
+    assert_error(await worker.frame(), "BAD_MESSAGE", rid=99)
+
+
+FORGED = {"result.txt": b"forged"}
+
+
+@pytest.mark.parametrize("absolute", [False, True], ids=["relative", "absolute"])
+async def test_outputs_reported_for_an_unknown_job_are_not_written_anywhere(
+    make_cluster: ClusterFactory, raw: Raw, tmp_path: Path, absolute: bool
+) -> None:
+    cluster = await make_cluster(n_workers=0)
+    worker = await fake_worker(cluster.master.port, raw)
+    escaped = tmp_path / "escaped"  # the workspace is tmp_path/master: its jobs/ is two levels down
+    job_id = str(escaped) if absolute else "../../escaped"
+
+    worker.send(encode_message(TaskStatus(job_id=job_id, attempt=1, state="COMPLETED", outputs=FORGED)))
+    await handled(worker)
+
+    assert not escaped.exists()
+    assert not cluster.master.artifacts.jobs_dir.exists()
+
+
+async def test_a_report_on_another_workers_attempt_changes_nothing_it_stored(
+    make_cluster: ClusterFactory, raw: Raw
+) -> None:
+    cluster = await make_cluster(n_workers=1)
+    client = cluster.client
+    done = await client.submit_job(
+        "SHELL", "echo real; mkdir -p $TITAN_OUTPUT_DIR; echo real > $TITAN_OUTPUT_DIR/result.txt"
+    )
+    [finished] = await client.wait([done], timeout_s=30)
+    assert finished.state == "COMPLETED"
+    running = await client.submit_job("SHELL", "sleep 30")
+    await wait_until(lambda: cluster.master.state.jobs[running].state.value == "RUNNING", what="the job to run")
+
+    forged = [
+        TaskStatus(job_id=job_id, attempt=attempt, state=state, stdout=b"forged", outputs=FORGED)
+        for job_id in (done, running)
+        for attempt in (1, 2, -1)
+        for state in ("COMPLETED", "FAILED")
+    ]
+    worker = await fake_worker(cluster.master.port, raw, finished=forged[:2])
+    for status in forged:
+        worker.send(encode_message(status))
+    await handled(worker)
+    await asyncio.to_thread(cluster.master.log_store.flush)
+
+    attempts = cluster.master.artifacts.jobs_dir
+    assert (attempts / done / "attempt-1" / "outputs" / "result.txt").read_bytes() == b"real\n"
+    assert (attempts / done / "attempt-1" / "stdout").read_bytes() == b"real\n"
+    assert sorted(path.name for path in (attempts / done).iterdir()) == ["attempt-1"]
+    assert not (attempts / running).exists()
+    assert (await client.status(running)).state == "RUNNING"
+    assert (await client.status(done)).state == "COMPLETED"
