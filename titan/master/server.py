@@ -327,9 +327,8 @@ class Master(ClientHandlers):
         if self.logs is not None:
             self.logs.forget_peer(peer)
         if isinstance(context, _ClientSession):
-            for waiter in context.waiters:
+            for waiter in list(context.waiters):  # a copy: dropping a waiter takes it out of the set
                 self._drop_waiter(waiter)
-            context.waiters.clear()
         elif isinstance(context, str) and self._workers.get(context) is peer:
             del self._workers[context]
             self.payloads.disconnected(context)
