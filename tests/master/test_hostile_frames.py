@@ -133,3 +133,21 @@ async def test_a_report_on_another_workers_attempt_changes_nothing_it_stored(
     assert not (attempts / running).exists()
     assert (await client.status(running)).state == "RUNNING"
     assert (await client.status(done)).state == "COMPLETED"
+
+
+# ---------------------------------------------------------------------- what an ERROR quotes
+
+
+@pytest.mark.parametrize("job_id", ["a\nb", "a\r\nERROR fake line", "x" * 70_000, "\u202eevil", "nul\x00"])
+async def test_an_error_quoting_a_hostile_job_id_is_one_bounded_line(
+    make_cluster: ClusterFactory, raw: Raw, job_id: str
+) -> None:
+    cluster = await make_cluster(n_workers=0)
+    client = await client_on(cluster.master.port, raw)
+
+    answer = await answer_to(client, Opcode.JOB_STATUS, {"job_id": job_id, "rid": 1})
+
+    assert_error(answer, "UNKNOWN_JOB", rid=1)
+    message = answer.body["message"]
+    assert message.isprintable() and len(message) < 2100
+    assert message.startswith("no job with id '")

@@ -40,6 +40,7 @@ from protocol import (
     parse_reply,
     parse_request,
 )
+from protocol.text import MAX_MESSAGE_CHARS, one_line
 from tests.protocol._wire_schema import MESSAGE_CLASSES, fields_of, sample, wrong_values
 
 # --------------------------------------------------------------------------- strategies from annotations
@@ -445,6 +446,21 @@ def test_encode_error_without_rid_is_not_a_reply() -> None:
     assert frame.rid is None
     assert parse_reply(frame) == ErrorReply(code="BAD_HEADER", message="spare byte must be zero")
     assert parse_message(frame) == ErrorReply(code="BAD_HEADER", message="spare byte must be zero")
+
+
+@given(message=st.text(st.characters(exclude_categories=())) | st.text(min_size=MAX_MESSAGE_CHARS - 5))
+def test_an_error_message_goes_out_as_one_bounded_printable_line(message: str) -> None:
+    frame = decode_datagram(encode_error("UNKNOWN_JOB", message, rid=1))
+    sent = frame.body["message"]
+    assert sent.isprintable()  # so no line break, no control character, no lone surrogate
+    assert len(sent) <= MAX_MESSAGE_CHARS + len("... (cut from 99999 characters)")
+    if message.isprintable() and len(message) <= MAX_MESSAGE_CHARS:
+        assert sent == message
+
+
+def test_an_error_message_shows_what_it_escaped_and_where_it_was_cut() -> None:
+    assert one_line("no job with id 'a\nb'") == "no job with id 'a\\nb'"
+    assert one_line("x" * 30, limit=10) == "xxxxxxxxxx... (cut from 30 characters)"
 
 
 def test_error_flag_on_any_opcode_parses_as_an_error() -> None:
