@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from protocol import Frame, Opcode, Register, TaskStatus, encode_frame, encode_message
+from protocol import Frame, JobSpec, Opcode, Register, TaskStatus, encode_frame, encode_message
 from tests.conftest import ClusterFactory
 from tests.net._net_harness import RawClient
 from tests.support import wait_until
@@ -151,3 +151,18 @@ async def test_an_error_quoting_a_hostile_job_id_is_one_bounded_line(
     message = answer.body["message"]
     assert message.isprintable() and len(message) < 2100
     assert message.startswith("no job with id '")
+
+
+# ---------------------------------------------------------------------- valid, but extreme
+
+
+async def test_a_job_whose_backoff_overflows_a_float_still_retries_and_ends(make_cluster: ClusterFactory) -> None:
+    cluster = await make_cluster(n_workers=1)
+    spec = JobSpec(
+        type="SHELL", data="exit 3", max_attempts=4, backoff_base_s=0.001, backoff_factor=1e300, backoff_cap_s=0.01
+    )
+    job_id = await cluster.client.submit(spec)
+
+    [job] = await cluster.client.wait([job_id], timeout_s=30)
+
+    assert (job.state, job.attempts, job.exit_code) == ("DEAD", 4, 3)
