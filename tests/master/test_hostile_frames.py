@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from protocol import Frame, JobSpec, Opcode, Register, TaskStatus, encode_frame, encode_message
+from protocol import Frame, JobSpec, Opcode, Register, TaskStatus, encode_frame, encode_message, pack_header
 from tests.conftest import ClusterFactory
 from tests.net._net_harness import RawClient
 from tests.support import wait_until
@@ -166,3 +166,17 @@ async def test_a_job_whose_backoff_overflows_a_float_still_retries_and_ends(make
     [job] = await cluster.client.wait([job_id], timeout_s=30)
 
     assert (job.state, job.attempts, job.exit_code) == ("DEAD", 4, 3)
+
+
+async def test_a_value_nested_as_deep_as_msgpack_allows_is_bad_message(make_cluster: ClusterFactory, raw: Raw) -> None:
+    cluster = await make_cluster(n_workers=0)
+    worker = await fake_worker(cluster.master.port, raw)
+    deep = b"\x91" * 1020 + b"\x01"  # [[[...1...]]]: msgpack decodes up to 1 023 levels, repr() did not
+    body = b"\x83\xa6job_id\xa1x\xa7attempt\x01\xa5state" + deep
+
+    worker.send(pack_header(Opcode.TASK_STATUS, 0, len(body)) + body)
+
+    answer = await worker.frame()
+    assert answer.opcode == Opcode.ERROR and answer.body["code"] == "BAD_MESSAGE", answer.body
+    assert "TaskStatus.state" in answer.body["message"]
+    await handled(worker)  # the connection reads on

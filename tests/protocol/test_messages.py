@@ -255,6 +255,32 @@ def test_wrong_type_is_a_schema_error(cls: type[Message], name: str, hint: Any) 
         assert not info.value.fatal
 
 
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# msgpack decodes up to 1 023 levels: a repr() of that many is past Python's recursion limit
+REFUSED_AS_SHOWN = [nested(1020), list(range(100_000)), "x" * 100_000, b"\xff" * 100_000, {"a": 1}, 2**70]
+
+
+@pytest.mark.parametrize(
+    "wrong", REFUSED_AS_SHOWN, ids=["deep", "long-list", "long-str", "long-bytes", "map", "big-int"]
+)
+@pytest.mark.parametrize(("cls", "name", "hint"), MISTYPED, ids=[f"{c.__name__}.{n}" for c, n, _ in MISTYPED])
+def test_a_refused_value_is_named_in_a_few_words_whatever_its_size_or_depth(
+    cls: type[Message], name: str, hint: Any, wrong: Any
+) -> None:
+    body = sample(cls).to_wire()
+    try:
+        cls.from_wire({**body, name: wrong})
+    except SchemaError as exc:  # anything else (RecursionError, a ValueError from repr) fails the test
+        assert len(exc.message) < 400
+    # (or the field takes it: a long string where a string goes)
+
+
 @pytest.mark.parametrize(
     ("body", "where"),
     [
