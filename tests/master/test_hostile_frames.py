@@ -6,16 +6,43 @@ Every case here is something a protocol fuzzer once got past the master's valida
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import typing
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 
-from protocol import Frame, JobSpec, Opcode, Register, TaskStatus, encode_frame, encode_message, pack_header
+from protocol import (
+    Cancel,
+    Frame,
+    Gc,
+    Heartbeat,
+    JobOutputs,
+    JobSpec,
+    JobStatus,
+    ListJobs,
+    LogsSubscribe,
+    Message,
+    Opcode,
+    Register,
+    Retire,
+    Retry,
+    Spawn,
+    Stats,
+    Stop,
+    Submit,
+    SubmitDag,
+    TaskStatus,
+    Wait,
+    encode_frame,
+    encode_message,
+    pack_header,
+)
 from tests.conftest import ClusterFactory
 from tests.net._net_harness import RawClient
+from tests.protocol._wire_schema import fields_of, sample, wrong_values
 from tests.support import wait_until
 
 Raw = Callable[[int], Awaitable[RawClient]]
@@ -180,3 +207,89 @@ async def test_a_value_nested_as_deep_as_msgpack_allows_is_bad_message(make_clus
     assert answer.opcode == Opcode.ERROR and answer.body["code"] == "BAD_MESSAGE", answer.body
     assert "TaskStatus.state" in answer.body["message"]
     await handled(worker)  # the connection reads on
+
+
+# ---------------------------------------------------------------------- a sweep over every field
+
+
+def nested_list(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# values of every kind a field may meet: wrong types come from wrong_values(), these are the odd ones
+EXTREMES: list[Any] = [
+    nested_list(1015),  # with the map around it, about as deep as msgpack decodes
+    "x" * 100_000,
+    "a\nb\x00\u202e\U0001f600",
+    "../../etc/passwd",
+    2**63 - 1,
+    -(2**63),
+    2**64 - 1,
+    float("nan"),
+    float("-inf"),
+    -0.0,
+    [None] * 1000,
+    {"k": {"k": {"k": [b"\xff"]}}},
+    msgpack.Timestamp(0, 0),
+]
+
+CLIENT_REQUESTS = [Submit, SubmitDag, JobStatus, ListJobs, Stats, Cancel, Retry, Wait, LogsSubscribe, JobOutputs, Gc]
+CLIENT_REQUESTS += [Stop, Spawn, Retire]
+
+
+def mutants(cls: type[Message]) -> Iterator[dict[str, Any]]:
+    """The sample body of ``cls`` with one field missing, or of a wrong type, or extreme; then extra keys.
+
+    A nested structure (``Submit.job``, ``SubmitDag.jobs``, ``TaskStatus`` has none) has each of its own
+    fields mutated the same way.
+    """
+    body = sample(cls).to_wire()
+    for f, hint in fields_of(cls):
+        yield {k: v for k, v in body.items() if k != f.name}
+        for wrong in [*wrong_values(hint), *EXTREMES]:
+            yield {**body, f.name: wrong}
+        nested = typing.get_args(hint)[0] if typing.get_origin(hint) is list else hint
+        if isinstance(nested, type) and issubclass(nested, Message):
+            for inner in mutants(nested):
+                yield {**body, f.name: [inner] if nested is not hint else inner}
+    yield {**body, "unknown": nested_list(1000), "": None}
+
+
+def assert_fine(answer: Frame, sent: dict[str, Any]) -> None:
+    if answer.opcode == Opcode.ERROR:
+        message = answer.body["message"]
+        assert answer.body["code"] != "INTERNAL", (message, sent)
+        assert isinstance(message, str) and message.isprintable() and len(message) < 2100, sent
+
+
+@pytest.mark.parametrize("cls", CLIENT_REQUESTS, ids=lambda cls: cls.__name__)
+async def test_every_field_of_a_client_request_wrong_or_extreme_gets_a_reply_or_a_plain_error(
+    make_cluster: ClusterFactory, raw: Raw, cls: type[Message]
+) -> None:
+    cluster = await make_cluster(n_workers=0)
+    client = await client_on(cluster.master.port, raw)
+    assert cls.OPCODE is not None
+    for rid, body in enumerate(mutants(cls), start=1):
+        client.send(encode_frame(cls.OPCODE, {**body, "rid": rid}))
+        answer = await client.frame()  # one answer per request: a reply, or an ERROR (BAD_BODY has no rid)
+        assert answer.rid in (rid, None), answer
+        assert_fine(answer, body)
+    stats = await answer_to(client, Opcode.STATS, {"rid": 0})
+    assert stats.opcode == Opcode.STATS and stats.is_reply
+
+
+@pytest.mark.parametrize("cls", [Heartbeat, TaskStatus], ids=lambda cls: cls.__name__)
+async def test_every_field_of_a_worker_report_wrong_or_extreme_gets_at_most_a_plain_error(
+    make_cluster: ClusterFactory, raw: Raw, cls: type[Message]
+) -> None:
+    cluster = await make_cluster(n_workers=0)
+    worker = await fake_worker(cluster.master.port, raw)
+    assert cls.OPCODE is not None
+    for body in mutants(cls):
+        worker.send(encode_frame(cls.OPCODE, body))
+        worker.send(encode_frame(Opcode.REGISTER, {"rid": 99}))  # answered BAD_MESSAGE: the report was handled
+        while (answer := await worker.frame()).rid != 99:
+            assert_fine(answer, body)
