@@ -67,6 +67,7 @@ from .messages_worker import (
 )
 from .opcodes import Opcode
 from .schema import Message
+from .text import one_line
 
 __all__ = [
     "REPLIES",
@@ -254,8 +255,11 @@ def encode_message(message: Message, *, rid: int | None = None, reply_to: Opcode
 
 
 def encode_error(code: str, message: str, *, rid: int | None = None) -> bytes:
-    """An ERROR frame; with ``rid`` it answers that request."""
-    body: dict[str, Any] = {"code": code, "message": message}
+    """An ERROR frame; with ``rid`` it answers that request.
+
+    ``message`` goes out as one bounded line (:func:`~protocol.text.one_line`), whatever it quotes.
+    """
+    body: dict[str, Any] = {"code": code, "message": one_line(message)}
     flags = FLAG_ERROR
     if rid is not None:
         body["rid"] = rid

@@ -363,8 +363,26 @@ def _check_bytes(v: Any, where: str) -> bytes:
 
 def _check_literal(v: Any, where: str, allowed: tuple[Any, ...]) -> Any:
     if v not in allowed or isinstance(v, bool) != any(isinstance(a, bool) for a in allowed):
-        raise SchemaError(f"{where}: expected one of {', '.join(map(str, allowed))}, got {v!r}")
+        raise SchemaError(f"{where}: expected one of {', '.join(map(str, allowed))}, got {_shown(v)}")
     return v
+
+
+_SHOWN_CHARS: Final = 60
+
+
+def _shown(v: Any) -> str:
+    """A refused value for an error message: a short scalar as Python writes it, anything else by its type.
+
+    Never ``repr()`` of a container: a body may nest a thousand levels deep (RecursionError), or hold
+    a list of a million items.
+    """
+    if isinstance(v, str | bytes):
+        if len(v) <= _SHOWN_CHARS:
+            return repr(v)
+        return f"{v[:_SHOWN_CHARS]!r}... ({len(v)} {'characters' if isinstance(v, str) else 'bytes'})"
+    if v is None or isinstance(v, bool | float) or (isinstance(v, int) and v.bit_length() <= 64):
+        return repr(v)
+    return f"a value of type {type(v).__name__}"
 
 
 def _check_list(v: Any, where: str, convert_item: Converter) -> list[Any]:

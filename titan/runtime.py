@@ -10,7 +10,9 @@ import sys
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["configure_logging", "paused_gc", "run", "tune_gc_for_service"]
+from protocol.text import one_line
+
+__all__ = ["OneLineFormatter", "configure_logging", "paused_gc", "run", "tune_gc_for_service"]
 
 T = TypeVar("T")
 
@@ -31,6 +33,22 @@ def run(main: Coroutine[Any, Any, T], *, use_uvloop: bool = True) -> T:
     return asyncio.run(main)
 
 
+# a log line may quote more than an ERROR does (what a worker reported), but not without bound
+_LOG_LINE_CHARS = 8000
+
+
+class OneLineFormatter(logging.Formatter):
+    """Each record on one line, whatever its message quotes.
+
+    Messages quote what peers sent: a worker's name, a job id from its report, a client's HELLO. With a
+    newline in one, a peer could write lines of its own into the log that read like the master's.
+    A traceback still follows on lines of its own: it is appended after the message is formatted.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return one_line(super().formatMessage(record), _LOG_LINE_CHARS)
+
+
 def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
     """One dictConfig for the whole ``titan`` logger tree, as the entry points want it."""
     logging.config.dictConfig(
@@ -38,7 +56,11 @@ def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
             "version": 1,
             "disable_existing_loggers": False,
             "formatters": {
-                "plain": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s", "datefmt": "%H:%M:%S"}
+                "plain": {
+                    "()": OneLineFormatter,
+                    "format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                    "datefmt": "%H:%M:%S",
+                }
             },
             "handlers": {
                 "stderr": {

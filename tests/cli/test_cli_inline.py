@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from protocol import JobSpec
-from titan.cli.inline import attach_inline, parse_duration
+from titan.cli.inline import MAX_INLINE_BYTES, attach_inline, parse_duration
 from titan.cli.main import build_parser
 from titan.cli.oneshot import check_arguments
 from titan.cli.parse import SubmitCommand, parse_line
@@ -76,3 +77,24 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(UsageError, match="expected a number"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("name", ["/dev/zero", "fifo", "folder"])
+def test_a_local_script_that_is_no_regular_file_is_refused_without_reading_it(tmp_path: Path, name: str) -> None:
+    # /dev/zero never ends (read whole, it filled the memory); a FIFO without a writer blocked the open
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "folder").mkdir()
+    path = name if name.startswith("/") else str(tmp_path / name)
+    with pytest.raises(UsageError, match="not a regular file|Is a directory"):
+        attach_inline(JobSpec(type="RUN", data=f"@{path}"))
+
+
+def test_a_local_script_over_the_frame_limit_is_refused_before_it_is_sent(tmp_path: Path) -> None:
+    script = tmp_path / "huge.bin"
+    with script.open("wb") as out:
+        out.truncate(MAX_INLINE_BYTES + 1)  # sparse: no disk taken
+    with pytest.raises(UsageError, match=f"over the {MAX_INLINE_BYTES}-byte limit"):
+        attach_inline(JobSpec(type="RUN", data=f"@{script}"))
+    with script.open("wb") as out:
+        out.truncate(MAX_INLINE_BYTES)
+    assert len(attach_inline(JobSpec(type="RUN", data=f"@{script}")).payload or b"") == MAX_INLINE_BYTES

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from titan.master import backoff_s, next_retry
 
@@ -34,3 +36,17 @@ def test_out_of_attempts_means_dead_letter() -> None:
     assert next_retry(2, 3, base_s=1, cap_s=10, rng=rng) is not None
     assert next_retry(3, 3, base_s=1, cap_s=10, rng=rng) is None
     assert next_retry(1, 1, base_s=1, cap_s=10, rng=rng) is None
+
+
+@given(
+    attempt=st.integers(1, 10_000),
+    base_s=st.floats(min_value=5e-324, max_value=1e308),
+    factor=st.floats(min_value=1.0, max_value=1e308),
+    cap_s=st.floats(min_value=5e-324, max_value=1e308),
+)
+def test_any_policy_a_job_may_ask_for_gives_a_delay_within_its_cap(
+    attempt: int, base_s: float, factor: float, cap_s: float
+) -> None:
+    # JobSpec takes any finite base and cap > 0 and any factor >= 1: powers of those overflow a float
+    delay = backoff_s(attempt, base_s=base_s, factor=factor, cap_s=cap_s, rng=random.Random(0))
+    assert 0 <= delay <= cap_s

@@ -296,14 +296,16 @@ async def test_list_and_stats(master: Master, client: Peer) -> None:
     assert stats.workers[0].name == "[8081]" and stats.workers[0].load == 1
 
 
-async def test_client_gone_drops_its_waiters(master: Master) -> None:
+@pytest.mark.parametrize("waits", [1, 3])
+async def test_client_gone_drops_its_waiters(master: Master, waits: int) -> None:
     peer, _ = await dial("127.0.0.1", master.port, role="client")
-    job_id = await submit(peer, JobSpec(type="SHELL", data="true"))
-    pending = asyncio.ensure_future(peer.request(Wait(job_ids=[job_id])))
-    await wait_until(lambda: job_id in master._waiters)
+    job_ids = [await submit(peer, JobSpec(type="SHELL", data="true")) for _ in range(waits)]
+    pending = [asyncio.ensure_future(peer.request(Wait(job_ids=[job_id]))) for job_id in job_ids]
+    await wait_until(lambda: all(job_id in master._waiters for job_id in job_ids))
     await peer.aclose()
-    with pytest.raises(PeerClosed):
-        await pending
+    for wait in pending:
+        with pytest.raises(PeerClosed):
+            await wait
     await wait_until(lambda: master._waiters == {})
 
 

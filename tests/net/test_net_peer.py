@@ -284,6 +284,20 @@ async def test_error_frames_are_never_answered(server: TitanTestServer, raw: Raw
     assert not reply.flags & FLAG_ERROR
 
 
+async def test_an_error_frame_nested_as_deep_as_msgpack_allows_is_logged_and_the_connection_stays(
+    server: TitanTestServer, raw: Raw, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await raw(server.port)
+    assert (await client.hello()).opcode == Opcode.WELCOME
+    deep = b"\x91" * 1020 + b"\x01"  # [[[...1...]]]: formatted with %s, it raised RecursionError in logging
+    body = b"\x82\xa4code" + deep + b"\xa7message" + deep
+    client.send(struct.pack(">BBBBI", 1, Opcode.ERROR, FLAG_ERROR, 0, len(body)) + body)
+    client.send(encode_message(JobStatus(job_id="after"), rid=6))
+    reply = await client.frame()
+    assert (reply.opcode, reply.rid) == (Opcode.JOB_STATUS, 6)
+    assert any("sent error <list>: <list>" in record.getMessage() for record in caplog.records)
+
+
 async def test_a_stray_reply_is_not_handled_as_a_request(server: TitanTestServer, raw: Raw) -> None:
     client = await raw(server.port)
     assert (await client.hello()).opcode == Opcode.WELCOME

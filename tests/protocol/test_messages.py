@@ -40,6 +40,7 @@ from protocol import (
     parse_reply,
     parse_request,
 )
+from protocol.text import MAX_MESSAGE_CHARS, one_line
 from tests.protocol._wire_schema import MESSAGE_CLASSES, fields_of, sample, wrong_values
 
 # --------------------------------------------------------------------------- strategies from annotations
@@ -256,6 +257,32 @@ def test_wrong_type_is_a_schema_error(cls: type[Message], name: str, hint: Any) 
         assert not info.value.fatal
 
 
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# msgpack decodes up to 1 023 levels: a repr() of that many is past Python's recursion limit
+REFUSED_AS_SHOWN = [nested(1020), list(range(100_000)), "x" * 100_000, b"\xff" * 100_000, {"a": 1}, 2**70]
+
+
+@pytest.mark.parametrize(
+    "wrong", REFUSED_AS_SHOWN, ids=["deep", "long-list", "long-str", "long-bytes", "map", "big-int"]
+)
+@pytest.mark.parametrize(("cls", "name", "hint"), MISTYPED, ids=[f"{c.__name__}.{n}" for c, n, _ in MISTYPED])
+def test_a_refused_value_is_named_in_a_few_words_whatever_its_size_or_depth(
+    cls: type[Message], name: str, hint: Any, wrong: Any
+) -> None:
+    body = sample(cls).to_wire()
+    try:
+        cls.from_wire({**body, name: wrong})
+    except SchemaError as exc:  # anything else (RecursionError, a ValueError from repr) fails the test
+        assert len(exc.message) < 400
+    # (or the field takes it: a long string where a string goes)
+
+
 @pytest.mark.parametrize(
     ("body", "where"),
     [
@@ -449,6 +476,21 @@ def test_encode_error_without_rid_is_not_a_reply() -> None:
     assert frame.rid is None
     assert parse_reply(frame) == ErrorReply(code="BAD_HEADER", message="spare byte must be zero")
     assert parse_message(frame) == ErrorReply(code="BAD_HEADER", message="spare byte must be zero")
+
+
+@given(message=st.text(st.characters(exclude_categories=())) | st.text(min_size=MAX_MESSAGE_CHARS - 5))
+def test_an_error_message_goes_out_as_one_bounded_printable_line(message: str) -> None:
+    frame = decode_datagram(encode_error("UNKNOWN_JOB", message, rid=1))
+    sent = frame.body["message"]
+    assert sent.isprintable()  # so no line break, no control character, no lone surrogate
+    assert len(sent) <= MAX_MESSAGE_CHARS + len("... (cut from 99999 characters)")
+    if message.isprintable() and len(message) <= MAX_MESSAGE_CHARS:
+        assert sent == message
+
+
+def test_an_error_message_shows_what_it_escaped_and_where_it_was_cut() -> None:
+    assert one_line("no job with id 'a\nb'") == "no job with id 'a\\nb'"
+    assert one_line("x" * 30, limit=10) == "xxxxxxxxxx... (cut from 30 characters)"
 
 
 def test_error_flag_on_any_opcode_parses_as_an_error() -> None:

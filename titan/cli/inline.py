@@ -9,17 +9,21 @@ suffix.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
-from protocol import JobSpec
+from protocol import DEFAULT_MAX_BODY, JobSpec
 from titan.errors import UsageError
 
-__all__ = ["FILE_KINDS", "attach_inline", "inline_spec", "parse_duration"]
+__all__ = ["FILE_KINDS", "MAX_INLINE_BYTES", "attach_inline", "inline_spec", "parse_duration"]
 
 FILE_KINDS: Final = frozenset({"RUN", "DEPLOY"})
+# no frame a master takes by default can carry more (its own limit for scripts is lower still)
+MAX_INLINE_BYTES: Final = DEFAULT_MAX_BODY
 _DURATION: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", re.IGNORECASE)
 _UNIT_S: Final = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
@@ -32,10 +36,27 @@ def inline_spec(spec: JobSpec, path: str) -> JobSpec:
     """
     file = Path(path).expanduser()
     try:
-        data = file.read_bytes()
+        data = _read_script(file)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if data is None:
+        raise UsageError(f"cannot send {path}: not a regular file")
+    if len(data) > MAX_INLINE_BYTES:
+        raise UsageError(f"cannot send {path}: over the {MAX_INLINE_BYTES}-byte limit of a frame")
     return replace(spec, data=file.name, payload=data)
+
+
+def _read_script(file: Path) -> bytes | None:
+    """Up to one byte past :data:`MAX_INLINE_BYTES` of a regular file; None for anything else.
+
+    A device (``/dev/zero``) or a pipe may never end: read whole, it would fill the memory, and a
+    FIFO with no writer would block the open itself, hence O_NONBLOCK (no effect on a regular file).
+    """
+    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return stream.read(MAX_INLINE_BYTES + 1)
 
 
 def attach_inline(spec: JobSpec) -> JobSpec:

@@ -73,6 +73,11 @@ log = logging.getLogger(__name__)
 _BULK_DAG = 1000
 
 
+def _is_bulk(jobs: object) -> bool:
+    """Whether a SUBMIT_DAG body's ``jobs`` is large enough to hold the GC off (anything but an array: no)."""
+    return isinstance(jobs, list) and len(jobs) >= _BULK_DAG
+
+
 @dataclass(eq=False)
 class _Waiter:
     """One WAIT request: answered when ``remaining`` empties or its timer fires."""
@@ -147,7 +152,7 @@ class ClientHandlers:
     def _on_submit_dag(self, peer: Peer, frame: Frame) -> None:
         parts = peer.context.dag_parts if isinstance(peer.context, _ClientSession) else DagParts()
         try:
-            with paused_gc(len(frame.body.get("jobs", ())) >= _BULK_DAG, keep=True):
+            with paused_gc(_is_bulk(frame.body.get("jobs")), keep=True):
                 msg = SubmitDag.from_wire(frame.body)
         except ProtocolError as exc:
             parts.refused(exc.message)

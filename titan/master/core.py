@@ -275,6 +275,27 @@ class MasterState(ServiceStimuli):
             raise UnknownJob(job_id)
         return job
 
+    def is_current_report(self, worker_id: str, status: TaskStatus) -> bool:
+        """Whether ``status`` reports the attempt ``worker_id`` holds now: one the core will apply, not fence."""
+        job = self.jobs.get(status.job_id)
+        return (
+            job is not None
+            and job.worker == worker_id
+            and job.attempts == status.attempt
+            and job.state in ACTIVE_STATES
+        )
+
+    def ran_attempt(self, worker_id: str, job_id: str, attempt: int) -> bool:
+        """Whether attempt ``attempt`` of ``job_id`` was given to ``worker_id``, now or before."""
+        job = self.jobs.get(job_id)
+        record = self.registry.get(worker_id)
+        if job is None or record is None:
+            return False
+        if job.worker == worker_id and job.attempts == attempt:
+            return True
+        # an earlier attempt: its record names the worker as it was shown then
+        return any(run.attempt == attempt and run.worker == record.name for run in job.runs)
+
     def dag_jobs(self, ref: str) -> list[Job]:
         """The jobs of a DAG, in submission order; ``ref`` is a DAG id or the id of one of its jobs.
 
@@ -532,7 +553,7 @@ class MasterState(ServiceStimuli):
         if job is None:
             log.warning("%s reported %s for unknown job %s", worker_id, status.state, status.job_id)
             return
-        if job.worker != worker_id or job.attempts != status.attempt or job.state not in ACTIVE_STATES:
+        if not self.is_current_report(worker_id, status):
             note = f"ignored {status.state} of attempt {status.attempt} from {worker_id}{via}"
             self._note(job, note, now)
             log.info("%s %s (job is %s, attempt %d)", job.id, note, job.state.value, job.attempts)

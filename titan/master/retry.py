@@ -6,6 +6,7 @@ seeded :class:`random.Random` and get the same answers every time.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Final
 
@@ -21,7 +22,11 @@ def backoff_s(attempt: int, *, base_s: float, factor: float, cap_s: float, rng: 
     retries of many jobs that failed together spread out but never come back
     at once (no zero delay).
     """
-    step = min(cap_s, base_s * factor ** max(0, attempt - 1))
+    try:
+        grown = base_s * factor ** max(0, attempt - 1)
+    except OverflowError:  # a large factor (any float >= 1 is allowed) after a few attempts: past any cap
+        grown = math.inf
+    step = min(cap_s, grown)
     return step / 2 + rng.random() * step / 2
 
 

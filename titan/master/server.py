@@ -341,9 +341,8 @@ class Master(ClientHandlers):
         if self.logs is not None:
             self.logs.forget_peer(peer)
         if isinstance(context, _ClientSession):
-            for waiter in context.waiters:
+            for waiter in list(context.waiters):  # a copy: dropping a waiter takes it out of the set
                 self._drop_waiter(waiter)
-            context.waiters.clear()
         elif isinstance(context, str) and self._workers.get(context) is peer:
             del self._workers[context]
             self.payloads.disconnected(context)
@@ -368,10 +367,12 @@ class Master(ClientHandlers):
         if peer.context is not None:
             raise ValidationError(f"this connection is already registered as worker '{peer.context}'")
         if any(status.outputs for status in msg.finished):
-            msg = dataclasses.replace(msg, finished=[self._keep_outputs(status) for status in msg.finished])
+            msg = dataclasses.replace(
+                msg, finished=[self._keep_outputs(msg.worker_id, status) for status in msg.finished]
+            )
         stale, effects = self.state.worker_registered(msg, self.clock())
         for status in msg.finished:
-            self._attempt_ended(status)
+            self._attempt_ended(msg.worker_id, status)
         peer.context = msg.worker_id
         self._workers[msg.worker_id] = peer
         self.payloads.registered(msg.worker_id, msg.payloads)
@@ -394,20 +395,32 @@ class Master(ClientHandlers):
     def _on_task_status(self, peer: Peer, frame: Frame) -> None:
         status = TaskStatus.from_wire(frame.body)
         if status.outputs:
-            status = self._keep_outputs(status)
+            status = self._keep_outputs(peer.context, status)
         effects = self.state.task_status(peer.context, status, self.clock())
         if status.state != "RUNNING":
-            self._attempt_ended(status)  # before the effects: followers get the last bytes, then the end
+            self._attempt_ended(peer.context, status)  # before the effects: followers get the last bytes, then the end
         self._apply(effects)
 
-    def _attempt_ended(self, status: TaskStatus) -> None:
-        """Keep an ended attempt's exact logs and result (even if the report itself was fenced)."""
+    def _attempt_ended(self, worker_id: str, status: TaskStatus) -> None:
+        """Keep an ended attempt's exact logs and result (even if the report itself was fenced).
+
+        Only for an attempt that worker was given: a report about any other (another worker's, one that
+        never existed) must not overwrite what the real one stored, nor the record of its payload.
+        """
+        if not self.state.ran_attempt(worker_id, status.job_id, status.attempt):
+            return
         self.payloads.ended(status.job_id, status.attempt, failed=status.state == "FAILED")
-        if self.logs is not None and status.job_id in self.state.jobs:
+        if self.logs is not None:
             self.logs.attempt_ended(status, self.state.jobs[status.job_id])
 
-    def _keep_outputs(self, status: TaskStatus) -> TaskStatus:
-        """Store an attempt's output files; over the limit (or unwritable) fails the attempt."""
+    def _keep_outputs(self, worker_id: str, status: TaskStatus) -> TaskStatus:
+        """Store an attempt's output files; over the limit (or unwritable) fails the attempt.
+
+        A report the core will fence has its files dropped unwritten: nothing would refer to them, and
+        its job id need not even be a job's (a folder name that climbs out of the workspace).
+        """
+        if not self.state.is_current_report(worker_id, status):
+            return dataclasses.replace(status, outputs={})
         problem = self.artifacts.problem(status.outputs)
         if problem is None:
             try:

@@ -52,6 +52,15 @@ FrameHandler = Callable[["Peer", Frame], "Awaitable[None] | None"]
 _COMPLAINTS_LOGGED = 3
 
 
+def _text(value: object) -> str:
+    """A field of an unvalidated ERROR body, for the log: a string as it is, anything else by its type.
+
+    Never formatted with ``%s`` as it came: a list nested a thousand deep (msgpack decodes 1 023 levels)
+    raises RecursionError in the log handler, which logging lets through and which would end the connection.
+    """
+    return value if isinstance(value, str) else f"<{type(value).__name__}>"
+
+
 class Peer(asyncio.Protocol):
     """A framed, request/reply capable connection (either end)."""
 
@@ -158,7 +167,7 @@ class Peer(asyncio.Protocol):
             return
         if frame.is_error:
             body = frame.body
-            self.complain("%s sent error %s: %s", self.label, body.get("code"), body.get("message"))
+            self.complain("%s sent error %s: %s", self.label, _text(body.get("code")), _text(body.get("message")))
             if self.strict:
                 self.close()  # a dialler that errs mid-handshake has given up; an ERROR is never answered
             return
