@@ -19,8 +19,10 @@ from titan.cli.render import (
     job_table,
     stats_view,
     worker_label,
+    worker_tree,
     workers_table,
 )
+from titan.cli.safe import for_terminal
 from titan.client.testing import worker_info as worker
 
 NOW = 1_700_000_000.0
@@ -243,3 +245,29 @@ def test_help_examples_stay_whole_at_80_columns() -> None:
         assert example in lines  # on a line of its own, ready to copy
         if " " not in syntax or len(syntax) <= 80:
             assert syntax in lines
+
+
+def test_escape_sequences_in_what_users_sent_never_reach_the_terminal() -> None:
+    hostile = job(
+        "TSK-1",
+        data="true \x1b[2J\x1b]0;pwned\x07",
+        error="boom\x1b[31m",
+        state="DEAD",
+        history=[TransitionInfo(start="RUNNING", finish="DEAD", stimulus="exit 1\x1b[0m", t=NOW)],
+    )
+    evil_worker = dataclasses.replace(worker(8081), host="\u202elocalhost", skills=["GPU\x1b[5m"])
+    console = Console(width=200, record=True, force_terminal=True)
+    for view in (
+        job_table([hostile]),
+        job_detail(hostile, now=NOW),
+        workers_table([evil_worker]),
+        worker_label(evil_worker),
+        *worker_tree([evil_worker]),
+    ):
+        console.print(view)
+    shown = console.export_text(styles=False)
+    assert "\x1b" not in shown and "\u202e" not in shown and "\x07" not in shown
+    assert "\\x1b[2J" in shown and "\\u202e" in shown
+    # and a message with nothing unprintable is not copied at all
+    plain = job()
+    assert for_terminal(plain) is plain

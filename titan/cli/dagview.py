@@ -19,6 +19,7 @@ from rich.tree import Tree
 from protocol import JobInfo
 
 from .render import STATE_STYLES, state_text
+from .safe import for_terminal
 
 __all__ = ["STATE_ORDER", "dag_tree", "job_line", "state_summary"]
 
@@ -52,6 +53,7 @@ def state_summary(jobs: Iterable[JobInfo]) -> Text:
 
 def job_line(job: JobInfo, outside: Sequence[str] = ()) -> Text:
     """``ID  STATE  on <worker>  attempt 2/3  error``: one job in a tree or a list."""
+    job = for_terminal(job)
     text = Text.assemble((job.id, "bold"), "  ", state_text(job.state))
     if job.worker:
         text.append(f"  on {job.worker}", style="dim")  # a worker's name is "[8081]" already
@@ -66,6 +68,7 @@ def job_line(job: JobInfo, outside: Sequence[str] = ()) -> Text:
 
 def dag_tree(jobs: Sequence[JobInfo], *, title: str | None = None, max_lines: int = 200) -> Tree:
     """The DAG as a tree from its roots to its sinks, each job with its state."""
+    jobs = [for_terminal(job) for job in jobs]
     by_id = {job.id: job for job in jobs}
     children: dict[str, list[JobInfo]] = {}
     roots: list[JobInfo] = []

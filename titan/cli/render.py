@@ -21,6 +21,7 @@ from rich.tree import Tree
 
 from protocol import JobInfo, StatsReply, WorkerInfo
 
+from .safe import for_terminal
 from .scaling import SCALING_HELP, autoscaler_rows
 
 __all__ = [
@@ -155,6 +156,7 @@ def job_table(jobs: Sequence[JobInfo], *, now: float | None = None, title: str |
     A LAST ERROR column is added when a listed job is DEAD, FAILED, SKIPPED or
     CANCELLED with a reason (the dead-letter queue, ``LIST DEAD``).
     """
+    jobs = [for_terminal(job) for job in jobs]
     now = time.time() if now is None else now
     errors = any(job.error and job.state in _ERROR_STATES for job in jobs)
     # columns two spaces apart and no rules, as ps or kubectl print them: an 80-column screen keeps
@@ -191,6 +193,7 @@ def _attempts(job: JobInfo) -> str:
 
 def job_detail(job: JobInfo, *, now: float | None = None) -> Panel:
     """Every field of one job, then its story (one row per state change)."""
+    job = for_terminal(job)
     now = time.time() if now is None else now
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="bold")
@@ -237,6 +240,7 @@ def job_detail(job: JobInfo, *, now: float | None = None) -> Panel:
 
 def attempts_table(job: JobInfo) -> Table:
     """One row per attempt: where, how it ended, how long it ran, the backoff after it."""
+    job = for_terminal(job)
     table = _plain_table("Attempts")
     for name in ("#", "WORKER", "STATE", "EXIT", "STARTED", "RAN", "BACKOFF", "ERROR / OUTPUTS"):
         table.add_column(name, no_wrap=name != "ERROR / OUTPUTS", overflow="fold")
@@ -271,6 +275,7 @@ def _display(worker: WorkerInfo) -> str:
 
 def worker_label(worker: WorkerInfo) -> Text:
     """``• [8081] Load: 1/4 (25%) | Skills: [GENERAL]`` (plus the health if not healthy)."""
+    worker = for_terminal(worker)
     percent = round(100 * worker.load / worker.capacity) if worker.capacity else 0
     label = Text(f"• [{_display(worker)}] Load: {worker.load}/{worker.capacity} ({percent}%)")
     label.append(f" | Skills: [{', '.join(worker.skills)}]")
@@ -302,6 +307,7 @@ def _fill(node: Tree, worker: WorkerInfo, children: dict[str | None, list[Worker
 
 def worker_tree(workers: Iterable[WorkerInfo]) -> list[Tree]:
     """One tree per top-level worker; child workers nest under their parent."""
+    workers = [for_terminal(worker) for worker in workers]
     workers = list(workers)
     known = {worker.id for worker in workers}
     children: dict[str | None, list[WorkerInfo]] = {}
@@ -372,6 +378,7 @@ def stats_view(stats: StatsReply) -> Group:
 
 def workers_table(workers: Sequence[WorkerInfo]) -> Table:
     """WORKERS: one row per worker."""
+    workers = [for_terminal(worker) for worker in workers]
     table = _plain_table()
     # PARENT, SERVICES and MEMORY only when some worker has one (reserved memory, for the last): nine
     # columns fold every cell on an 80-column screen

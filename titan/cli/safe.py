@@ -1,0 +1,57 @@
+"""What the master says about jobs and workers, made safe to print on a terminal.
+
+Job ids, data, errors, skills and worker names come from whoever submitted the
+job or started the worker. Printed as they came, an escape sequence in one
+(``\\x1b[2J``) would clear or recolour the terminal of the operator who runs
+``titan list``, and a text-direction control would make a line read other than
+it is. :func:`for_terminal` returns a message whose every string has such
+characters escaped as Python writes them (``\\x1b``), as the master's own error
+messages are (``protocol.text.one_line``); ``--json`` output needs nothing of
+the kind, since JSON escapes them itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+from protocol import Message
+
+__all__ = ["for_terminal", "printable"]
+
+M = TypeVar("M", bound=Message)
+
+
+def printable(text: str) -> str:
+    """``text`` with every unprintable character (controls, line breaks, format characters) escaped."""
+    if text.isprintable():
+        return text  # nearly always: nothing to copy
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def _needs_escaping(value: Any) -> bool:
+    if isinstance(value, str):
+        return not value.isprintable()
+    if isinstance(value, list):
+        return any(_needs_escaping(item) for item in value)
+    if isinstance(value, Message):
+        return any(_needs_escaping(getattr(value, field.name)) for field in dataclasses.fields(value))  # type: ignore[arg-type]
+    return False
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, list):
+        return [_escaped(item) for item in value]
+    if isinstance(value, Message):
+        return for_terminal(value)
+    return value
+
+
+def for_terminal(message: M) -> M:
+    """``message`` itself when all its text is printable (the usual case), else a copy that is."""
+    if not _needs_escaping(message):
+        return message
+    fields = dataclasses.fields(message)  # type: ignore[arg-type]
+    return dataclasses.replace(message, **{field.name: _escaped(getattr(message, field.name)) for field in fields})  # type: ignore[type-var]
