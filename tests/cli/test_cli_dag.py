@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
@@ -118,17 +118,22 @@ async def test_follow_jobs_draws_progress_until_final(fake_master: FakeMaster) -
     assert "2/2" in out.getvalue() and "1 COMPLETED · 1 SKIPPED" in out.getvalue()
 
 
+def _repl(fake_master: FakeMaster, out: io.StringIO, pipe: PipeInput) -> Repl:
+    """A REPL on ``fake_master`` that reads ``pipe`` and prints to ``out``."""
+    return Repl(
+        ClientSettings(host="127.0.0.1", port=fake_master.port),
+        console=Console(file=out, width=120, color_system=None),
+        history_path=None,
+        input=pipe,
+        output=DummyOutput(),
+    )
+
+
 async def test_repl_status_of_a_dag_job_shows_the_tree_and_cancel_dag(fake_master: FakeMaster) -> None:
     out = io.StringIO()
     with create_pipe_input() as pipe:
         pipe.send_text("SUBMIT_DAG A|SHELL|true|1|0|[] ; B|SHELL|true|1|0|[A]\rSTATUS B\rCANCEL_DAG B\rDLQ\rEXIT\r")
-        repl = Repl(
-            ClientSettings(host="127.0.0.1", port=fake_master.port),
-            console=Console(file=out, width=120, color_system=None),
-            history_path=None,
-            input=pipe,
-            output=DummyOutput(),
-        )
+        repl = _repl(fake_master, out, pipe)
         assert await repl.run() == 0
     text = out.getvalue()
     assert "DAG DAG-00000001 accepted, 2 jobs: A, B" in text
@@ -178,13 +183,7 @@ async def test_repl_watch_follows_the_whole_dag_until_final(fake_master: FakeMas
     out = io.StringIO()
     with create_pipe_input() as pipe:
         pipe.send_text("WATCH A\rEXIT\r")
-        repl = Repl(
-            ClientSettings(host="127.0.0.1", port=fake_master.port),
-            console=Console(file=out, width=120, color_system=None),
-            history_path=None,
-            input=pipe,
-            output=DummyOutput(),
-        )
+        repl = _repl(fake_master, out, pipe)
         session = asyncio.create_task(repl.run())
         fake_master.set_state("B", "COMPLETED")  # before or after WATCH asks: it ends either way
         assert await session == 0
@@ -198,13 +197,7 @@ async def test_repl_status_and_watch_take_the_dag_id_submit_dag_printed(fake_mas
     out = io.StringIO()
     with create_pipe_input() as pipe:
         pipe.send_text("STATUS DAG-9\rWATCH DAG-9\rSTATUS DAG-404\rEXIT\r")
-        repl = Repl(
-            ClientSettings(host="127.0.0.1", port=fake_master.port),
-            console=Console(file=out, width=120, color_system=None),
-            history_path=None,
-            input=pipe,
-            output=DummyOutput(),
-        )
+        repl = _repl(fake_master, out, pipe)
         assert await repl.run() == 0
     text = out.getvalue()
     assert text.count("DAG DAG-9  2 jobs  2 COMPLETED") == 2 and "└── B  COMPLETED" in text
