@@ -14,7 +14,7 @@ from protocol import VERSION, FrameDecoder, JobSpec, Opcode
 from tests.conftest import Cluster, ClusterFactory
 from tests.support import pid_alive, wait_until
 from titan.cli.main import main
-from titan.worker.agent import machine_memory_mb
+from titan.worker.offer import machine_memory_mb
 
 
 async def submit_shell(cluster: Cluster, command: str, **fields) -> str:

@@ -60,8 +60,9 @@ from .dirs import workspace_problem
 from .engine import Attempt, ProcessRunner
 from .leftovers import kill_leftovers
 from .logship import LogShipper, read_logs
+from .offer import fit_in_one_frame, machine_memory_mb, offered_skills
 
-__all__ = ["Worker", "machine_memory_mb"]
+__all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +77,6 @@ _FROM_MASTER: Final[Mapping[Opcode, type[Message]]] = {
 _INLINE_PAYLOAD_BYTES: Final = 256 * 1024
 # room left in a final TASK_STATUS for its own fields besides the logs and the outputs
 _STATUS_HEADROOM: Final = 64 * 1024
-# advertised when a ``java`` is on the PATH: ``.jar`` jobs need it (see titan/master/runtimes.py)
-_JAVA_SKILL: Final = "JAVA"
-
-
-def machine_memory_mb() -> int | None:
-    """This machine's physical memory in MiB, or None where the system does not say."""
-    try:
-        return max(1, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024))
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 class Worker:
@@ -340,14 +331,14 @@ class Worker:
     async def _register(self, peer: Peer) -> None:
         settings = self.settings
         assert self._runner is not None
-        finished, deferred = _fit_in_one_frame(self._outbox, settings.max_body // 2)
+        finished, deferred = fit_in_one_frame(self._outbox, settings.max_body // 2)
         message = Register(
             worker_id=self.worker_id,
             name=self.name,
             host=self.host,
             port=self.port,
             capacity=settings.capacity,
-            skills=self._skills(),
+            skills=offered_skills(self.settings.skills, self._runner.commands),
             parent=settings.parent,
             pid=os.getpid(),
             # reports too big to ride along are sent right after the answer: until then they count as running
@@ -391,13 +382,6 @@ class Worker:
                     await peer.wait_closed()
             except TimeoutError:
                 peer.send(Heartbeat(load=self.load, running=self.running_refs()))
-
-    def _skills(self) -> list[str]:
-        assert self._runner is not None
-        skills = list(self.settings.skills)
-        if _JAVA_SKILL not in skills and self._runner.commands.which("java") is not None:
-            skills.append(_JAVA_SKILL)
-        return skills
 
     def _backoff_s(self, failures: int) -> float:
         settings = self.settings
@@ -618,18 +602,3 @@ class Worker:
             self._check_drained()
 
         task.add_done_callback(forget)
-
-
-def _fit_in_one_frame(outbox: list[TaskStatus], budget: int) -> tuple[list[TaskStatus], list[TaskStatus]]:
-    """Split final reports into those a REGISTER can carry (logs and outputs within ``budget``) and the rest."""
-    fits: list[TaskStatus] = []
-    rest: list[TaskStatus] = []
-    used = 0
-    for status in outbox:
-        size = len(status.stdout or b"") + len(status.stderr or b"") + sum(map(len, status.outputs.values()))
-        if used + size <= budget:
-            used += size
-            fits.append(status)
-        else:
-            rest.append(status)
-    return fits, rest
