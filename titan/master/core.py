@@ -28,9 +28,9 @@ import random
 from collections import deque
 from collections.abc import Sequence
 
-from protocol import JobSpec, Register, StatsReply, TaskRef, TaskStatus
+from protocol import JobSpec, Register, TaskRef, TaskStatus
 from titan.config import MasterSettings
-from titan.errors import InvalidTransition, UnknownJob, ValidationError
+from titan.errors import InvalidTransition, ValidationError
 from titan.jobs import (
     ACTIVE_STATES,
     FINAL_STATES,
@@ -50,6 +50,7 @@ from .admission import Admission
 from .files import FileCatalog
 from .invariants import check_invariants
 from .journal import Journal
+from .queries import StateQueries
 from .registry import Health, WorkerRecord, WorkerRegistry
 from .retry import next_retry
 from .scheduler import DelayHeap, JobClass, LeastConnections, ReadyQueue
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 S = JobState
 
 
-class MasterState(ServiceStimuli):
+class MasterState(ServiceStimuli, StateQueries):
     """Jobs, workers, queues; see the module docstring (services and child workers: ``services_core.py``).
 
     Counts: ``failed`` in :meth:`stats` is the number of failed attempts so far
@@ -267,88 +268,6 @@ class MasterState(ServiceStimuli):
     def next_due(self) -> float | None:
         """When :meth:`timers_due` has work next (the shell's one timer)."""
         return self.delays.next_due()
-
-    # ------------------------------------------------------------------ queries
-    def job(self, job_id: str) -> Job:
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise UnknownJob(job_id)
-        return job
-
-    def is_current_report(self, worker_id: str, status: TaskStatus) -> bool:
-        """Whether ``status`` reports the attempt ``worker_id`` holds now: one the core will apply, not fence."""
-        job = self.jobs.get(status.job_id)
-        return (
-            job is not None
-            and job.worker == worker_id
-            and job.attempts == status.attempt
-            and job.state in ACTIVE_STATES
-        )
-
-    def ran_attempt(self, worker_id: str, job_id: str, attempt: int) -> bool:
-        """Whether attempt ``attempt`` of ``job_id`` was given to ``worker_id``, now or before."""
-        job = self.jobs.get(job_id)
-        record = self.registry.get(worker_id)
-        if job is None or record is None:
-            return False
-        if job.worker == worker_id and job.attempts == attempt:
-            return True
-        # an earlier attempt: its record names the worker as it was shown then
-        return any(run.attempt == attempt and run.worker == record.name for run in job.runs)
-
-    def dag_jobs(self, ref: str) -> list[Job]:
-        """The jobs of a DAG, in submission order; ``ref`` is a DAG id or the id of one of its jobs.
-
-        Raises:
-            UnknownJob, ValidationError (the job was submitted on its own).
-        """
-        jobs = self.dags.get(ref)
-        if jobs is not None:
-            return jobs
-        job = self.job(ref)
-        if job.dag is None:
-            raise ValidationError(f"job '{ref}' was not submitted as part of a DAG")
-        return self.dags[job.dag]
-
-    def list_jobs(self, state: str | None = None, limit: int = 1000, dag: str | None = None) -> list[Job]:
-        """Most recent first (a DAG's jobs: in submission order), optionally only jobs in ``state``."""
-        wanted: JobState | None = None
-        if state:
-            try:
-                wanted = JobState(state.strip().upper())
-            except ValueError:
-                raise ValidationError(f"unknown state '{state}': expected one of {', '.join(JobState)}") from None
-        found: list[Job] = []
-        if limit <= 0:
-            return found
-        for job in self.dag_jobs(dag) if dag else reversed(self.jobs.values()):
-            if wanted is None or job.state is wanted:
-                found.append(job)
-                if len(found) >= limit:
-                    break
-        return found
-
-    def stats(self, now: float) -> StatsReply:
-        counts = self.counts
-        return StatsReply(
-            queued=counts[S.PENDING],
-            delayed=counts[S.DELAYED] + counts[S.FAILED],
-            blocked=counts[S.BLOCKED],
-            dead=counts[S.DEAD],
-            running=counts[S.RUNNING],
-            scheduled=counts[S.SCHEDULED],
-            completed=counts[S.COMPLETED],
-            failed=self.failed_attempts,
-            cancelled=counts[S.CANCELLED],
-            workers=self.registry.infos(now),
-            uptime_s=max(0.0, now - self.started_at),
-            extra={
-                "failed_jobs": counts[S.FAILED],
-                "skipped": counts[S.SKIPPED],
-                "stopped": counts[S.STOPPED],
-                "jobs": len(self.jobs),
-            },
-        )
 
     def validate(self) -> None:
         """Raise AssertionError if an invariant does not hold."""
