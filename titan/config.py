@@ -151,12 +151,18 @@ class MasterSettings:
     name: str = "titan-master"
     # the autoscaler (DESIGN §7): None keeps it off (the default; `--autoscale` turns it on)
     autoscale: AutoscaleSettings | None = None
+    # bounds on every SPAWN, a person's or the autoscaler's (DESIGN §7): workers in all (spawns not yet
+    # registered included), and how deep a child may be (a top-level worker is depth 0)
+    max_workers: int = 64
+    max_depth: int = 4
 
     def __post_init__(self) -> None:
         if not self.handshake_timeout_s > 0:
             raise ValueError(f"handshake_timeout_s must be positive, got {self.handshake_timeout_s}")
         if self.max_handshaking < 1:
             raise ValueError(f"max_handshaking must be at least 1, got {self.max_handshaking}")
+        if self.max_workers < 1 or self.max_depth < 1:
+            raise ValueError(f"max_workers and max_depth must be at least 1, got {self.max_workers}, {self.max_depth}")
 
 
 @dataclass(frozen=True)

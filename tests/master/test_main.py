@@ -151,6 +151,12 @@ def test_flags_and_token_from_the_environment() -> None:
     assert parse_args([], environ={})[0].wal_commit_delay_s == 0.01
 
 
+def test_spawn_bounds_have_defaults_and_flags() -> None:
+    assert (parse_args([], environ={})[0].max_workers, parse_args([], environ={})[0].max_depth) == (64, 4)
+    settings, _ = parse_args(["--max-workers", "10", "--max-depth", "1"], environ={})
+    assert (settings.max_workers, settings.max_depth) == (10, 1)
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -160,6 +166,8 @@ def test_flags_and_token_from_the_environment() -> None:
         ["--wal-commit-delay", "-1"],
         ["--wal-commit-delay", "soon"],
         ["--tls-key", "master.key"],  # a key without its certificate
+        ["--max-workers", "0"],
+        ["--max-depth", "-1"],
     ],
 )
 def test_bad_flags_exit_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -114,6 +114,19 @@ def parse_args(
         metavar="RECORDS",
         help=f"snapshot the state after this many WAL records (default {MasterSettings.snapshot_every_records})",
     )
+    parser.add_argument(
+        "--max-workers",
+        type=_count,
+        default=MasterSettings.max_workers,
+        help="most workers in all, counting spawns on their way: a SPAWN (or an autoscaler's) past it is "
+        "refused (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-depth",
+        type=_count,
+        default=MasterSettings.max_depth,
+        help="deepest child worker a SPAWN may start; a top-level worker is depth 0 (default %(default)s)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
     _autoscale_options(parser)
     args = parser.parse_args(argv)
@@ -132,6 +145,8 @@ def parse_args(
         fsync=args.fsync == "on",
         snapshot_every_records=args.snapshot_every,
         wal_commit_delay_s=args.wal_commit_delay / 1000,
+        max_workers=args.max_workers,
+        max_depth=args.max_depth,
         autoscale=_autoscale(parser, args),
     )
     return settings, args.log_level

@@ -9,6 +9,11 @@ workers that leave. It holds no job state.
 Spawn requests are named (``SPAWN-<n>``, ``AUTO-<n>`` for the autoscaler's); the
 child sends the name back in its REGISTER, which is how STATS tells the
 autoscaler's children (the only ones it ever retires) from the others.
+
+Every request, a person's or the autoscaler's, is held to two bounds
+(``max_workers``, ``max_depth``: DESIGN §7): the workers there are, counting the
+spawns asked for but not registered yet (for ``spawn_timeout_s``), and the depth
+the child would have. A request past either is refused in one line.
 """
 
 from __future__ import annotations
@@ -55,9 +60,15 @@ class Scaling:
         apply: Callable[[list[Effect]], None],
         clock: Callable[[], float],
         settings: AutoscaleSettings | None = None,
+        max_workers: int = 64,
+        max_depth: int = 4,
     ) -> None:
         self.state = state
         self.autoscaler = Autoscaler(settings) if settings is not None else None
+        self.max_workers = max_workers
+        self.max_depth = max_depth
+        self._spawn_timeout_s = (settings or AutoscaleSettings()).spawn_timeout_s
+        self._in_flight: dict[str, float] = {}  # spawn id -> when it was asked for, until its child registers
         self._send = send
         self._apply = apply
         self._clock = clock
@@ -122,6 +133,7 @@ class Scaling:
 
     def registered(self, msg: Register) -> None:
         """A worker registered: one of its parent's pending spawns has arrived."""
+        self._in_flight.pop(msg.spawn_id, None)
         if self.autoscaler is not None and msg.parent and msg.spawn_id.startswith(AUTOSCALED):
             self.autoscaler.registered(msg.parent)
 
@@ -175,12 +187,34 @@ class Scaling:
 
     # ------------------------------------------------------------------ internals
     def _request(self, parent: WorkerRecord, port: int, capacity: int, prefix: str, why: str) -> str:
+        self._check_bounds(parent)
         spawn_id = f"{prefix}{next(self._ids)}"
         message = SpawnWorker(port=port, capacity=capacity, spawn_id=spawn_id)
         if not self._send(parent.id, message):
             raise UsageError(f"worker {parent.name} has no connection")
+        self._in_flight[spawn_id] = self._clock()
         log.info("%s: %s asked to start a child worker (%s)", spawn_id, parent.name, why)
         return spawn_id
+
+    def _check_bounds(self, parent: WorkerRecord) -> None:
+        """Refuse a child past ``max_workers`` or ``max_depth``.
+
+        Raises:
+            UsageError: naming the bound and its flag.
+        """
+        registry = self.state.registry
+        depth = registry.depth(parent) + 1
+        if depth > self.max_depth:
+            raise UsageError(f"a child of {parent.name} would be at depth {depth}, past --max-depth {self.max_depth}")
+        now = self._clock()
+        self._in_flight = {i: t for i, t in self._in_flight.items() if now - t < self._spawn_timeout_s}
+        workers = sum(1 for record in registry if record.health not in (Health.LOST, Health.RETIRED))
+        if workers + len(self._in_flight) >= self.max_workers:
+            on_the_way = f" and {len(self._in_flight)} on the way" if self._in_flight else ""
+            raise UsageError(
+                f"the cluster has {workers} worker{'s' if workers != 1 else ''}{on_the_way}, "
+                f"as many as --max-workers {self.max_workers} allows"
+            )
 
     def _drain(self, record: WorkerRecord, reason: str) -> list[Effect]:
         effects = self.state.drain(record.id, self._clock())

@@ -136,7 +136,13 @@ class Master(ClientHandlers):
         self._closing = False
         self._stopped = asyncio.Event()
         self.scaling = Scaling(
-            self.state, send=self._send_to_worker, apply=self._apply, clock=clock, settings=settings.autoscale
+            self.state,
+            send=self._send_to_worker,
+            apply=self._apply,
+            clock=clock,
+            settings=settings.autoscale,
+            max_workers=settings.max_workers,
+            max_depth=settings.max_depth,
         )
         self._gate = HandshakeGate(
             server_name=settings.name,

@@ -1,0 +1,46 @@
+"""Every SPAWN is held to --max-workers (spawns on their way included) and --max-depth."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol import Message, Register
+from titan.errors import UsageError
+from titan.master.scaling import Scaling
+
+from .helpers import make_state, register
+
+
+def test_spawns_stop_at_max_workers_counting_those_on_the_way_and_at_max_depth() -> None:
+    state = make_state()
+    register(state, "w1", port=8081)
+    now = [100.0]
+    asked: list[tuple[str, Message]] = []
+    scaling = Scaling(
+        state,
+        send=lambda worker_id, message: asked.append((worker_id, message)) is None,
+        apply=lambda effects: None,
+        clock=lambda: now[0],
+        max_workers=2,
+        max_depth=1,
+    )
+    first = scaling.spawn("w1", port=9001, capacity=1)
+    with pytest.raises(UsageError, match=r"^the cluster has 1 worker and 1 on the way, as many as --max-workers 2"):
+        scaling.spawn("w1", port=9002, capacity=1)
+    # a spawn that never registers stops counting after spawn_timeout_s (30 s by default)
+    now[0] += 31
+    scaling.spawn("w1", port=9002, capacity=1)
+    assert [worker_id for worker_id, _ in asked] == ["w1", "w1"]
+    # the first child registers at last: two workers, one on the way
+    child = Register(
+        worker_id="w1/9001", name="[9001]", host="h", port=9001, capacity=1, skills=["GENERAL"], parent="w1",
+        spawn_id=first.spawn_id,
+    )  # fmt: skip
+    state.worker_registered(child, now[0])
+    scaling.registered(child)
+    with pytest.raises(UsageError, match="the cluster has 2 workers and 1 on the way"):
+        scaling.spawn("w1", port=9003, capacity=1)
+    # and a child of a child would be deeper than --max-depth allows, whatever the count
+    scaling.max_workers = 10
+    with pytest.raises(UsageError, match=r"^a child of \[9001\] would be at depth 2, past --max-depth 1$"):
+        scaling.spawn("w1/9001", port=9004, capacity=1)
