@@ -35,5 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.spawn_limit
 	$(BIN)/python -m bench.report
 
+## remove the venv, the caches, the demo's image and all runtime state in titan_workspace/ (WAL, jobs, logs)
 clean:
-	rm -rf $(VENV) titan_workspace/jobs mandelbrot.png .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) mandelbrot.png .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find titan_workspace -mindepth 1 -maxdepth 1 ! -name .gitkeep -exec rm -rf {} +
