@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import pytest
@@ -28,7 +29,8 @@ async def get(port: int, path: str) -> tuple[int, bytes]:
 
 
 async def test_page_and_snapshot_show_the_cluster(fake_master: FakeMaster) -> None:
-    fake_master.workers = [worker_info(8080, load=1, services=["DASH"]), worker_info(8081, parent="w-8080")]
+    reserving = dataclasses.replace(worker_info(8080, load=1, services=["DASH"]), memory_mb=4096, memory_used_mb=512)
+    fake_master.workers = [reserving, worker_info(8081, parent="w-8080")]
     fake_master.add_job("DASH", "DEPLOY", "server_dashboard.py", state="RUNNING")
     dashboard = Dashboard(DashboardSettings(port=0), ClientSettings(port=fake_master.port))
     await dashboard.start()
@@ -40,6 +42,8 @@ async def test_page_and_snapshot_show_the_cluster(fake_master: FakeMaster) -> No
         assert status == 200 and data["connected"]
         assert [w["port"] for w in data["stats"]["workers"]] == [8080, 8081]
         assert data["stats"]["workers"][1]["parent"] == "w-8080"
+        assert (data["stats"]["workers"][0]["memory_used_mb"], data["stats"]["workers"][0]["memory_mb"]) == (512, 4096)
+        assert b"memory_used_mb" in page  # the page shows a worker's reservations
         assert [job["id"] for job in data["jobs"]] == ["DASH"]
         assert await get(dashboard.port, "/healthz") == (200, b"ok\n")
     finally:

@@ -51,6 +51,7 @@ function label(w) {
   const pct = w.capacity ? Math.round(100 * w.load / w.capacity) : 0;
   let text = "\\u2022 [" + (w.port || w.name) + "] Load: " + w.load + "/" + w.capacity + " (" + pct + "%) | Skills: ["
     + w.skills.join(", ") + "]";
+  if (w.memory_used_mb) text += " | Memory: " + w.memory_used_mb + "/" + (w.memory_mb ?? "no limit") + " MiB";
   if (w.health !== "HEALTHY") text += " | " + w.health;
   return el("span", text, w.health === "HEALTHY" ? "" : "bad");
 }
