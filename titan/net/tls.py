@@ -25,7 +25,7 @@ from typing import Final
 
 from titan.errors import ConnectError, TitanError, TlsRefused
 
-__all__ = ["TlsClient", "TlsSetupError", "describe_tls_failure", "server_context"]
+__all__ = ["PLAIN_TO_TLS_HINT", "TlsClient", "TlsSetupError", "describe_tls_failure", "server_context"]
 
 # what a peer that does not speak TLS to a TLS master sees: its HELLO answered by a closed connection
 PLAIN_TO_TLS_HINT: Final = "if the master uses TLS, connect with --tls or --tls-ca FILE"
