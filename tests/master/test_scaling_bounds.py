@@ -44,3 +44,25 @@ def test_spawns_stop_at_max_workers_counting_those_on_the_way_and_at_max_depth()
     scaling.max_workers = 10
     with pytest.raises(UsageError, match=r"^a child of \[9001\] would be at depth 2, past --max-depth 1$"):
         scaling.spawn("w1/9001", port=9004, capacity=1)
+
+
+def test_a_deployed_child_worker_is_held_to_the_same_bounds_and_counted_on_its_way() -> None:
+    state = make_state()
+    register(state, "w1", port=8081)
+    scaling = Scaling(
+        state, send=lambda worker_id, message: True, apply=lambda effects: None, clock=lambda: 100.0,
+        max_workers=2, max_depth=1,
+    )  # fmt: skip
+    scaling.admit_deployed_child("w1", "CHILD")
+    with pytest.raises(UsageError, match="the cluster has 1 worker and 1 on the way"):
+        scaling.admit_deployed_child("w1", "OTHER")
+    child = Register(
+        worker_id="w1/9001", name="[9001]", host="h", port=9001, capacity=1, skills=["GENERAL"], parent="w1",
+        spawn_id="CHILD",
+    )  # fmt: skip
+    state.worker_registered(child, 100.0)
+    scaling.registered(child)
+    scaling.max_workers = 10
+    scaling.admit_deployed_child("w1", "THIRD")
+    with pytest.raises(UsageError, match=r"^a child of \[9001\] would be at depth 2, past --max-depth 1$"):
+        scaling.admit_deployed_child("w1/9001", "DEEP")
