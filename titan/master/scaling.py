@@ -20,6 +20,7 @@ the child would have. A request past either is refused in one line.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 from collections.abc import Callable
@@ -65,6 +66,13 @@ class Scaling:
         max_depth: int = 4,
     ) -> None:
         self.state = state
+        if settings is not None:
+            # the autoscaler plans within the master's bounds, so it does not decide on spawns they refuse
+            settings = dataclasses.replace(
+                settings,
+                max_workers=min(settings.max_workers, max_workers),
+                max_depth=min(settings.max_depth, max_depth),
+            )
         self.autoscaler = Autoscaler(settings) if settings is not None else None
         self.max_workers = max_workers
         self.max_depth = max_depth
@@ -194,8 +202,9 @@ class Scaling:
             if isinstance(decision, Spawn):
                 try:
                     self._request(parent, 0, decision.capacity, AUTOSCALED, f"autoscaler: {decision.reason}")
-                except UsageError as exc:  # it lost its connection since the views were taken
+                except UsageError as exc:  # past the bounds (spawns of others), or it lost its connection
                     log.warning("autoscaler: cannot spawn on %s: %s", parent.name, exc)
+                    self.autoscaler.refused(parent.id, str(exc), self._clock())
             elif isinstance(decision, Retire):
                 log.info("autoscaler: retiring %s: %s", parent.name, decision.reason)
                 self._apply(self._drain(parent, f"autoscaler: {decision.reason}"))
