@@ -195,6 +195,13 @@ def test_workers_table() -> None:
     assert "DASH" in text and "1/4" in text
 
 
+def test_a_worker_expected_back_after_a_master_restart_is_shown_by_its_name_once_bracketed() -> None:
+    # what the master shows of it: the name its jobs recorded, no port, host or capacity until it registers
+    expected = dataclasses.replace(worker(8081, load=1, health="DISCONNECTED"), name="[8081]", port=0, capacity=0)
+    assert worker_label(expected).plain.startswith("• [8081] Load: 1/0")
+    assert "[[8081]]" not in text_of(workers_table([expected]))
+
+
 def test_reserved_memory_shows_once_a_job_reserves_some() -> None:
     reserving = dataclasses.replace(worker(8081, load=1), memory_mb=16_000, memory_used_mb=2_048)
     idle = dataclasses.replace(worker(8082), memory_mb=16_000)

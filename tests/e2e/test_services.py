@@ -151,6 +151,19 @@ async def test_deploy_of_the_worker_artifact_starts_a_child_that_stop_drains(mak
     assert worker.services == [] and worker.load == 0
 
 
+async def test_a_deploy_of_the_worker_artifact_past_max_workers_fails_in_one_line(make_cluster: ClusterFactory) -> None:
+    cluster = await make_cluster(n_workers=0, max_workers=2)
+    await cluster.add_worker(18181, capacity=2, **FAST_SERVICES)
+    client = cluster.client
+    await client.submit_dag([JobSpec(type="DEPLOY", data="worker", id="FIRST", port=0)])
+    await wait_until(lambda: job_is(cluster, "FIRST", "RUNNING", up=True), timeout_s=30, what="the first child")
+    await client.submit_dag([JobSpec(type="DEPLOY", data="worker", id="SECOND", port=0, max_attempts=1)])
+    (second,) = await client.wait(["SECOND"], timeout_s=30)
+    assert second.state == "DEAD"
+    assert second.error == "the cluster has 2 workers, as many as --max-workers 2 allows"
+    assert len(await workers(cluster)) == 2
+
+
 async def test_spawn_and_retire_a_child_worker(make_cluster: ClusterFactory) -> None:
     cluster = await service_cluster(make_cluster)
     client = cluster.client

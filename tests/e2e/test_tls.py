@@ -81,6 +81,23 @@ async def test_a_plain_client_of_a_tls_master_is_told_to_use_tls(tls_master: Mas
         assert (await client.stats()).workers == []
 
 
+async def test_a_plain_worker_of_a_tls_master_stops_at_start_up_with_the_hint(
+    tls_master: Master, tmp_path: Path
+) -> None:
+    settings = WorkerSettings(**FAST_WORKER, master_port=tls_master.port, port=18183, workspace=tmp_path / "w")
+    worker = Worker(settings)
+    await worker.start()
+    try:
+        await wait_until(worker.refused.is_set, timeout_s=10, what="the plain worker to give up")
+        assert worker.refusal.startswith(f"handshake with 127.0.0.1:{tls_master.port} failed: ")
+        assert worker.refusal.endswith(
+            f"if the master uses TLS, connect with --tls or --tls-ca FILE (master 127.0.0.1:{tls_master.port})"
+        )
+        assert not worker.registered.is_set()
+    finally:
+        await worker.aclose()
+
+
 async def test_a_master_certificate_nobody_vouches_for_is_refused(tls_master: Master) -> None:
     with pytest.raises(TlsRefused, match="its TLS certificate was refused .*; pass the CA that signed it"):
         await TitanClient.connect(_client_settings(tls_master, TlsClient(TLS / "stranger.pem")))

@@ -37,6 +37,19 @@ def test_unusable_server_files_are_one_line_naming_them(cert: Path, key: Path | 
     assert "\n" not in message
 
 
+def test_an_encrypted_key_is_refused_in_one_line_without_asking_for_a_passphrase() -> None:
+    encrypted = TLS / "master-encrypted.key"  # master.key under a passphrase: OpenSSL would prompt for it
+    with pytest.raises(TlsSetupError, match=f"^TLS key {encrypted} is encrypted: give the master a key without"):
+        server_context(CERT, encrypted)
+
+
+def test_a_folder_given_as_a_tls_file_is_not_a_file(tmp_path: Path) -> None:
+    with pytest.raises(TlsSetupError, match=f"^TLS file {tmp_path} is not a file$"):
+        server_context(tmp_path, KEY)
+    with pytest.raises(TlsSetupError, match=f"^TLS file {tmp_path} is not a file$"):
+        TlsClient(tmp_path).context()
+
+
 def test_a_ca_file_that_is_missing_or_holds_no_certificate_is_refused(tmp_path: Path) -> None:
     assert TlsClient(CA).context().check_hostname
     with pytest.raises(TlsSetupError, match="does not exist"):

@@ -270,7 +270,8 @@ def attempts_table(job: JobInfo) -> Table:
 
 
 def _display(worker: WorkerInfo) -> str:
-    return str(worker.port) if worker.port else worker.name or worker.id
+    # a worker the master expects back after a restart has no port yet: its name is "[8081]" already
+    return str(worker.port) if worker.port else worker.name.strip("[]") or worker.id
 
 
 def worker_label(worker: WorkerInfo) -> Text:

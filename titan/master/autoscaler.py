@@ -96,6 +96,15 @@ class Autoscaler:
         self.history = deque(maxlen=self.history_limit)
 
     # ------------------------------------------------------------------ stimuli
+    def refused(self, parent: str, reason: str, now: float) -> None:
+        """The master did not send a spawn just decided on ``parent`` (its bounds, a lost connection):
+        no child is on its way there, and the history says so."""
+        for i in range(len(self.pending) - 1, -1, -1):
+            if self.pending[i].parent == parent:
+                del self.pending[i]
+                break
+        self.history.append({"t": now, "action": "refused", "worker": parent, "reason": reason})
+
     def registered(self, parent: str) -> None:
         """A child of ``parent`` registered: one pending spawn there is done."""
         for i, pending in enumerate(self.pending):

@@ -10,7 +10,8 @@ Spawn requests are named (``SPAWN-<n>``, ``AUTO-<n>`` for the autoscaler's); the
 child sends the name back in its REGISTER, which is how STATS tells the
 autoscaler's children (the only ones it ever retires) from the others.
 
-Every request, a person's or the autoscaler's, is held to two bounds
+Every request, a person's or the autoscaler's, and every DEPLOY of the worker
+artifact (checked as its attempt is sent: :meth:`Scaling.admit_deployed_child`), is held to two bounds
 (``max_workers``, ``max_depth``: DESIGN §7): the workers there are, counting the
 spawns asked for but not registered yet (for ``spawn_timeout_s``), and the depth
 the child would have. A request past either is refused in one line.
@@ -19,6 +20,7 @@ the child would have. A request past either is refused in one line.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 from collections.abc import Callable
@@ -64,6 +66,13 @@ class Scaling:
         max_depth: int = 4,
     ) -> None:
         self.state = state
+        if settings is not None:
+            # the autoscaler plans within the master's bounds, so it does not decide on spawns they refuse
+            settings = dataclasses.replace(
+                settings,
+                max_workers=min(settings.max_workers, max_workers),
+                max_depth=min(settings.max_depth, max_depth),
+            )
         self.autoscaler = Autoscaler(settings) if settings is not None else None
         self.max_workers = max_workers
         self.max_depth = max_depth
@@ -109,6 +118,20 @@ class Scaling:
             record = min(healthy, key=lambda r: (registry.depth(r), r.used_slots / r.capacity, r.id))
         spawn_id = self._request(record, port, capacity, "SPAWN-", "spawn request")
         return SpawnReply(parent=record.id, spawn_id=spawn_id, port=port)
+
+    def admit_deployed_child(self, parent_id: str, job_id: str) -> None:
+        """A DEPLOY of the worker artifact is about to start a child on ``parent_id``: hold it to the
+        same bounds as a SPAWN, and count it as on its way until the child registers (its spawn id is
+        the job's id).
+
+        Raises:
+            UsageError: past ``max_workers`` or ``max_depth`` (the attempt fails with this line).
+        """
+        parent = self.state.registry.get(parent_id)
+        if parent is None:
+            raise UsageError(f"worker '{parent_id}' is gone")
+        self._check_bounds(parent)
+        self._in_flight[job_id] = self._clock()
 
     def retire(self, worker: str) -> tuple[list[str], list[Effect]]:
         """Drain ``worker`` and every worker below it; returns their ids and the effects.
@@ -179,8 +202,9 @@ class Scaling:
             if isinstance(decision, Spawn):
                 try:
                     self._request(parent, 0, decision.capacity, AUTOSCALED, f"autoscaler: {decision.reason}")
-                except UsageError as exc:  # it lost its connection since the views were taken
+                except UsageError as exc:  # past the bounds (spawns of others), or it lost its connection
                     log.warning("autoscaler: cannot spawn on %s: %s", parent.name, exc)
+                    self.autoscaler.refused(parent.id, str(exc), self._clock())
             elif isinstance(decision, Retire):
                 log.info("autoscaler: retiring %s: %s", parent.name, decision.reason)
                 self._apply(self._drain(parent, f"autoscaler: {decision.reason}"))

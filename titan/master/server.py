@@ -43,7 +43,7 @@ from protocol import (
     encode_message,
 )
 from titan.config import MasterSettings
-from titan.errors import ValidationError
+from titan.errors import UsageError, ValidationError
 from titan.jobs import ACTIVE_STATES, CloseWorker, DrainWorker, Effect, Job, JobFinished, SendTask, StopTask
 from titan.net import HandshakeGate, Peer
 from titan.net.loglimit import LogLimit
@@ -491,9 +491,12 @@ class Master(ClientHandlers):
             log.warning("%s scheduled on %s which has no connection", job.id, worker_id)
             return
         try:
+            if job.is_service and job.run_data == WORKER_ARTIFACT:  # a child worker: bounded as a SPAWN is
+                self.scaling.admit_deployed_child(worker_id, job.id)
             start = self._task_start(job)
-        except ValidationError as exc:
-            # the file changed or vanished after submission: this attempt fails, retries may follow
+        except (ValidationError, UsageError) as exc:
+            # the file changed or vanished after submission, or a child worker would pass the spawn
+            # bounds: this attempt fails, retries may follow
             report = TaskStatus(job_id=job.id, attempt=job.attempts, state="FAILED", error=str(exc))
             self._apply(self.state.task_status(worker_id, report, self.clock()))
             return

@@ -36,7 +36,7 @@ from protocol import (
     Opcode,
     Welcome,
 )
-from titan.errors import AuthRefused, ConnectError, PeerClosed, RemoteError
+from titan.errors import AuthRefused, ConnectError, PeerClosed, RemoteError, TlsRefused
 
 from .loglimit import LogLimit
 from .peer import FrameHandler, Peer
@@ -110,8 +110,12 @@ async def dial(
         peer.close()
         if isinstance(exc, ConnectError):
             raise
-        hint = f"; {PLAIN_TO_TLS_HINT}" if ssl_context is None and isinstance(exc, PeerClosed) else ""
-        raise ConnectError(f"handshake with {host}:{port} failed: {exc}{hint}") from exc
+        if ssl_context is None and isinstance(exc, PeerClosed):
+            # a TLS master closes a plain peer's connection without a word; a plain master always
+            # answers in a frame (WELCOME, CHALLENGE or ERROR). So this is a setting to change, which
+            # a worker reports and stops on at start-up, as it does for a wrong token
+            raise TlsRefused(f"handshake with {host}:{port} failed: {exc}; {PLAIN_TO_TLS_HINT}") from exc
+        raise ConnectError(f"handshake with {host}:{port} failed: {exc}") from exc
     peer.end_handshake()
     return peer, welcome
 

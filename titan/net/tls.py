@@ -40,8 +40,10 @@ class TlsSetupError(TitanError):
 def _load(what: str, files: list[Path], load: Callable[[], object]) -> None:
     """Run ``load``; any failure becomes one line naming ``what`` and, if one is missing, the file."""
     for path in files:
-        if not path.is_file():
+        if not path.exists():
             raise TlsSetupError(f"TLS file {path} does not exist")
+        if not path.is_file():
+            raise TlsSetupError(f"TLS file {path} is not a file")
     try:
         load()
     except (ssl.SSLError, OSError, ValueError) as exc:
@@ -62,7 +64,16 @@ def server_context(cert: Path, key: Path | None = None) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     what = f"certificate {cert}" if key is None else f"certificate {cert} with key {key}"
-    _load(what, [cert] if key is None else [cert, key], lambda: context.load_cert_chain(cert, key))
+
+    def no_passphrase() -> str:
+        # without this, OpenSSL asks for the passphrase on the terminal: a master under a service
+        # manager would wait for it
+        raise TlsSetupError(f"TLS key {key or cert} is encrypted: give the master a key without a passphrase")
+
+    def load() -> None:
+        context.load_cert_chain(cert, key, password=no_passphrase)
+
+    _load(what, [cert] if key is None else [cert, key], load)
     return context
 
 
