@@ -258,9 +258,12 @@ class SubmitDag(Message):
 
 @dataclass(frozen=True, slots=True)
 class SubmitDagReply(Message):
+    OMIT_DEFAULTS = True  # the warning is nearly always empty
     OPCODE = Opcode.SUBMIT_DAG
     job_ids: list[str]
     dag_id: str = ""
+    # which jobs no worker that is up could ever run (skills, slots, memory); "" when all can
+    warning: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -219,6 +219,30 @@ async def test_a_job_no_worker_can_run_is_accepted_with_a_warning(
     assert (await client.status(job_id)).memory_mb == 1 << 30 and "MiB of memory" in captured.err
 
 
+async def test_a_dag_with_jobs_no_worker_can_run_is_accepted_with_one_warning(
+    make_cluster: ClusterFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster = await make_cluster(n_workers=1, capacity=2)
+    client = cluster.client
+    fine = await client.submit_dag_info([JobSpec(type="SHELL", data="true", id="OK")])
+    assert fine.warning == ""
+    dag = [
+        JobSpec(type="SHELL", data="true", id="A"),
+        JobSpec(type="SHELL", data="true", id="B", deps=["A"], skills=["GPU"]),
+        JobSpec(type="SHELL", data="true", id="C", deps=["A"], skills=["GPU"]),
+    ]
+    reply = await client.submit_dag_info(dag)
+    assert reply.warning == (
+        "B and 1 more cannot start yet (no worker that is up offers GPU): they wait until a worker that can registers"
+    )
+    master = f"127.0.0.1:{cluster.master.port}"
+    argv = ["--master", master, "submit-dag", "D|SHELL|true|1|0|[]", "--memory", str(1 << 30), "--json"]
+    assert await asyncio.to_thread(main, argv) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["warning"].startswith("D cannot start yet (no worker that is up has")
+    assert captured.err.startswith("titan: warning: D cannot start yet") and captured.err.count("\n") == 1
+
+
 async def test_with_no_worker_up_a_submission_says_it_waits(make_cluster: ClusterFactory) -> None:
     cluster = await make_cluster(n_workers=0)
     reply = await cluster.client.submit_info(JobSpec(type="SHELL", data="true"))

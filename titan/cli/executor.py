@@ -165,6 +165,8 @@ class CommandRunner:
                         (", ".join(ids), "bold green"),
                     )
                 )
+                if reply.warning:
+                    console.print(Text(f"warning: {reply.warning}", style="yellow"))
             case StatsCommand():
                 console.print(stats_view(await client.stats()))
             case WorkersCommand():

@@ -134,8 +134,10 @@ async def _submit(client: TitanClient, args: argparse.Namespace, out: Console) -
 async def _submit_dag(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
     reply = await client.submit_dag_info(args.specs)
     ids = reply.job_ids
+    if reply.warning:
+        sys.stderr.write(f"titan: warning: {reply.warning}\n")
     if args.json:
-        _emit_json({"ids": ids, "dag": reply.dag_id})
+        _emit_json({"ids": ids, "dag": reply.dag_id, **({"warning": reply.warning} if reply.warning else {})})
     else:
         sys.stdout.write("".join(job_id + "\n" for job_id in ids))
     return 0

@@ -54,7 +54,7 @@ from titan.runtime import paused_gc
 from .dag_parts import DagParts
 from .gc import GC_NOTE, collectable, collected, remove
 from .runtimes import require_runtime
-from .scheduler import LeastConnections
+from .scheduler import JobClass, LeastConnections
 
 if TYPE_CHECKING:
     from .artifacts import ArtifactStore
@@ -125,25 +125,58 @@ class ClientHandlers:
         """Why an accepted job cannot start on any worker that is up, or "" (it can, or it already did)."""
         if job.state is not JobState.PENDING and job.state is not JobState.DELAYED:
             return ""  # dispatched at once, or waiting on its dependencies first
+        why = self._unplaceable(job)
+        if not why:
+            return ""
+        if not self.state.registry.schedulable:
+            return f"{why}: the job waits until one registers"
+        return f"{why}: the job waits until one that does registers"
+
+    def _dag_placement_warning(self, jobs: list[Job]) -> str:
+        """Which jobs of an accepted DAG no worker that is up could ever run, or "".
+
+        Asked once per class of need (skills, slots, memory), not per job: a DAG may bring 100 000.
+        """
+        verdicts: dict[JobClass, str] = {}
+        stuck: list[tuple[Job, str]] = []
+        previous: Job | None = None
+        why = ""
+        for job in jobs:
+            # the class rarely changes from one job to the next (skill sets are interned): no key to build
+            if (
+                previous is None
+                or job.skills is not previous.skills
+                or job.slots != previous.slots
+                or job.memory_mb != previous.memory_mb
+            ):
+                key = (job.skills, job.slots, job.memory_mb)
+                found = verdicts.get(key)
+                why = verdicts[key] = self._unplaceable(job) if found is None else found
+                previous = job
+            if why:
+                stuck.append((job, why))
+        if not stuck:
+            return ""
+        first, why = stuck[0]
+        others = f" and {len(stuck) - 1} more" if len(stuck) > 1 else ""
+        return f"{first.id}{others} cannot start yet ({why}): they wait until a worker that can registers"
+
+    def _unplaceable(self, job: Job) -> str:
+        """What no worker that is up offers ``job`` (skills, slots, memory), or "" when one could run it."""
         up = self.state.registry.schedulable  # the HEALTHY ones, kept by the registry
         if LeastConnections.could_ever_run(up, job):
             return ""
         if not up:
-            return "no worker is up: the job waits until one registers"
+            return "no worker is up"
         if not any(job.skills <= worker.skills for worker in up):
             offered = frozenset().union(*(worker.skills for worker in up))
             missing = job.skills - offered
             if missing:
-                needs = ", ".join(sorted(missing))
-                return f"no worker that is up offers {needs}: the job waits until one that does registers"
-            needs = ", ".join(sorted(job.skills))
-            return f"no one worker that is up offers all of {needs}: the job waits until one that does registers"
+                return f"no worker that is up offers {', '.join(sorted(missing))}"
+            return f"no one worker that is up offers all of {', '.join(sorted(job.skills))}"
         if not any(job.slots <= worker.capacity for worker in up):
-            return f"no worker that is up has {job.slots} slots: the job waits until one that does registers"
-        return (
-            f"no worker that is up has {job.memory_mb} MiB of memory for its jobs: "
-            "the job waits until one that does registers"
-        )
+            return f"no worker that is up has {job.slots} slots"
+        return f"no worker that is up has {job.memory_mb} MiB of memory for its jobs"
 
     def _worker_infos(self, now: float) -> Iterator[WorkerInfo]:
         """The workers as the wire shows them, built only if iterated (few submissions need them)."""
@@ -166,7 +199,10 @@ class ClientHandlers:
             specs = [require_runtime(spec, workers) for spec in whole]
             jobs, effects = self.state.submit_dag(specs, self.clock())
         self._apply(effects)
-        self._reply(peer, frame, SubmitDagReply(job_ids=[job.id for job in jobs], dag_id=jobs[0].dag or ""))
+        reply = SubmitDagReply(
+            job_ids=[job.id for job in jobs], dag_id=jobs[0].dag or "", warning=self._dag_placement_warning(jobs)
+        )
+        self._reply(peer, frame, reply)
 
     def _on_job_status(self, peer: Peer, frame: Frame) -> None:
         msg = JobStatus.from_wire(frame.body)
