@@ -87,6 +87,8 @@ class Register(Message):
     spawn_id: str = ""
     # memory (MiB) jobs may reserve here (``JobSpec.memory_mb``); None: no limit on reservations
     memory_mb: int | None = None
+    # the machine's memory (MiB), which every worker on this host shares; None: unknown
+    host_memory_mb: int | None = None
 
     def check(self) -> None:
         _require(self.capacity >= 1, f"Register.capacity: must be at least 1, got {self.capacity}")
@@ -94,6 +96,10 @@ class Register(Message):
         _require(
             self.memory_mb is None or self.memory_mb >= 1,
             f"Register.memory_mb: must be at least 1, got {self.memory_mb}",
+        )
+        _require(
+            self.host_memory_mb is None or self.host_memory_mb >= 1,
+            f"Register.host_memory_mb: must be at least 1, got {self.host_memory_mb}",
         )
 
 

@@ -83,17 +83,20 @@ def register(
     running: list[TaskRef] | None = None,
     finished: list[TaskStatus] | None = None,
     memory_mb: int | None = None,
+    host: str = "127.0.0.1",
+    host_memory_mb: int | None = None,
 ) -> tuple[list[TaskRef], list[Effect]]:
     msg = Register(
         worker_id=worker_id,
         name=f"[{port}]",
-        host="127.0.0.1",
+        host=host,
         port=port,
         capacity=capacity,
         skills=skills if skills is not None else ["GENERAL"],
         running=running or [],
         finished=finished or [],
         memory_mb=memory_mb,
+        host_memory_mb=host_memory_mb,
     )
     return state.worker_registered(msg, now)
 

@@ -121,6 +121,23 @@ def test_memory_is_reserved_where_a_job_runs_and_given_back_when_it_ends() -> No
     assert third.to_info().memory_mb == 2000
 
 
+def test_workers_on_one_host_share_its_memory_whatever_each_offers() -> None:
+    state = make_state()
+    # a parent and its child on a 1 000 MiB machine, each offering the whole of it; another machine
+    register(state, "parent", port=8081, capacity=4, memory_mb=1000, host="a", host_memory_mb=1000)
+    register(state, "child", port=8082, capacity=4, memory_mb=1000, host="a", host_memory_mb=1000)
+    register(state, "other", port=8083, capacity=4, memory_mb=1000, host="b", host_memory_mb=1000)
+    placed = []
+    for _ in range(3):
+        job, effects = state.submit(shell(memory_mb=600), now=1.0)
+        placed += [worker for worker, _ in sent(effects)]
+    # host a takes one 600 MiB job, whichever worker runs it; host b the next; the third waits
+    assert len(placed) == 2 and "other" in placed and len({"parent", "child"} & set(placed)) == 1
+    assert state.counts[S.PENDING] == 1
+    first = state.registry.get(next(w for w in placed if w != "other"))
+    assert first is not None and first.host_memory.used_mb == 600 and first.host_memory.total_mb == 1000
+
+
 def test_a_worker_without_a_memory_limit_takes_any_reservation() -> None:
     state = make_state()
     register(state, "w1", memory_mb=None)

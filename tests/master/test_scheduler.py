@@ -187,3 +187,22 @@ def test_equal_load_spreads_evenly_when_jobs_stay() -> None:
         registry.assign(chosen.id, j)
     assert [len(w.active) for w in registry] == [2, 2]
     assert picker.choose(registry.schedulable, job("extra", seq=9)) is None
+
+
+def test_a_worker_expected_back_brings_its_reservations_into_its_hosts_pool() -> None:
+    registry = WorkerRegistry()
+    registry.expect("w1", "[8081]", now=0.0)  # after a master restart: its host is not known yet
+    held = job("held", seq=1, memory_mb=300)
+    registry.assign("w1", held)
+    for worker_id in ("w1", "w2"):
+        registry.register(
+            Register(worker_id=worker_id, name="", host="a", port=8081, capacity=2, skills=["GENERAL"],
+                     memory_mb=1000, host_memory_mb=1000),
+            now=1.0,
+        )  # fmt: skip
+    w1, w2 = registry.get("w1"), registry.get("w2")
+    assert w1 is not None and w2 is not None and w1.host_memory is w2.host_memory
+    assert (w1.host_memory.used_mb, w1.used_memory_mb, w2.used_memory_mb) == (300, 300, 0)
+    assert not w2.fits(job("big", seq=2, memory_mb=800))  # w2 offers 1 000, but its host has 700 left
+    registry.release("w1", held)
+    assert w2.fits(job("big", seq=2, memory_mb=800)) and w1.host_memory.used_mb == 0

@@ -61,6 +61,7 @@ CONSTRAINED: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("Register", "capacity"): st.integers(1, 1 << 16),
     ("Register", "port"): st.integers(0, 65535),
     ("Register", "memory_mb"): st.none() | st.integers(1, 1 << 40),
+    ("Register", "host_memory_mb"): st.none() | st.integers(1, 1 << 40),
     ("JobSpec", "type"): st.text(min_size=1, max_size=10),
     # a NUL can be no program's argument (refused, see test_out_of_range_values)
     ("JobSpec", "data"): st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=20),
@@ -346,6 +347,7 @@ def test_huge_integer_where_a_float_is_expected() -> None:
         (Register, {"port": -1}, "Register.port"),
         (Register, {"port": 65536}, "Register.port"),
         (Register, {"memory_mb": 0}, "Register.memory_mb"),
+        (Register, {"host_memory_mb": -3}, "Register.host_memory_mb"),
         (JobSpec, {"type": ""}, "JobSpec.type"),
         (JobSpec, {"id": ""}, "JobSpec.id"),
         (JobSpec, {"delay_ms": -1}, "JobSpec.delay_ms"),

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from titan.jobs import ACTIVE_STATES, Job, JobState
 
-from .registry import WorkerRegistry
+from .registry import HostMemory, WorkerRegistry
 from .waiting_room import WaitingRoom
 
 __all__ = ["check_invariants"]
@@ -39,6 +39,12 @@ def check_invariants(
             _require(jobs.get(job_id) is job, f"{worker.name} holds unknown job {job_id}")
             _require(job.state in ACTIVE_STATES, f"{worker.name} holds {job_id} which is {job.state.value}")
             _require(job.worker == worker.id, f"{worker.name} holds {job_id} which names worker {job.worker}")
+    pools: dict[int, tuple[HostMemory, int]] = {}
+    for worker in registry:
+        pool, reserved = pools.get(id(worker.host_memory), (worker.host_memory, 0))
+        pools[id(pool)] = (pool, reserved + worker.used_memory_mb)
+    for pool, reserved in pools.values():
+        _require(pool.used_mb == reserved, f"a host's workers reserve {reserved} MiB but it counts {pool.used_mb}")
     for job in jobs.values():
         state = job.state
         if state in ACTIVE_STATES:

@@ -46,6 +46,19 @@ class Health(StrEnum):
 
 
 @dataclass(slots=True, eq=False)
+class HostMemory:
+    """One machine's memory, shared by every worker on it (a parent and its children, say).
+
+    Each worker offers its own share (``WorkerRecord.memory_mb``: the machine's whole memory unless
+    ``--memory`` says less), so the workers of one host together could offer it several times; the
+    reservations of all of them together are held to what the machine has.
+    """
+
+    total_mb: int | None = None  # as its workers report it; None: not reported (no limit)
+    used_mb: int = 0  # reserved by the active jobs of all its workers
+
+
+@dataclass(slots=True, eq=False)
 class WorkerRecord:
     """One worker: what it offers and what it holds."""
 
@@ -66,6 +79,8 @@ class WorkerRecord:
     spawn_id: str = ""  # a child worker: the DEPLOY job or spawn request it was started for
     memory_mb: int | None = None  # what its jobs may reserve in all; None: no limit
     used_memory_mb: int = 0  # reserved by its active jobs
+    # its machine's memory, shared with the other workers there (one per host name)
+    host_memory: HostMemory = field(default_factory=HostMemory)
 
     @property
     def free_slots(self) -> int:
@@ -77,19 +92,23 @@ class WorkerRecord:
         (The scheduler's loop inlines the same test: it runs for every candidate of every dispatch.)
         """
         memory = job.memory_mb
+        host = self.host_memory
         return (
             self.capacity - self.used_slots >= job.slots
             and job.skills <= self.skills
             and (memory is None or self.memory_mb is None or self.memory_mb - self.used_memory_mb >= memory)
+            and (memory is None or host.total_mb is None or host.total_mb - host.used_mb >= memory)
         )
 
     def could_fit(self, job: Job) -> bool:
         """Whether ``job`` could ever start here, once the worker is idle."""
         memory = job.memory_mb
+        total = self.host_memory.total_mb
         return (
             job.slots <= self.capacity
             and job.skills <= self.skills
             and (memory is None or self.memory_mb is None or memory <= self.memory_mb)
+            and (memory is None or total is None or memory <= total)
         )
 
     def info(self, now: float) -> WorkerInfo:
@@ -123,6 +142,7 @@ class WorkerRegistry:
     def __init__(self) -> None:
         self._workers: dict[str, WorkerRecord] = {}
         self.schedulable: list[WorkerRecord] = []
+        self._hosts: dict[str, HostMemory] = {}  # host name -> the memory its workers share
 
     def __len__(self) -> int:
         return len(self._workers)
@@ -164,6 +184,7 @@ class WorkerRegistry:
             record.host, record.port, record.pid = msg.host, msg.port, msg.pid
             record.capacity, record.skills, record.parent = msg.capacity, skills, msg.parent
             record.spawn_id, record.memory_mb = msg.spawn_id, msg.memory_mb
+        self._join_host(record, msg.host_memory_mb)
         self._set(record, Health.HEALTHY, now, connected=True)
         record.last_seen = now
         return record
@@ -233,13 +254,29 @@ class WorkerRegistry:
         record = self._workers[worker_id]
         record.active[job.id] = job
         record.used_slots += job.slots
-        record.used_memory_mb += job.memory_mb or 0
+        if job.memory_mb:
+            record.used_memory_mb += job.memory_mb
+            record.host_memory.used_mb += job.memory_mb
 
     def release(self, worker_id: str, job: Job) -> None:
         record = self._workers.get(worker_id)
         if record is not None and record.active.pop(job.id, None) is not None:
             record.used_slots -= job.slots
-            record.used_memory_mb -= job.memory_mb or 0
+            if job.memory_mb:
+                record.used_memory_mb -= job.memory_mb
+                record.host_memory.used_mb -= job.memory_mb
+
+    def _join_host(self, record: WorkerRecord, host_memory_mb: int | None) -> None:
+        """Share the memory of ``record``'s host with the other workers there, bringing its reservations."""
+        pool = self._hosts.get(record.host)
+        if pool is None:
+            pool = self._hosts[record.host] = HostMemory()
+        if host_memory_mb is not None:
+            pool.total_mb = max(pool.total_mb or 0, host_memory_mb)
+        if pool is not record.host_memory:
+            record.host_memory.used_mb -= record.used_memory_mb  # a record made before we knew its host
+            pool.used_mb += record.used_memory_mb
+            record.host_memory = pool
 
     def find(self, ref: str) -> WorkerRecord | None:
         """A worker by id, by display name (``[8081]``) or by port; ids win, then the first match."""

@@ -173,10 +173,12 @@ class LeastConnections:
             # WorkerRecord.fits, inlined: this runs for every candidate of every dispatch
             if worker.capacity - worker.used_slots < slots or not skills <= worker.skills:
                 continue
-            if (
-                memory is not None
-                and worker.memory_mb is not None
-                and worker.memory_mb - worker.used_memory_mb < memory
+            if memory is not None and (
+                (worker.memory_mb is not None and worker.memory_mb - worker.used_memory_mb < memory)
+                or (
+                    worker.host_memory.total_mb is not None
+                    and worker.host_memory.total_mb - worker.host_memory.used_mb < memory
+                )
             ):
                 continue
             # active/capacity < best.active/best.capacity, without floats

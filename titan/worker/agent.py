@@ -347,6 +347,7 @@ class Worker:
             payloads=self._runner.payloads.hashes(),
             spawn_id=settings.spawn_id,
             memory_mb=self.memory_mb,
+            host_memory_mb=machine_memory_mb(),
         )
         reply = await peer.request(message, timeout_s=settings.connect_timeout_s)
         if not isinstance(reply, RegisterReply):
