@@ -16,17 +16,11 @@ import dataclasses
 from typing import Any, TypeVar
 
 from protocol import Message
+from protocol.text import printable
 
-__all__ = ["for_terminal", "printable"]
+__all__ = ["for_terminal"]
 
 M = TypeVar("M", bound=Message)
-
-
-def printable(text: str) -> str:
-    """``text`` with every unprintable character (controls, line breaks, format characters) escaped."""
-    if text.isprintable():
-        return text  # nearly always: nothing to copy
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def _needs_escaping(value: Any) -> bool:
