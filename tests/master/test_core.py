@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -59,6 +60,27 @@ def test_completed_without_a_running_report_passes_through_running() -> None:
     job, _ = state.submit(shell(), now=1.0)
     state.task_status("w1", report(job, "COMPLETED", exit_code=0), now=2.0)
     assert [s.finish for s in job.story][-2:] == [S.RUNNING, S.COMPLETED]
+
+
+@pytest.mark.parametrize(
+    ("worker_start", "worker_end", "expected_start"),
+    [
+        (500.25, 500.75, 9.5),  # ran 0.5 s by the worker's clock, however far off that clock is
+        (500.0, 600.0, 1.0),  # longer than since the dispatch: not before the dispatch
+        (500.0, 400.0, 10.0),  # the worker's clock stepped back: no better guess than now
+        (500.0, float("nan"), 10.0),
+    ],
+)
+def test_a_final_report_without_running_dates_the_start_by_the_workers_own_measure(
+    worker_start: float, worker_end: float, expected_start: float
+) -> None:
+    state = make_state()
+    register(state)
+    job, _ = state.submit(shell(), now=1.0)
+    final = dataclasses.replace(report(job, "COMPLETED", exit_code=0), started_at=worker_start, finished_at=worker_end)
+    state.task_status("w1", final, now=10.0)
+    assert (job.started_at, job.finished_at) == (expected_start, 10.0)
+    assert [step.t for step in job.story] == sorted(step.t for step in job.story)
 
 
 def test_finishing_frees_a_slot_for_the_next_job() -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import random
 from collections import deque
 from collections.abc import Sequence
@@ -478,7 +479,7 @@ class MasterState(ServiceStimuli, StateQueries):
             log.info("%s %s (job is %s, attempt %d)", job.id, note, job.state.value, job.attempts)
             return
         if job.state is S.SCHEDULED:
-            self._move(job, S.RUNNING, f"started on {job.worker_name}{via}", now)
+            self._move(job, S.RUNNING, f"started on {job.worker_name}{via}", _start_time(job, status, now))
             job.restarts, job.service_up = 0, False
         if job.is_service:
             self._service_report(job, status, now)
@@ -545,3 +546,20 @@ class _Either:
 
     def __contains__(self, key: object) -> bool:
         return key in self._a or key in self._b
+
+
+def _start_time(job: Job, status: TaskStatus, now: float) -> float:
+    """When a SCHEDULED job's attempt started, on this master's clock.
+
+    A job that ends within the worker's RUNNING-report delay sends only its final report, so
+    ``now`` is when it ended. Its start is then dated back by how long the worker measured it to
+    run: a difference of two readings of the worker's clock, valid on ours although the two
+    clocks may disagree. Never before the dispatch, so the story stays in order.
+    """
+    if status.state == "RUNNING" or status.started_at is None or status.finished_at is None:
+        return now
+    ran = status.finished_at - status.started_at
+    if not (math.isfinite(ran) and ran > 0):  # a worker's clock stepped back mid-run, or a nonsense report
+        return now
+    dispatched = job.story[-1].t
+    return min(now, max(dispatched, now - ran))
