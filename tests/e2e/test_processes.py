@@ -93,3 +93,34 @@ async def test_one_shot_cli_submit_status_wait_json() -> None:
         bad = out.strip()
         code, out, err = await titan("wait", bad, "--timeout", "30")
         assert code != 0
+
+
+async def test_one_shot_cli_submit_and_submit_dag_with_wait() -> None:
+    async with LocalCluster(workers=1, capacity=2, **FAST) as cluster:
+        env = {**os.environ, "TITAN_MASTER": f"127.0.0.1:{cluster.port}", "PYTHONPATH": str(REPO)}
+
+        async def titan(*args: str) -> tuple[int, str, str]:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "titan.cli", *args, env=env,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await proc.communicate()
+            return proc.returncode or 0, out.decode(), err.decode()
+
+        code, out, err = await titan("submit", "SHELL|echo done", "--wait")
+        job_id = out.splitlines()[0]
+        assert (code, out.splitlines()) == (0, [job_id, f"{job_id} COMPLETED"]), err
+        code, out, err = await titan("submit", "SHELL|exit 4", "--attempts", "1", "--wait", "--json")
+        job = json.loads(out)
+        assert (code, job["state"], job["exit_code"]) == (1, "DEAD", 4), err
+        code, out, err = await titan("submit", "SHELL|sleep 30", "--wait", "--wait-timeout", "0.5")
+        job_id = out.splitlines()[0]
+        assert (code, out.splitlines()[1]) == (1, f"{job_id} RUNNING")
+        assert err == f"titan: error: timed out waiting for {job_id}\n"
+        code, out, err = await titan(
+            "submit-dag", "A|SHELL|true|1|0|[] ; B|SHELL|exit 2|1|0|[A]", "--attempts", "1", "--wait"
+        )
+        assert code == 1, err
+        assert out.splitlines()[0].startswith("DAG-") and out.splitlines()[1:] == ["A COMPLETED", "B DEAD"]
+        code, out, err = await titan("submit-dag", "C|SHELL|true|1|0|[]", "--wait", "--json")
+        assert code == 0 and [job["state"] for job in json.loads(out)] == ["COMPLETED"], err

@@ -95,12 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _job_options(submit)
     submit.add_argument("--skills", metavar="A,B", help="required worker skills (default GENERAL)")
-    submit.add_argument("--json", action="store_true", help='print {"id": ...}')
+    _wait_options(submit, "the job")
+    submit.add_argument("--json", action="store_true", help='print {"id": ...} (with --wait: the final job)')
 
     dag = command("submit-dag", "submit a DAG (accepted whole or not at all); prints the ids")
     dag.add_argument("dag", metavar="'ID|TYPE|DATA[|PORT]|PRIORITY|DELAY_MS|[DEPS] ; ...'")
     _job_options(dag, every=" of every job")
-    dag.add_argument("--json", action="store_true", help='print {"ids": [...], "dag": "DAG-..."}')
+    _wait_options(dag, "every job")
+    dag.add_argument(
+        "--json", action="store_true", help='print {"ids": [...], "dag": "DAG-..."} (with --wait: the final jobs)'
+    )
 
     singles = (
         ("status", "show one job (and its DAG), or a whole DAG by its DAG id"),
@@ -167,6 +171,15 @@ def _job_options(parser: argparse.ArgumentParser, every: str = "") -> None:
     parser.add_argument("--backoff-base", type=float, metavar="S", help="retry backoff after the first failure (1 s)")
     parser.add_argument("--backoff-factor", type=float, metavar="F", help="backoff growth per failed attempt (2)")
     parser.add_argument("--backoff-cap", type=float, metavar="S", help="longest retry backoff (60 s)")
+
+
+def _wait_options(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help=f"then block until {what} is final, as titan wait does (exit 0 only if COMPLETED)",
+    )
+    parser.add_argument("--wait-timeout", type=float, metavar="S", help="with --wait: give up after S seconds")
 
 
 def _settings(args: argparse.Namespace) -> ClientSettings:

@@ -105,6 +105,10 @@ def _submit_spec(args: argparse.Namespace) -> JobSpec:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Refuse malformed input before touching the network; stores what it parsed on ``args``."""
+    if args.command in ("submit", "submit-dag") and args.wait_timeout is not None:
+        if not args.wait:
+            raise UsageError("--wait-timeout goes with --wait")
+        _positive_seconds("--wait-timeout", args.wait_timeout)
     if args.command == "submit":
         args.spec = _submit_spec(args)
     elif args.command == "submit-dag":
@@ -124,6 +128,10 @@ async def _submit(client: TitanClient, args: argparse.Namespace, out: Console) -
     reply = await client.submit_info(args.spec)
     if reply.warning:
         sys.stderr.write(f"titan: warning: {reply.warning}\n")
+    if args.wait:
+        if not args.json:
+            _print_now(reply.job_id)  # the id first: a script can still find the job if the wait is cut short
+        return await _await_final(client, [reply.job_id], args, out, timeout_s=args.wait_timeout, one_json_object=True)
     if args.json:
         _emit_json({"id": reply.job_id, **({"warning": reply.warning} if reply.warning else {})})
     else:
@@ -136,6 +144,10 @@ async def _submit_dag(client: TitanClient, args: argparse.Namespace, out: Consol
     ids = reply.job_ids
     if reply.warning:
         sys.stderr.write(f"titan: warning: {reply.warning}\n")
+    if args.wait:
+        if not args.json:
+            _print_now(reply.dag_id)
+        return await _await_final(client, ids, args, out, timeout_s=args.wait_timeout)
     if args.json:
         _emit_json({"ids": ids, "dag": reply.dag_id, **({"warning": reply.warning} if reply.warning else {})})
     else:
@@ -219,6 +231,28 @@ async def _cancel_dag(client: TitanClient, args: argparse.Namespace, out: Consol
 
 async def _wait(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
     ids = await expand_dag_ids(client, args.ids)
+    return await _await_final(client, ids, args, out, timeout_s=args.timeout)
+
+
+def _print_now(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def _await_final(
+    client: TitanClient,
+    ids: list[str],
+    args: argparse.Namespace,
+    out: Console,
+    *,
+    timeout_s: float | None = None,
+    one_json_object: bool = False,
+) -> int:
+    """Wait until every job in ``ids`` is final (through master restarts), print them; 0 only if all COMPLETED.
+
+    ``titan wait`` and ``titan submit[-dag] --wait`` share it. With ``one_json_object`` (one job
+    submitted) ``--json`` prints that job, otherwise an array of jobs.
+    """
 
     async def wait_on(current: TitanClient, timeout_s: float | None) -> list[JobInfo]:
         if out.is_terminal and not args.json:
@@ -227,14 +261,14 @@ async def _wait(client: TitanClient, args: argparse.Namespace, out: Console) -> 
         return await current.wait(ids, timeout_s=timeout_s)
 
     try:
-        jobs = await through_restarts(client, wait_on, args.timeout)
+        jobs = await through_restarts(client, wait_on, timeout_s)
     except WaitTimeout as exc:
         jobs = exc.jobs
         error: WaitTimeout | None = exc
     else:
         error = None
     if args.json:
-        _emit_json([job_json(job) for job in jobs])
+        _emit_json(job_json(jobs[0]) if one_json_object and len(jobs) == 1 else [job_json(job) for job in jobs])
     else:
         for job in jobs:
             out.print(Text.assemble(f"{job.id} ", state_text(job.state)))
