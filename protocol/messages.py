@@ -120,6 +120,7 @@ __all__ = [
     "WorkerInfo",
     "encode_error",
     "encode_message",
+    "encode_reply_body",
     "parse_message",
     "parse_reply",
     "parse_request",
@@ -252,6 +253,24 @@ def encode_message(message: Message, *, rid: int | None = None, reply_to: Opcode
         return encode_frame(message.OPCODE, body)
     except (OverflowError, TypeError, UnicodeEncodeError) as exc:
         raise SchemaError(f"{type(message).__name__}: cannot be encoded: {exc}") from exc
+
+
+def encode_reply_body(kind: type[Message], body: dict[str, Any], *, rid: int | None, reply_to: Opcode) -> bytes:
+    """Frame an answer whose body the caller built as ``kind(...).to_wire()`` would.
+
+    For hot answers that skip building the message (the master's WAIT and LIST
+    answers: a job's map straight from its record); the caller vouches for the
+    shape, and its tests compare it with ``to_wire``. ``body`` gains the ``rid``.
+
+    Raises:
+        SchemaError: a value msgpack cannot carry.
+    """
+    if rid is not None:
+        body["rid"] = rid
+    try:
+        return encode_frame(reply_to, body, flags=FLAG_REPLY)
+    except (OverflowError, TypeError, UnicodeEncodeError) as exc:
+        raise SchemaError(f"{kind.__name__}: cannot be encoded: {exc}") from exc
 
 
 def encode_error(code: str, message: str, *, rid: int | None = None) -> bytes:

@@ -10,6 +10,7 @@ fill them in; the attempt's files (logs, outputs) live under
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from protocol import AttemptInfo
 
@@ -29,6 +30,25 @@ class AttemptRecord:
     error: str = ""
     backoff_s: float | None = None
     outputs: list[str] = field(default_factory=list)
+
+    def info_wire(self) -> dict[str, Any]:
+        """``to_info().to_wire()``, built directly (see :meth:`titan.jobs.Job.info_wire`)."""
+        body: dict[str, Any] = {"attempt": self.attempt, "state": self.state}
+        if self.worker is not None:
+            body["worker"] = self.worker
+        if self.started_at is not None:
+            body["started_at"] = self.started_at
+        if self.finished_at is not None:
+            body["finished_at"] = self.finished_at
+        if self.exit_code is not None:
+            body["exit_code"] = self.exit_code
+        if self.error:
+            body["error"] = self.error
+        if self.backoff_s is not None:
+            body["backoff_s"] = self.backoff_s
+        if self.outputs:
+            body["outputs"] = list(self.outputs)
+        return body
 
     def to_info(self) -> AttemptInfo:
         return AttemptInfo(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from protocol import JobInfo, JobSpec, TransitionInfo
 
@@ -204,6 +204,68 @@ class Job:
     def note(self, stimulus: str, now: float) -> None:
         """Record something that happened without a state change (e.g. a fenced report)."""
         self.add_step(self.state, self.state, stimulus, now)
+
+    def info_wire(self) -> dict[str, Any]:  # noqa: C901 - one test per optional field, as JobInfo leaves them out
+        """The map ``to_info().to_wire()`` gives, built straight from the job.
+
+        Every answer that carries whole jobs (WAIT, LIST) sends this: the frozen dataclasses in
+        between cost twice what the map does, and a WAIT's answer is on the path from a job's end
+        to its client. Fields at their default are left out, as ``JobInfo.OMIT_DEFAULTS`` does;
+        tests hold the two equal for jobs with every field set.
+        """
+        body: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type,
+            "data": self.data,
+            "state": self.state.value,
+            "priority": self.priority,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "submitted_at": self.submitted_at,
+        }
+        if self.worker_name is not None:
+            body["worker"] = self.worker_name
+        if self.exit_code is not None:
+            body["exit_code"] = self.exit_code
+        if self.error:
+            body["error"] = self.error
+        if self.started_at is not None:
+            body["started_at"] = self.started_at
+        if self.finished_at is not None:
+            body["finished_at"] = self.finished_at
+        if self.deps:
+            body["deps"] = list(self.deps)
+        if self.args:
+            body["args"] = list(self.args)
+        if self.delay_ms:
+            body["delay_ms"] = self.delay_ms
+        if self.timeout_s is not None:
+            body["timeout_s"] = self.timeout_s
+        if self.skills:
+            body["skills"] = sorted(self.skills)
+        body["history"] = [  # never empty: the story starts with the job's acceptance
+            {
+                "start": step.start.value if step.start is not None else "NEW",
+                "finish": step.finish.value,
+                "stimulus": step.stimulus,
+                "t": step.t,
+            }
+            for step in self.story
+        ]
+        if self.dag is not None:
+            body["dag"] = self.dag
+        if self.runs:
+            body["runs"] = [run.info_wire() for run in self.runs]
+        if self.restarts:
+            body["restarts"] = self.restarts
+        if self.service_up:
+            body["up"] = True
+        tries = self.attempts - self.retry_base
+        if tries:
+            body["tries"] = tries
+        if self.memory_mb is not None:
+            body["memory_mb"] = self.memory_mb
+        return body
 
     def to_info(self) -> JobInfo:
         """The job as the wire shows it; ``worker`` is the worker's display name."""

@@ -13,10 +13,10 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from protocol import (
     Cancel,
@@ -32,6 +32,7 @@ from protocol import (
     LogsSubscribe,
     LogsSubscribed,
     Message,
+    Opcode,
     ProtocolError,
     Retire,
     RetireReply,
@@ -45,6 +46,7 @@ from protocol import (
     SubmitReply,
     Wait,
     WorkerInfo,
+    encode_reply_body,
 )
 from titan.errors import ValidationError
 from titan.jobs import Effect, Job, JobState
@@ -250,7 +252,7 @@ class ClientHandlers:
     def _on_list_jobs(self, peer: Peer, frame: Frame) -> None:
         msg = ListJobs.from_wire(frame.body)
         jobs = self.state.list_jobs(msg.state, msg.limit, msg.dag)
-        self._reply(peer, frame, JobListReply(jobs=[job.to_info() for job in jobs]))
+        self._reply_jobs(peer, frame, jobs)
 
     def _on_stats(self, peer: Peer, frame: Frame) -> None:
         Stats.from_wire(frame.body)
@@ -330,11 +332,16 @@ class ClientHandlers:
             return
         self._drop_waiter(waiter)
         jobs = self.state.jobs
-        self._reply(
-            waiter.peer,
-            waiter.request,
-            JobListReply(jobs=[jobs[i].to_info() for i in waiter.job_ids], timed_out=timed_out),
-        )
+        self._reply_jobs(waiter.peer, waiter.request, [jobs[i] for i in waiter.job_ids], timed_out=timed_out)
+
+    def _reply_jobs(self, peer: Peer, request: Frame, jobs: Iterable[Job], *, timed_out: bool = False) -> None:
+        """A JobListReply, each job's map built straight from its record (``Job.info_wire``)."""
+        body: dict[str, Any] = {"jobs": [job.info_wire() for job in jobs]}
+        if timed_out:
+            body["timed_out"] = True
+        self.wal.commit()
+        frame = encode_reply_body(JobListReply, body, rid=request.rid, reply_to=Opcode(request.opcode))
+        self.wal.send(peer, frame)
 
     def _drop_waiter(self, waiter: _Waiter) -> None:
         waiter.done = True
