@@ -454,11 +454,17 @@ class Master(ClientHandlers):
         self.wal.send(peer, encode_message(message, rid=request.rid, reply_to=Opcode(request.opcode)))
 
     def _apply(self, effects: list[Effect]) -> None:
-        self.wal.commit()
+        # TASK_STARTs first: they leave before their dispatch is durable in any case (send_early),
+        # so the worker starts spawning while this step's record is encoded and appended. Every
+        # other frame waits for that record, so it must be committed before they are sent.
         for effect in effects:
             if isinstance(effect, SendTask):
                 self._send_task(effect.worker_id, effect.job)
-            elif isinstance(effect, JobFinished):
+        self.wal.commit()
+        for effect in effects:
+            if isinstance(effect, SendTask):
+                continue
+            if isinstance(effect, JobFinished):
                 self._finished(effect.job)
             elif isinstance(effect, StopTask):
                 peer = self._workers.get(effect.worker_id)
