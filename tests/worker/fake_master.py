@@ -12,10 +12,12 @@ from protocol import (
     Heartbeat,
     Hello,
     Message,
+    Opcode,
     Register,
     RegisterReply,
     TaskRef,
     TaskStatus,
+    encode_message,
     parse_request,
 )
 from titan.net import HandshakeGate, Peer
@@ -34,6 +36,9 @@ class FakeMaster:
     heartbeats: list[tuple[float, Heartbeat]] = field(default_factory=list)
     statuses: list[TaskStatus] = field(default_factory=list)
     peers: list[Peer] = field(default_factory=list)
+    #: sent behind the next REGISTER answer in the same write (then cleared), as a master dispatches
+    #: to a worker the moment it registers
+    after_register: list[Message] = field(default_factory=list)
     _server: asyncio.Server | None = None
 
     async def start(self) -> FakeMaster:
@@ -59,7 +64,12 @@ class FakeMaster:
         if isinstance(message, Register):
             self.registers.append(message)
             stale, self.stale = self.stale, []
-            peer.reply(frame, RegisterReply(message.worker_id, self.heartbeat_interval_s, stale))
+            reply = RegisterReply(message.worker_id, self.heartbeat_interval_s, stale)
+            after, self.after_register = self.after_register, []
+            peer.write(
+                encode_message(reply, rid=frame.rid, reply_to=Opcode.REGISTER)
+                + b"".join(encode_message(extra) for extra in after)
+            )
         elif isinstance(message, Heartbeat):
             self.heartbeats.append((time.monotonic(), message))
         elif isinstance(message, TaskStatus):

@@ -96,6 +96,18 @@ async def test_a_longer_attempt_reports_running_once_the_delay_is_over(
     await worker.aclose()
 
 
+@pytest.mark.parametrize("delay_s", [0.0, 0.005])
+async def test_a_task_that_arrives_with_the_register_answer_still_reports_running(
+    master: FakeMaster, make_worker: MakeWorker, delay_s: float
+) -> None:
+    # the master dispatches the moment a worker registers: the TASK_START can share a read with the answer
+    master.after_register = [shell("sleep 30", job_id="J1")]
+    worker = await registered(await make_worker(running_report_delay_s=delay_s))
+    await wait_until(lambda: bool(master.statuses_of("J1")), what="RUNNING")
+    assert master.statuses_of("J1") == [("RUNNING", None, "")]
+    await worker.aclose()
+
+
 async def test_task_that_cannot_start_is_reported_failed_without_running(
     master: FakeMaster, make_worker: MakeWorker
 ) -> None:

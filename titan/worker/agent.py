@@ -470,15 +470,11 @@ class Worker:
         self._slots[attempt.ref] = task.slots
         if self.shipper is not None:
             self.shipper.watch(attempt.ref, attempt.directory)
-        if self._peer is not None:
-            # if this is lost, the next REGISTER lists the attempt as running
-            delay = self.settings.running_report_delay_s
-            if delay > 0:
-                self._running_reports[attempt.ref] = asyncio.get_running_loop().call_later(
-                    delay, self._report_running, attempt
-                )
-            else:
-                self._report_running(attempt)
+        # Scheduled even with no connection in hand: a TASK_START can arrive in the same read as the
+        # REGISTER answer, before _register has taken the connection; the report is due later. If
+        # the connection is down by then, the next REGISTER lists the attempt as running instead.
+        delay = self.settings.running_report_delay_s
+        self._running_reports[attempt.ref] = asyncio.get_running_loop().call_later(delay, self._report_running, attempt)
         log.debug("%s %s#%d started as pid %s", self.name, task.job_id, task.attempt, attempt.pid)
         attempt.on_done = self._on_attempt_done
 
