@@ -474,7 +474,12 @@ class Worker:
         # REGISTER answer, before _register has taken the connection; the report is due later. If
         # the connection is down by then, the next REGISTER lists the attempt as running instead.
         delay = self.settings.running_report_delay_s
-        self._running_reports[attempt.ref] = asyncio.get_running_loop().call_later(delay, self._report_running, attempt)
+        if delay <= 0 and self._peer is not None:
+            self._report_running(attempt)
+        else:
+            self._running_reports[attempt.ref] = asyncio.get_running_loop().call_later(
+                delay, self._report_running, attempt
+            )
         log.debug("%s %s#%d started as pid %s", self.name, task.job_id, task.attempt, attempt.pid)
         attempt.on_done = self._on_attempt_done
 
