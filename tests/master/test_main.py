@@ -157,6 +157,20 @@ def test_spawn_bounds_have_defaults_and_flags() -> None:
     assert (settings.max_workers, settings.max_depth) == (10, 1)
 
 
+def test_the_autoscalers_bounds_and_the_clusters_are_separate_flags() -> None:
+    settings, _ = parse_args(["--autoscale"], environ={})
+    assert settings.autoscale is not None
+    assert (settings.autoscale.max_workers, settings.autoscale.max_depth) == (8, 2)
+    assert (settings.max_workers, settings.max_depth) == (64, 4)
+    argv = ["--autoscale", "--autoscale-max-workers", "3", "--autoscale-max-depth", "1", "--max-workers", "20"]
+    settings, _ = parse_args(argv, environ={})
+    assert settings.autoscale is not None
+    assert (settings.autoscale.max_workers, settings.autoscale.max_depth) == (3, 1)
+    assert (settings.max_workers, settings.max_depth) == (20, 4)
+    settings, _ = parse_args(["--autoscale-max-workers", "2"], environ={})  # the autoscaler is off
+    assert (settings.autoscale, settings.max_workers) == (None, 64)
+
+
 @pytest.mark.parametrize(
     "argv",
     [

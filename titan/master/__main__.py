@@ -170,14 +170,17 @@ def _autoscale_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--autoscale", action="store_true", help="grow and shrink the cluster with child workers")
     for flag, name, kind, text in _AUTOSCALE_FLAGS:
         default = getattr(AutoscaleSettings, name)
-        group.add_argument(flag, dest=name, type=kind, default=default, help=f"{text} (default {default:g})")
+        # its own dest: --max-workers and --max-depth name the cluster's bounds with the same field names
+        group.add_argument(
+            flag, dest=f"autoscale_{name}", type=kind, default=default, help=f"{text} (default {default:g})"
+        )
 
 
 def _autoscale(parser: argparse.ArgumentParser, args: argparse.Namespace) -> AutoscaleSettings | None:
     if not args.autoscale:
         return None
     try:
-        return AutoscaleSettings(**{name: getattr(args, name) for _, name, _, _ in _AUTOSCALE_FLAGS})
+        return AutoscaleSettings(**{name: getattr(args, f"autoscale_{name}") for _, name, _, _ in _AUTOSCALE_FLAGS})
     except ValueError as exc:
         parser.error(str(exc))
 
