@@ -89,6 +89,9 @@ class Register(Message):
     memory_mb: int | None = None
     # the machine's memory (MiB), which every worker on this host shares; None: unknown
     host_memory_mb: int | None = None
+    # the worker's clock (epoch seconds) as it sent this: with a finished result's own times, the
+    # master dates a result that waited for this reconnect by when it happened, not when it arrived
+    sent_at: float | None = None
 
     def check(self) -> None:
         _require(self.capacity >= 1, f"Register.capacity: must be at least 1, got {self.capacity}")

@@ -85,6 +85,7 @@ def register(
     memory_mb: int | None = None,
     host: str = "127.0.0.1",
     host_memory_mb: int | None = None,
+    sent_at: float | None = None,
 ) -> tuple[list[TaskRef], list[Effect]]:
     msg = Register(
         worker_id=worker_id,
@@ -97,6 +98,7 @@ def register(
         finished=finished or [],
         memory_mb=memory_mb,
         host_memory_mb=host_memory_mb,
+        sent_at=sent_at,
     )
     return state.worker_registered(msg, now)
 

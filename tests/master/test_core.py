@@ -403,6 +403,28 @@ def test_reconnect_within_timeout_keeps_running_tasks_and_applies_finished_ones(
     assert c.attempts == 2 and "not running on [8081] at reconnect" in c.story[-2].stimulus
 
 
+def test_a_result_reported_on_reconnect_is_dated_by_when_it_ended() -> None:
+    state = make_state()
+    register(state, capacity=2)
+    job, _ = state.submit(shell(), now=1.0)
+    state.task_status("w1", report(job, "RUNNING"), now=2.0)
+    state.worker_disconnected("w1", now=3.0)
+    # ended 20 s before the REGISTER was sent, by the worker's clock, which is an hour off ours
+    done = dataclasses.replace(
+        report(job, "COMPLETED", exit_code=0), started_at=7000.0 - 23.0, finished_at=7000.0 - 20.0
+    )
+    register(state, now=30.0, capacity=2, finished=[done], sent_at=7000.0)
+    assert (job.state, job.started_at, job.finished_at) == (S.COMPLETED, 2.0, 10.0)
+    # never before what the story already holds, and without sent_at: when it arrived
+    other, _ = state.submit(shell(), now=31.0)
+    state.task_status("w1", report(other, "RUNNING"), now=32.0)
+    state.worker_disconnected("w1", now=33.0)
+    long_ago = dataclasses.replace(report(other, "FAILED", exit_code=1), started_at=1.0, finished_at=2.0)
+    register(state, now=40.0, capacity=2, finished=[long_ago], sent_at=7000.0)
+    assert other.finished_at == 32.0  # it started then: it cannot have ended sooner
+    assert [step.t for step in other.story] == sorted(step.t for step in other.story)
+
+
 def test_stale_attempt_after_loss_is_killed_on_reconnect() -> None:
     state = make_state()
     register(state, "w1", port=8081)

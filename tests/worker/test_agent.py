@@ -247,6 +247,19 @@ async def test_aclose_kills_running_tasks(master: FakeMaster, make_worker: MakeW
     assert not worker.running and not pid_alive(pid)
 
 
+async def test_reconnects_never_wait_longer_than_the_masters_heartbeat_interval(make_worker: MakeWorker) -> None:
+    # the master times a silent worker out after about three intervals: one that waited its own
+    # longest backoff (10 s) could come back too late, and what it finished meanwhile would be rerun
+    master = await FakeMaster(heartbeat_interval_s=0.5).start()
+    try:
+        worker = await make_worker(master_port=master.port, reconnect_max_s=10.0)
+        assert max(worker._backoff_s(30) for _ in range(50)) > 0.5  # before it has heard the interval
+        await registered(worker)
+        assert max(worker._backoff_s(30) for _ in range(50)) <= 0.5
+    finally:
+        await master.aclose()
+
+
 async def test_retries_with_backoff_until_a_master_appears(
     make_worker: MakeWorker, caplog: pytest.LogCaptureFixture
 ) -> None:

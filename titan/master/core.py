@@ -191,7 +191,8 @@ class MasterState(ServiceStimuli, StateQueries):
         """
         record = self.registry.register(msg, now)
         for status in msg.finished:
-            self._status(record.id, status, now, " (reported on reconnect)")
+            ended = _ended_time(self.jobs.get(status.job_id), status, msg.sent_at, now)
+            self._status(record.id, status, ended, " (reported on reconnect)")
         if msg.spawn_id:
             self._child_registered(record, now)
         self._settle(now)
@@ -563,3 +564,17 @@ def _start_time(job: Job, status: TaskStatus, now: float) -> float:
         return now
     dispatched = job.story[-1].t
     return min(now, max(dispatched, now - ran))
+
+
+def _ended_time(job: Job | None, status: TaskStatus, sent_at: float | None, now: float) -> float:
+    """When a result a worker kept while it was away ended, on this master's clock.
+
+    ``sent_at - finished_at`` is how long ago it ended, by the worker's clock alone (the two
+    clocks may disagree). Never before the job's last recorded step, so the story stays in order.
+    """
+    if job is None or sent_at is None or status.finished_at is None:
+        return now
+    age = sent_at - status.finished_at
+    if not (math.isfinite(age) and age > 0):
+        return now
+    return min(now, max(job.story[-1].t, now - age))

@@ -28,6 +28,7 @@ import logging
 import os
 import random
 import socket
+import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import replace
 from typing import Any, Final
@@ -123,6 +124,10 @@ class Worker:
         self._closed = False
         self._random = random.Random()
         self._heartbeat_s = settings.heartbeat_interval_s
+        # the master's heartbeat interval, once it has answered a REGISTER: reconnects never wait
+        # longer, so a worker is back well within the master's timeout (about three intervals) and
+        # what it finished meanwhile is applied, not rerun
+        self._master_interval_s = float("inf")
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} id={self.worker_id} running={len(self.running)}>"
@@ -348,6 +353,7 @@ class Worker:
             spawn_id=settings.spawn_id,
             memory_mb=self.memory_mb,
             host_memory_mb=machine_memory_mb(),
+            sent_at=time.time(),
         )
         reply = await peer.request(message, timeout_s=settings.connect_timeout_s)
         if not isinstance(reply, RegisterReply):
@@ -373,7 +379,8 @@ class Worker:
         if self.deployments is not None:
             for status in self.deployments.up_reports():
                 self._report(status)
-        self._heartbeat_s = min(settings.heartbeat_interval_s, reply.heartbeat_interval_s or float("inf"))
+        self._master_interval_s = reply.heartbeat_interval_s or float("inf")
+        self._heartbeat_s = min(settings.heartbeat_interval_s, self._master_interval_s)
 
     async def _serve(self, peer: Peer) -> None:
         """Heartbeat until the connection closes."""
@@ -386,7 +393,8 @@ class Worker:
 
     def _backoff_s(self, failures: int) -> float:
         settings = self.settings
-        ceiling = min(settings.reconnect_max_s, settings.reconnect_initial_s * 2.0 ** min(failures - 1, 30))
+        longest = min(settings.reconnect_max_s, self._master_interval_s)
+        ceiling = min(longest, settings.reconnect_initial_s * 2.0 ** min(failures - 1, 30))
         # "equal jitter": never less than half the step, so retries stay spread but bounded
         return ceiling / 2 + self._random.uniform(0, ceiling / 2)
 
