@@ -64,6 +64,9 @@ class TaskStatus(Message):
     # DEPLOY: the service is up (settled, or its port answers); restarts after crashes so far
     up: bool = False
     restarts: int = 0
+    # on a final report: the worker stopped the attempt because it is shutting down, not because
+    # of anything the job did; the master requeues the job at once, and the attempt does not count
+    handed_back: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,31 @@ async def test_sigkilled_worker_process_jobs_rerun_on_the_other() -> None:
             assert {job.worker for job in jobs if job.attempts == 2} == {"[28082]"}
 
 
+async def test_a_worker_stopped_with_sigterm_hands_its_jobs_back_at_once() -> None:
+    # a heartbeat timeout far longer than the wait below: only the hand-back can requeue in time
+    slow_loss = {"master_args": ["--heartbeat-timeout", "60", "--heartbeat-interval", "0.1"]}
+    async with LocalCluster(workers=2, capacity=1, **slow_loss) as cluster:
+        async with await TitanClient.connect(ClientSettings(port=cluster.port)) as client:
+            spec = JobSpec(type="SHELL", data="sleep 1", max_attempts=1)
+            ids = [await client.submit(spec) for _ in range(2)]
+            for _ in range(1000):
+                jobs = [await client.status(i) for i in ids]
+                if all(job.state == "RUNNING" for job in jobs):
+                    break
+                await asyncio.sleep(0.01)
+            (victim_job,) = [job.id for job in jobs if job.worker == "[28081]"]
+            cluster.procs[1].send_signal(signal.SIGTERM)
+            assert await cluster.procs[1].wait() == 0
+            done = await client.wait(ids, timeout_s=30)
+            assert {job.state for job in done} == {"COMPLETED"}
+            moved = await client.status(victim_job)
+            assert (moved.worker, moved.attempts, moved.tries) == ("[28082]", 2, 1)
+            assert [run.state for run in moved.runs] == ["RETURNED", "COMPLETED"]
+            assert any("handed back by [28081]" in step.stimulus for step in moved.history)
+            workers = {worker.name: worker.health for worker in (await client.stats()).workers}
+            assert workers.get("[28081]") in (None, "RETIRED")
+
+
 async def test_one_shot_cli_submit_status_wait_json() -> None:
     async with LocalCluster(workers=1, capacity=2, **FAST) as cluster:
         env = {**os.environ, "TITAN_MASTER": f"127.0.0.1:{cluster.port}", "PYTHONPATH": str(REPO)}

@@ -425,6 +425,34 @@ def test_a_result_reported_on_reconnect_is_dated_by_when_it_ended() -> None:
     assert [step.t for step in other.story] == sorted(step.t for step in other.story)
 
 
+def test_a_handed_back_attempt_is_requeued_uncounted_and_its_worker_gets_nothing_new() -> None:
+    state = make_state()
+    register(state, "w1", port=8081)
+    job, _ = state.submit(shell(max_attempts=1), now=1.0)
+    state.task_status("w1", report(job, "RUNNING"), now=2.0)
+    back = dataclasses.replace(
+        report(job, "FAILED", exit_code=-15, error="stopped: worker shutting down"), handed_back=True
+    )
+    effects = state.task_status("w1", back, now=3.0)
+    assert effects == []  # nowhere to go: the only worker is leaving
+    assert (job.state, job.attempts, job.attempts_left) == (S.PENDING, 1, 1)
+    assert job.runs[-1].state == "RETURNED" and "handed back by [8081]" in job.story[-1].stimulus
+    assert state.registry.get("w1").health.value == "DRAINING"  # type: ignore[union-attr]
+    _, effects = register(state, "w2", port=8082, now=4.0)
+    assert effects == [SendTask("w2", job)]
+    state.task_status("w2", report(job, "COMPLETED", exit_code=0), now=5.0)
+    assert (job.state, job.attempts, job.attempts - job.retry_base) == (S.COMPLETED, 2, 1)
+
+
+def test_a_task_handed_back_before_it_started_never_shows_running() -> None:
+    state = make_state()
+    register(state)
+    job, _ = state.submit(shell(), now=1.0)
+    back = dataclasses.replace(report(job, "FAILED", error="stopped: worker shutting down"), handed_back=True)
+    state.task_status("w1", back, now=2.0)
+    assert [step.finish for step in job.story] == [S.PENDING, S.SCHEDULED, S.PENDING]
+
+
 def test_stale_attempt_after_loss_is_killed_on_reconnect() -> None:
     state = make_state()
     register(state, "w1", port=8081)

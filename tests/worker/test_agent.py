@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
+import signal
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -258,6 +260,35 @@ async def test_reconnects_never_wait_longer_than_the_masters_heartbeat_interval(
         assert max(worker._backoff_s(30) for _ in range(50)) <= 0.5
     finally:
         await master.aclose()
+
+
+async def test_aclose_hands_running_attempts_back_over_the_open_connection(
+    master: FakeMaster, make_worker: MakeWorker
+) -> None:
+    worker = await registered(await make_worker())
+    master.send(shell("sleep 30", job_id="J1"))
+    await wait_until(lambda: TaskRef("J1", 1) in worker.running, what="running")
+    await worker.aclose()
+    (final,) = [status for status in master.statuses if status.job_id == "J1" and status.state != "RUNNING"]
+    assert (final.state, final.error, final.handed_back) == ("FAILED", "stopped: worker shutting down", True)
+
+
+async def test_a_task_that_arrives_while_the_worker_shuts_down_is_handed_back(
+    master: FakeMaster, make_worker: MakeWorker
+) -> None:
+    worker = await registered(await make_worker(kill_grace_s=60.0))
+    # a job that ignores SIGTERM keeps the worker shutting down (connected) for its grace period
+    master.send(shell("trap '' TERM; sleep 30", job_id="SLOW"))
+    await wait_until(lambda: TaskRef("SLOW", 1) in worker.running, what="running")
+    slow = worker.running_pids()[TaskRef("SLOW", 1)]
+    closing = asyncio.ensure_future(worker.aclose())
+    await wait_until(lambda: worker._closed, what="shutting down")
+    master.send(shell("true", job_id="LATE"))
+    await wait_until(lambda: bool(master.statuses_of("LATE")), what="LATE handed back")
+    (late,) = [status for status in master.statuses if status.job_id == "LATE"]
+    assert (late.state, late.handed_back, late.started_at) == ("FAILED", True, None)
+    os.killpg(slow, signal.SIGKILL)  # rather than wait out the grace period
+    await closing
 
 
 async def test_retries_with_backoff_until_a_master_appears(

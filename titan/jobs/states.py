@@ -124,6 +124,8 @@ class Change:
     exit_code: int | None = None
     error: str = ""
     due: float | None = None
+    # RUNNING/SCHEDULED -> PENDING because the worker shut down and handed the attempt back
+    handed_back: bool = False
 
 
 Handler: TypeAlias = Callable[["Job", Change], list[Effect]]
@@ -214,10 +216,13 @@ def _fail(job: Job, change: Change) -> list[Effect]:
 
 
 def _requeue_lost(job: Job, change: Change) -> list[Effect]:
-    # the attempt counts (its number is spent) but the job goes straight back to the queue
+    # the attempt counts (its number is spent) but the job goes straight back to the queue;
+    # one its worker handed back on shutting down does not count: the job did nothing wrong
     job.error = change.error or "worker lost"
     job.exit_code = None
-    _end_run(job, "LOST", change.now)
+    if change.handed_back:
+        job.retry_base += 1
+    _end_run(job, "RETURNED" if change.handed_back else "LOST", change.now)
     return [*_release_worker(job), Enqueue(job)]
 
 
@@ -317,6 +322,7 @@ def transition(
     exit_code: int | None = None,
     error: str = "",
     due: float | None = None,
+    handed_back: bool = False,
 ) -> list[Effect]:
     """Move ``job`` to ``finish`` and return the effects the caller must apply.
 
@@ -327,7 +333,7 @@ def transition(
     handler = TRANSITIONS.get((start, finish))
     if handler is None:
         raise InvalidTransition(job.id, start, finish)
-    effects = handler(job, Change(stimulus, now, worker, worker_name, exit_code, error, due))
+    effects = handler(job, Change(stimulus, now, worker, worker_name, exit_code, error, due, handed_back))
     job.state = finish
     job.add_step(start, finish, stimulus, now)
     return effects

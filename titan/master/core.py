@@ -374,6 +374,7 @@ class MasterState(ServiceStimuli, StateQueries):
         exit_code: int | None = None,
         error: str = "",
         due: float | None = None,
+        handed_back: bool = False,
     ) -> None:
         start = job.state
         effects = transition(
@@ -386,6 +387,7 @@ class MasterState(ServiceStimuli, StateQueries):
             exit_code=exit_code,
             error=error,
             due=due,
+            handed_back=handed_back,
         )
         counts = self.counts
         counts[start] -= 1
@@ -479,7 +481,7 @@ class MasterState(ServiceStimuli, StateQueries):
             self._note(job, note, now)
             log.info("%s %s (job is %s, attempt %d)", job.id, note, job.state.value, job.attempts)
             return
-        if job.state is S.SCHEDULED:
+        if job.state is S.SCHEDULED and not (status.handed_back and status.started_at is None):
             self._move(job, S.RUNNING, f"started on {job.worker_name}{via}", _start_time(job, status, now))
             job.restarts, job.service_up = 0, False
         if job.is_service:
@@ -491,11 +493,27 @@ class MasterState(ServiceStimuli, StateQueries):
                 run.outputs = kept
             if status.state == "COMPLETED":
                 job.outputs = tuple(kept)
-        if status.state == "COMPLETED":
+        if status.handed_back and status.state != "RUNNING":
+            self._hand_back(worker_id, job, status, now, via)
+        elif status.state == "COMPLETED":
             self._move(job, S.COMPLETED, f"exit 0{via}", now, exit_code=status.exit_code or 0)
         elif status.state == "FAILED":
             what = status.error or f"exit {status.exit_code}"
             self._fail(job, now, f"failed: {what}{via}", status.exit_code, status.error)
+
+    def _hand_back(self, worker_id: str, job: Job, status: TaskStatus, now: float, via: str) -> None:
+        """Its worker is shutting down and stopped the attempt: requeue the job, the attempt not counted.
+
+        The worker takes no new tasks from here on: it is leaving, and whatever it were given now
+        would only come straight back.
+        """
+        record = self.registry.get(worker_id)
+        if record is not None and record.health is Health.HEALTHY:
+            self.registry.drain(worker_id, now)
+            log.info("%s is shutting down: it hands its tasks back", record.name)
+        job.service_up = False
+        why = status.error or "worker shutting down"
+        self._move(job, S.PENDING, f"handed back by {job.worker_name}: {why}{via}", now, error=why, handed_back=True)
 
     def _fail(self, job: Job, now: float, stimulus: str, exit_code: int | None, error: str) -> None:
         self.failed_attempts += 1

@@ -220,21 +220,27 @@ class Worker:
         self._main = asyncio.create_task(self._connection_loop(), name=f"titan-worker-{self.port}")
 
     async def aclose(self) -> None:
-        """Stop heartbeats and the connection, stop every attempt's process group and wait for them."""
+        """Stop every attempt's process group and hand it back, then stop heartbeats and the connection.
+
+        The attempts are stopped while the connection is still up: their final reports say the
+        worker handed them back, and the master requeues those jobs at once (their attempt not
+        counted) and sends this worker nothing new, instead of waiting a heartbeat timeout to
+        find it lost.
+        """
         if self._closed:
             return
         self._closed = True
         self._draining = True
         self._cancel_running_reports()
-        await self._cancel_background()
         # services end with the worker; children the master is draining get time to leave first
         patience = self.settings.child_drain_timeout_s if self.drained.is_set() else 0.0
         if self.deployments is not None:
-            await self.deployments.aclose("worker shutting down", patience_s=patience)
+            await self.deployments.aclose("worker shutting down", patience_s=patience, hand_back=True)
         if self.children is not None:
             await self.children.aclose("worker shutting down", patience_s=patience)
         if self._runner is not None:
-            await self._runner.aclose()
+            await self._runner.aclose(hand_back=True)
+        await self._cancel_background()
         if self.shipper is not None:
             self.shipper.close()
         self.registered.clear()
@@ -421,6 +427,9 @@ class Worker:
 
     def _on_task_start(self, task: TaskStart) -> None:
         ref = TaskRef(task.job_id, task.attempt)
+        if self._closed:  # sent before the master read our first handed-back report
+            self._send_final(_handed_back(task))
+            return
         if self._draining:
             self._send_final(TaskStatus(task.job_id, task.attempt, "FAILED", error="draining"))
             return
@@ -466,8 +475,11 @@ class Worker:
 
     def _launch(self, task: TaskStart) -> None:
         assert self._runner is not None
-        if self._closed or self._crashed:
-            return  # a task accepted before a DRAIN still runs; one racing a shutdown does not
+        if self._crashed:
+            return
+        if self._closed:  # a task accepted before a DRAIN still runs; one racing a shutdown goes back
+            self._send_final(_handed_back(task))
+            return
         if task.kind == "DEPLOY":
             self._deploy(task)
             return
@@ -612,3 +624,8 @@ class Worker:
             self._check_drained()
 
         task.add_done_callback(forget)
+
+
+def _handed_back(task: TaskStart) -> TaskStatus:
+    """The report of a task the worker received while shutting down and never started."""
+    return TaskStatus(task.job_id, task.attempt, "FAILED", error="stopped: worker shutting down", handed_back=True)

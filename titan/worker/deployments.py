@@ -116,6 +116,7 @@ class Deployments:
         self._report = report
         self._finished = finished
         self._running: dict[TaskRef, Deployed] = {}
+        self._handing_back = False  # set by aclose on the worker's shutdown
 
     def __contains__(self, ref: object) -> bool:
         return ref in self._running
@@ -182,8 +183,14 @@ class Deployments:
         for deployed in list(self._running.values()):
             deployed.service.kill()
 
-    async def aclose(self, reason: str, *, patience_s: float = 0.0) -> None:
-        """Stop everything (children after ``patience_s``) and wait for the ends to be reported."""
+    async def aclose(self, reason: str, *, patience_s: float = 0.0, hand_back: bool = False) -> None:
+        """Stop everything (children after ``patience_s``) and wait for the ends to be reported.
+
+        ``hand_back``: the worker is shutting down; the services' final reports say so, and the
+        master starts them again elsewhere without counting the attempt (not the child workers:
+        they stop with their parent).
+        """
+        self._handing_back = hand_back
         running = list(self._running.values())
         for deployed in running:
             deployed.service.stop(reason, patience_s=patience_s if deployed.is_child else 0.0)
@@ -280,9 +287,10 @@ class Deployments:
             del self._running[ref]
             if deployed.child_port is not None:
                 self.children.release(deployed.child_port)
-            self._finished(ref, service.directory, self._final(ref, service, service.ended.result()))
+            hand_back = self._handing_back and deployed.child_port is None  # a child worker stops with its parent
+            self._finished(ref, service.directory, self._final(ref, service, service.ended.result(), hand_back))
 
-    def _final(self, ref: TaskRef, service: Service, end: ServiceEnd) -> TaskStatus:
+    def _final(self, ref: TaskRef, service: Service, end: ServiceEnd, hand_back: bool) -> TaskStatus:
         outputs: dict[str, bytes] = {}
         error = end.error
         if service.probe and service.directory:
@@ -293,6 +301,7 @@ class Deployments:
             ref.job_id,
             ref.attempt,
             "COMPLETED" if end.exit_code == 0 and not error else "FAILED",
+            handed_back=hand_back,
             exit_code=end.exit_code,
             error=error,
             started_at=end.started_at,

@@ -63,6 +63,8 @@ class AttemptResult:
     started_at: float
     finished_at: float
     outputs: dict[str, bytes] = field(default_factory=dict)
+    # stopped because the worker is shutting down: the master requeues it, the attempt not counted
+    handed_back: bool = False
 
     @property
     def state(self) -> Literal["COMPLETED", "FAILED"]:
@@ -78,6 +80,7 @@ class AttemptResult:
             started_at=self.started_at,
             finished_at=self.finished_at,
             outputs=self.outputs,
+            handed_back=self.handed_back,
         )
 
 
@@ -86,6 +89,7 @@ class Attempt:
 
     __slots__ = (
         "_grace_s",
+        "_handed_back",
         "_kill_timer",
         "_loop",
         "_pidfd",
@@ -121,6 +125,7 @@ class Attempt:
         self.on_done: Callable[[Attempt], None] | None = None
         self._pidfd = -1
         self._stop_error = ""
+        self._handed_back = False
         self._timeout_timer: asyncio.TimerHandle | None = None
         self._kill_timer: asyncio.TimerHandle | None = None
 
@@ -132,12 +137,17 @@ class Attempt:
     def running(self) -> bool:
         return self.pid is not None and not self.result.done()
 
-    def stop(self, reason: str) -> None:
-        """SIGTERM the group, SIGKILL after the grace period; the result says ``stopped: <reason>``."""
+    def stop(self, reason: str, *, hand_back: bool = False) -> None:
+        """SIGTERM the group, SIGKILL after the grace period; the result says ``stopped: <reason>``.
+
+        ``hand_back``: the worker is shutting down, and the result says so (unless the attempt
+        was already being stopped for another reason, a cancel say, which stands).
+        """
         if not self.running:
             return
         if not self._stop_error:
             self._stop_error = f"stopped: {reason}" if reason else "stopped"
+            self._handed_back = hand_back
         self._terminate()
 
     def kill(self) -> None:
@@ -208,7 +218,14 @@ class Attempt:
             self.keep_directory = bool(artifacts.error)
             self.outputs_empty = not outputs and not artifacts.error
         result = AttemptResult(
-            self.ref.job_id, self.ref.attempt, exit_code, error, self.started_at, time.time(), outputs
+            self.ref.job_id,
+            self.ref.attempt,
+            exit_code,
+            error,
+            self.started_at,
+            time.time(),
+            outputs,
+            self._handed_back,
         )
         self.result.set_result(result)
         if self.on_done is not None:
@@ -309,11 +326,14 @@ class ProcessRunner:
         for attempt in list(self._running.values()):
             attempt.kill()
 
-    async def aclose(self, reason: str = "worker shutting down") -> None:
-        """Stop every attempt (SIGTERM, then SIGKILL after the grace period) and wait for them."""
+    async def aclose(self, reason: str = "worker shutting down", *, hand_back: bool = False) -> None:
+        """Stop every attempt (SIGTERM, then SIGKILL after the grace period) and wait for them.
+
+        ``hand_back``: their results say the worker stopped them on shutting down (see ``Attempt.stop``).
+        """
         attempts = list(self._running.values())
         for attempt in attempts:
-            attempt.stop(reason)
+            attempt.stop(reason, hand_back=hand_back)
         if attempts:
             await asyncio.gather(*(asyncio.shield(a.result) for a in attempts))
         await self._dirs.aclose()
