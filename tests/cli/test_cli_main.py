@@ -91,6 +91,22 @@ async def test_list_json_is_an_array(
     assert [job["id"] for job in json.loads(capsys.readouterr().out)] == ["B"]
 
 
+async def test_a_list_cut_at_its_limit_says_so_on_stderr(
+    fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in "ABC":
+        fake_master.add_job(name)
+    assert await titan("--master", fake_master.address, "list", "--limit", "2", "--json") == 0
+    captured = capsys.readouterr()
+    assert [job["id"] for job in json.loads(captured.out)] == ["A", "B"]
+    assert captured.err == "titan: only the newest 2 matching jobs are shown: --limit N shows more\n"
+    assert await titan("--master", fake_master.address, "list", "--limit", "3", "--json") == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == 3 and captured.err == ""
+    assert await titan("--master", fake_master.address, "list", "--limit", "0") == 2
+    assert capsys.readouterr().err == "titan: error: --limit must be at least 1, got 0\n"
+
+
 async def test_stats_and_workers_json(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:
     fake_master.workers = [worker_info(8081, load=1, services=["DASH"]), worker_info(8082, parent="w-8081")]
     fake_master.add_job("A")

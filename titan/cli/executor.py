@@ -22,6 +22,7 @@ from .dagref import resolve
 from .dagview import dag_tree
 from .inline import attach_inline
 from .link import MasterLink
+from .listing import DEFAULT_LIMIT, list_some
 from .output import print_table
 from .parse import (
     CancelCommand,
@@ -138,9 +139,12 @@ class CommandRunner:
                 if subject.dag:
                     self.console.print(dag_tree(subject.members))
             case ListCommand(state=state):
-                jobs = await client.list_jobs(state)
-                self._remember(jobs)
-                print_table(self.console, job_table(jobs))
+                listing = await list_some(client, state, DEFAULT_LIMIT)
+                self._remember(listing.jobs)
+                print_table(self.console, job_table(listing.jobs))
+                note = listing.note(DEFAULT_LIMIT, dag=False, flag=False)
+                if note:
+                    self.console.print(note, style="dim", markup=False)
             case DlqCommand():
                 jobs = await client.list_jobs("DEAD")
                 self._remember(jobs)

@@ -22,6 +22,7 @@ from titan.errors import TitanError, UsageError
 from titan.runtime import configure_logging, run
 
 from .demo import add_demo_options
+from .listing import DEFAULT_LIMIT
 from .oneshot import run_oneshot
 from .output import stdout_console
 from .repl import Repl
@@ -121,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing = command("list", "list jobs")
     listing.add_argument("state", nargs="?", help="only jobs in this state")
     listing.add_argument("--dag", metavar="ID", help="only the jobs of this DAG (a DAG id or any of its job ids)")
+    listing.add_argument(
+        "--limit", type=int, default=DEFAULT_LIMIT, metavar="N", help=f"at most N jobs (default {DEFAULT_LIMIT})"
+    )
     listing.add_argument("--json", action="store_true", help="print a JSON array of jobs")
 
     outputs = command("outputs", "save the output files a job kept to DEST/<id>/")

@@ -29,6 +29,7 @@ from .dagview import dag_tree
 from .executor import cancel_dag, log_note, logs_refusal
 from .inline import FILE_KINDS, attach_inline, inline_spec, parse_duration
 from .jsonview import job_json, stats_json, worker_json
+from .listing import list_some
 from .output import print_table
 from .parse import JOB_STATES, parse_dag, parse_submit
 from .progress import follow_jobs
@@ -114,6 +115,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     elif args.command == "submit-dag":
         options = _job_options(args)
         args.specs = [dataclasses.replace(spec, **options) for spec in parse_dag(args.dag)]
+    elif args.command == "list" and not 1 <= args.limit < 2**31:
+        raise UsageError(f"--limit must be at least 1, got {args.limit}")
     elif args.command == "list" and args.state:
         args.state = args.state.upper()
         if args.state not in JOB_STATES:
@@ -173,11 +176,14 @@ async def _status(client: TitanClient, args: argparse.Namespace, out: Console) -
 
 
 async def _list(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
-    jobs = await client.list_jobs(args.state or None, dag=args.dag)
+    listing = await list_some(client, args.state or None, args.limit, dag=args.dag)
     if args.json:
-        _emit_json([job_json(job) for job in jobs])
+        _emit_json([job_json(job) for job in listing.jobs])
     else:
-        print_table(out, job_table(jobs))
+        print_table(out, job_table(listing.jobs))
+    note = listing.note(args.limit, dag=args.dag is not None, flag=True)
+    if note:
+        sys.stderr.write(f"titan: {note}\n")  # stderr: a script reading the rows or the JSON is not misled
     return 0
 
 
