@@ -118,6 +118,33 @@ def test_shell_command_may_contain_pipes() -> None:
     assert parse_submit("SHELL|ls | wc -l|5|100") == JobSpec(type="SHELL", data="ls | wc -l", priority=5, delay_ms=100)
 
 
+def test_a_run_or_deploy_gives_its_file_arguments_after_the_name() -> None:
+    assert parse_submit("RUN|calc.py 200000|2") == JobSpec(type="RUN", data="calc.py", args=["200000"], priority=2)
+    assert parse_submit("RUN|'my job.py' --name \"a b\"") == JobSpec(
+        type="RUN", data="my job.py", args=["--name", "a b"]
+    )
+    assert parse_submit("DEPLOY|server_dashboard.py --port 8050").args == ["--port", "8050"]
+    assert parse_submit("RUN|@./local.py x").data == "@./local.py"  # an inline script, with its argument
+    # the other types keep DATA whole
+    assert parse_submit("EMAIL_ALERT|admin@titan.com now").data == "admin@titan.com now"
+    [spec] = parse_dag("A|RUN|sleep.py 5|1|0|[]")
+    assert (spec.data, spec.args) == ("sleep.py", ["5"])
+
+
+def test_a_semicolon_inside_a_dag_job_is_escaped_with_a_backslash() -> None:
+    a, b = parse_dag(r"A|SHELL|sleep 1\; echo a|1|0|[] ; B|SHELL|echo b|1|0|[A]")
+    assert (a.data, b.data, b.deps) == ("sleep 1; echo a", "echo b", ["A"])
+    with pytest.raises(UsageError, match=r"a ';' inside a command is written '\\;'"):
+        parse_dag("A|SHELL|sleep 1; echo a|1|0|[]")
+
+
+def test_submit_of_the_worker_artifact_takes_its_port_as_submit_dag_does() -> None:
+    assert parse_submit("DEPLOY|Worker.jar|8081") == JobSpec(type="DEPLOY", data="Worker.jar", port=8081)
+    assert parse_submit("DEPLOY|worker|0|2|500") == JobSpec(
+        type="DEPLOY", data="worker", port=0, priority=2, delay_ms=500
+    )
+
+
 def test_one_shot_submit_string_uses_the_same_parser() -> None:
     assert parse_submit("PDF_CONVERT|future_report.pdf|1|8000") == JobSpec(
         type="PDF_CONVERT", data="future_report.pdf", priority=1, delay_ms=8000
@@ -152,6 +179,11 @@ def test_every_command_is_parseable_by_name() -> None:
         ("SUBMIT RUN|calc.py|1|9223372036854775808", "DELAY_MS must fit in 64 bits"),
         ("SUBMIT RUN|calc.py|1|0|9", "got 5 fields"),
         ("SUBMIT R UN|calc.py", "TYPE must be a word"),
+        ("SUBMIT RUN|calc.py 'unclosed", "cannot split 'calc.py 'unclosed' into a file and its arguments"),
+        ("SUBMIT DEPLOY|Worker.jar", "of the worker artifact expects DEPLOY|Worker.jar|PORT[|PRIORITY[|DELAY_MS]]"),
+        ("SUBMIT DEPLOY|Worker.jar|x", "PORT must be an integer, got 'x'"),
+        ("SUBMIT DEPLOY|Worker.jar|65536", "PORT must be at most 65535"),
+        ("SUBMIT_DAG A|RUN|a.py|1|0|[]|AFFINITY", "AFFINITY runs a job on the worker of its first dependency"),
         ("SUBMIT_DAG", "SUBMIT_DAG expects jobs separated by ';'"),
         ("SUBMIT_DAG ;  ; ", "SUBMIT_DAG expects jobs separated by ';'"),
         ("SUBMIT_DAG A|RUN|calc.py|1|0", "SUBMIT_DAG job A: expected ID|TYPE|DATA[|PORT]|PRIORITY|DELAY_MS|[DEPS]"),

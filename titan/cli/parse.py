@@ -8,6 +8,8 @@ line can print it as is.
 
 from __future__ import annotations
 
+import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -46,6 +48,8 @@ __all__ = [
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 SUBMIT_FORM: Final = "TYPE|DATA[|PRIORITY[|DELAY_MS]]"
+WORKER_SUBMIT_FORM: Final = "DEPLOY|Worker.jar|PORT[|PRIORITY[|DELAY_MS]]"
+_JOB_SEPARATOR: Final = re.compile(r"(?<!\\);")
 DAG_FORM: Final = "ID|TYPE|DATA[|PORT]|PRIORITY|DELAY_MS|[DEPS][|AFFINITY]"
 
 #: job states a LIST may filter on (DESIGN §3)
@@ -242,14 +246,45 @@ def parse_submit(text: str, *, command: str = "SUBMIT") -> JobSpec:
         raw = text.split("|")
         data = "|".join(raw[1 : 1 + len(rest) - numbers]).strip()
         rest = [data, *rest[len(rest) - numbers :]]
+    port: int | None = None
+    if job_type == "DEPLOY" and is_worker_artifact(rest[0]):
+        # as in SUBMIT_DAG: a child worker's port comes right after the artifact's name
+        if len(rest) < 2:
+            raise UsageError(f"{command} of the worker artifact expects {WORKER_SUBMIT_FORM} (PORT 0: any free one)")
+        port = _port_field(command, WORKER_SUBMIT_FORM, rest[1], minimum=0)
+        rest = [rest[0], *rest[2:]]
     if len(rest) > 3:
         raise UsageError(f"{command} expects {SUBMIT_FORM}; got {len(fields)} fields")
     data = rest[0]
     if not data:
         raise UsageError(f"{command} expects {SUBMIT_FORM}; DATA is empty")
+    data, args = _file_and_args(command, job_type, data)
     priority = _int_field(command, SUBMIT_FORM, "PRIORITY", rest[1]) if len(rest) > 1 else 1
     delay_ms = _int_field(command, SUBMIT_FORM, "DELAY_MS", rest[2], minimum=0) if len(rest) > 2 else 0
-    return JobSpec(type=job_type, data=data, priority=priority, delay_ms=delay_ms)
+    return JobSpec(type=job_type, data=data, args=args, priority=priority, delay_ms=delay_ms, port=port)
+
+
+def _file_and_args(where: str, job_type: str, data: str) -> tuple[str, list[str]]:
+    """A RUN or DEPLOY names a file and may give it arguments: ``calc.py 200000`` (quoted as in a shell).
+
+    Other types keep DATA whole: a SHELL command line, or a handler's argument.
+    """
+    if job_type not in ("RUN", "DEPLOY") or not any(ch.isspace() for ch in data):
+        return data, []
+    try:
+        words = shlex.split(data)
+    except ValueError as exc:
+        raise UsageError(f"{where}: cannot split '{data}' into a file and its arguments: {exc}") from None
+    if not words:
+        raise UsageError(f"{where}: DATA is empty")
+    return words[0], words[1:]
+
+
+def _port_field(where: str, form: str, text: str, *, minimum: int) -> int:
+    port = _int_field(where, form, "PORT", text, minimum=minimum)
+    if port > 65535:
+        raise UsageError(f"{where}: PORT must be at most 65535, got {port}")
+    return port
 
 
 # --------------------------------------------------------------------------- SUBMIT_DAG
@@ -280,7 +315,8 @@ def _parse_dag_job(text: str, position: int) -> JobSpec:
         affinity = True
         fields.pop()
     if len(fields) < 6:
-        raise UsageError(f"{where}: expected {DAG_FORM}; got {len(fields)} fields")
+        hint = " (a ';' inside a command is written '\\;')" if len(fields) < 4 else ""
+        raise UsageError(f"{where}: expected {DAG_FORM}; got {len(fields)} fields{hint}")
     if not fields[0]:
         raise UsageError(f"SUBMIT_DAG job #{position}: expected {DAG_FORM}; ID is empty")
     if any(ch in fields[0] for ch in "[], "):
@@ -296,17 +332,19 @@ def _parse_dag_job(text: str, position: int) -> JobSpec:
     if len(numbers) == 3:
         if not worker:
             raise UsageError(f"{where}: PORT is only allowed for a DEPLOY of the worker artifact (worker, Worker.jar)")
-        port = _int_field(where + ":", DAG_FORM, "PORT", numbers[0], minimum=1)
-        if port > 65535:
-            raise UsageError(f"{where}: PORT must be at most 65535, got {port}")
+        port = _port_field(where + ":", DAG_FORM, numbers[0], minimum=1)
         numbers = numbers[1:]
     elif len(numbers) != 2:
         raise UsageError(f"{where}: expected {DAG_FORM}; got {len(fields)} fields")
     priority = _int_field(where + ":", DAG_FORM, "PRIORITY", numbers[0])
     delay_ms = _int_field(where + ":", DAG_FORM, "DELAY_MS", numbers[1], minimum=0)
+    if affinity and not deps:
+        raise UsageError(f"{where}: AFFINITY runs a job on the worker of its first dependency; it has none")
+    data, args = _file_and_args(where, job_type, data)
     return JobSpec(
         type=job_type,
         data=data,
+        args=args,
         id=fields[0],
         priority=priority,
         delay_ms=delay_ms,
@@ -326,7 +364,8 @@ def parse_dag(text: str) -> list[JobSpec]:
     Raises:
         UsageError: naming the job and the field at fault.
     """
-    segments = [segment.strip() for segment in text.split(";")]
+    # "\;" is a ';' inside a job (a SHELL command line's own separator), not between jobs
+    segments = [segment.replace("\\;", ";").strip() for segment in _JOB_SEPARATOR.split(text)]
     specs: list[JobSpec] = []
     seen: set[str] = set()
     for position, segment in enumerate(segments, start=1):

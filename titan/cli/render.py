@@ -60,10 +60,15 @@ _INACTIVE: Final = frozenset({"LOST", "DEAD", "DISCONNECTED", "RETIRED", "DRAINE
 
 #: (command, syntax, example), in the order HELP lists them
 HELP_ENTRIES: Final[tuple[tuple[str, str, str], ...]] = (
-    ("SUBMIT", "SUBMIT TYPE|DATA[|PRIORITY[|DELAY_MS]]", "SUBMIT PDF_CONVERT|future_report.pdf|1|8000"),
+    (
+        "SUBMIT",
+        "SUBMIT TYPE|DATA[|PRIORITY[|DELAY_MS]]   (RUN|calc.py 200000: a file and its arguments; "
+        "DEPLOY|Worker.jar|PORT[|...]: a child worker)",
+        "SUBMIT PDF_CONVERT|future_report.pdf|1|8000",
+    ),
     (
         "SUBMIT_DAG",
-        "SUBMIT_DAG ID|TYPE|DATA[|PORT]|PRIORITY|DELAY_MS|[DEPS][|AFFINITY] ; ...",
+        "SUBMIT_DAG ID|TYPE|DATA[|PORT]|PRIORITY|DELAY_MS|[DEPS][|AFFINITY] ; ...   (\\; is a ';' inside a command)",
         "SUBMIT_DAG A|RUN|calc.py|1|0|[] ; B|DEPLOY|Worker.jar|8081|1|0|[A]",
     ),
     ("STATS", "STATS", "STATS"),
