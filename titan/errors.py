@@ -55,8 +55,8 @@ class ValidationError(JobError):
 class UnknownJob(JobError):
     code = "UNKNOWN_JOB"
 
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"no job with id '{job_id}'")
+    def __init__(self, job_id: str, *, message: str = "") -> None:
+        super().__init__(message or f"no job with id '{job_id}'")
         self.job_id = job_id
 
 

@@ -269,10 +269,12 @@ def test_cancel_final_or_unknown_job_is_refused() -> None:
     state = make_state()
     job, _ = state.submit(shell(), now=1.0)
     state.cancel(job.id, now=2.0)
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(InvalidTransition, match=f"^nothing to cancel: job '{job.id}' is already CANCELLED$"):
         state.cancel(job.id, now=3.0)
     with pytest.raises(UnknownJob):
         state.cancel("TSK-nope", now=3.0)
+    with pytest.raises(UnknownJob, match="^no DAG or job with id 'DAG-nope'$"):
+        state.list_jobs(dag="DAG-nope")
 
 
 # ------------------------------------------------------------------ fencing

@@ -322,7 +322,7 @@ class FakeMaster:
     def _cancel(self, request: Cancel) -> JobReply:
         job = self._job(request.job_id)
         if job.state in FINAL_STATES:
-            raise RemoteError("INVALID_TRANSITION", f"job '{job.id}' cannot go from {job.state} to CANCELLED")
+            raise RemoteError("INVALID_TRANSITION", f"nothing to cancel: job '{job.id}' is already {job.state}")
         return JobReply(job=self.set_state(job.id, "CANCELLED"))
 
     def _retry(self, request: Retry) -> JobReply:

@@ -151,6 +151,11 @@ class MasterState(ServiceStimuli, StateQueries):
         """
         if not dag:
             job = self.job(job_id)
+            if job.is_final:  # the table would refuse it too, but in its own words
+                state = job.state.value
+                raise InvalidTransition(
+                    job.id, state, "CANCELLED", message=f"nothing to cancel: job '{job.id}' is already {state}"
+                )
             self._cancel(job, now, "cancel")
             return job, self._done(now)
         jobs = self.dag_jobs(job_id)

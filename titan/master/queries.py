@@ -69,7 +69,9 @@ class StateQueries:
         jobs = self.dags.get(ref)
         if jobs is not None:
             return jobs
-        job = self.job(ref)
+        if ref not in self.jobs:
+            raise UnknownJob(ref, message=f"no DAG or job with id '{ref}'")
+        job = self.jobs[ref]
         if job.dag is None:
             raise ValidationError(f"job '{ref}' was not submitted as part of a DAG")
         return self.dags[job.dag]
