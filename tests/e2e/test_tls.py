@@ -103,6 +103,27 @@ async def test_a_master_certificate_nobody_vouches_for_is_refused(tls_master: Ma
         await TitanClient.connect(_client_settings(tls_master, TlsClient(TLS / "stranger.pem")))
 
 
+async def test_a_trusted_certificate_for_other_names_says_to_dial_a_name_it_lists(tmp_path: Path) -> None:
+    # the certificate names 127.0.0.1 and localhost; this master listens on 127.0.0.2 (loopback too)
+    settings = MasterSettings(
+        **{
+            **FAST_MASTER,
+            "host": "127.0.0.2",
+            "workspace": tmp_path / "master",
+            "perm_files": PERM_FILES,
+            "tls_cert": TLS / "master.pem",
+            "tls_key": TLS / "master.key",
+        }
+    )
+    master = Master(settings)
+    await master.start()
+    try:
+        with pytest.raises(TlsRefused, match="refused .*; dial the master by a name or address its certificate lists"):
+            await TitanClient.connect(_client_settings(master, TRUSTED, host="127.0.0.2"))
+    finally:
+        await master.aclose()
+
+
 async def test_tls_to_a_plain_master_says_it_does_not_answer_in_tls(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
 
 from titan.config import tls_from_env, tls_into_env
-from titan.net.tls import TlsClient, TlsSetupError, server_context
+from titan.net.tls import TlsClient, TlsSetupError, describe_tls_failure, server_context
 from titan.worker.children import ChildDefaults, ChildWorkers
 from titan.worker.services import ServicePolicy
 
@@ -99,3 +100,22 @@ def test_child_workers_dial_the_master_as_their_parent_does(
     children = ChildWorkers("w1", tmp_path, defaults, base_env=inherited, policy=ServicePolicy())
     env = children.command(0, spawn_id="spawn-1").env
     assert {name: env[name] for name in ("TITAN_TLS_CA", "TITAN_TLS") if name in env} == variables
+
+
+NAME_HINT = "dial the master by a name or address its certificate lists (subjectAltName)"
+CA_HINT = "pass the CA that signed it with --tls-ca FILE"
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "hint"),
+    [
+        (62, "Hostname mismatch, certificate is not valid for 'db1'.", NAME_HINT),
+        (64, "IP address mismatch, certificate is not valid for '10.0.0.9'.", NAME_HINT),
+        (20, "unable to get local issuer certificate", CA_HINT),
+    ],
+)
+def test_a_refused_certificate_gets_the_hint_that_fits(code: int, message: str, hint: str) -> None:
+    exc = ssl.SSLCertVerificationError(1, f"certificate verify failed: {message}")
+    exc.verify_code, exc.verify_message = code, message
+    error = describe_tls_failure(exc, "db1", 9090)
+    assert str(error) == f"cannot reach the master at db1:9090: its TLS certificate was refused ({message}); {hint}"

@@ -27,6 +27,10 @@ from titan.errors import ConnectError, TitanError, TlsRefused
 
 __all__ = ["PLAIN_TO_TLS_HINT", "TlsClient", "TlsSetupError", "describe_tls_failure", "server_context"]
 
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH: a trusted
+# certificate, for other names or addresses
+_NAME_MISMATCH: Final = frozenset({62, 64})
+
 # what a peer that does not speak TLS to a TLS master sees: its HELLO answered by a closed connection
 PLAIN_TO_TLS_HINT: Final = "if the master uses TLS, connect with --tls or --tls-ca FILE"
 
@@ -101,10 +105,11 @@ def describe_tls_failure(exc: ssl.SSLError, host: str, port: int) -> ConnectErro
     """A dialling side's TLS failure as one line that says what to change."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         why = exc.verify_message or exc.reason or "not trusted"
-        return TlsRefused(
-            f"cannot reach the master at {host}:{port}: its TLS certificate was refused ({why}); "
-            "pass the CA that signed it with --tls-ca FILE"
-        )
+        if exc.verify_code in _NAME_MISMATCH:  # the certificate is trusted, but names other hosts
+            hint = "dial the master by a name or address its certificate lists (subjectAltName)"
+        else:
+            hint = "pass the CA that signed it with --tls-ca FILE"
+        return TlsRefused(f"cannot reach the master at {host}:{port}: its TLS certificate was refused ({why}); {hint}")
     reason = exc.reason or str(exc)
     if reason in ("WRONG_VERSION_NUMBER", "UNEXPECTED_EOF_WHILE_READING", "RECORD_LAYER_FAILURE"):
         return TlsRefused(
