@@ -116,6 +116,15 @@ async def test_follow_jobs_draws_progress_until_final(fake_master: FakeMaster) -
         jobs = await follower
     assert [job.state for job in jobs] == ["COMPLETED", "SKIPPED"]
     assert "2/2" in out.getvalue() and "1 COMPLETED · 1 SKIPPED" in out.getvalue()
+    assert "✗" in out.getvalue() and "✓" not in out.getvalue()  # not every job ended well
+
+
+async def test_follow_jobs_ends_with_a_check_when_every_job_completed(fake_master: FakeMaster) -> None:
+    fake_master.add_job("A", state="COMPLETED")
+    out = io.StringIO()
+    async with await TitanClient.connect(master=fake_master.address) as client:
+        await follow_jobs(client, ["A"], Console(file=out, width=100), interval_s=0.02)
+    assert "✓" in out.getvalue() and "✗" not in out.getvalue()
 
 
 def _repl(fake_master: FakeMaster, out: io.StringIO, pipe: PipeInput) -> Repl:

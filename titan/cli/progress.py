@@ -33,6 +33,19 @@ from .dagview import state_summary
 __all__ = ["follow_jobs"]
 
 
+# a follow that ends well: every job COMPLETED (a service that was stopped ended as it should too)
+_GOOD_ENDS = frozenset({"COMPLETED", "STOPPED"})
+
+
+class _OutcomeColumn(SpinnerColumn):
+    """The spinner while jobs run; then a green check if all ended well, else a red cross."""
+
+    def render(self, task: Task) -> Text:
+        if not task.finished:
+            return super().render(task)  # type: ignore[return-value]
+        return Text("✓", style="green") if task.fields.get("ok", True) else Text("✗", style="bold red")
+
+
 class _StatesColumn(ProgressColumn):
     """The coloured count of jobs per state (a TextColumn would drop the colours)."""
 
@@ -60,7 +73,7 @@ async def follow_jobs(
     ids = list(job_ids)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     columns = (
-        SpinnerColumn(finished_text="[green]✓[/green]"),
+        _OutcomeColumn(),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -77,7 +90,8 @@ async def follow_jobs(
             except WaitTimeout as exc:
                 jobs, finished = exc.jobs, False
             done = sum(1 for job in jobs if job.state in FINAL_STATES)
-            progress.update(task, completed=done, states=state_summary(jobs))
+            ok = all(job.state in _GOOD_ENDS for job in jobs)
+            progress.update(task, completed=done, states=state_summary(jobs), ok=ok)
             if finished:
                 return jobs
             if deadline is not None and time.monotonic() >= deadline:
