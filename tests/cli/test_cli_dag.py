@@ -84,6 +84,14 @@ def test_dag_tree_is_cut_for_huge_dags() -> None:
     assert "… 450 more jobs not shown" in text
 
 
+def test_a_long_chain_is_drawn_no_deeper_than_the_limit() -> None:
+    chain = [info("C0"), *(info(f"C{i}", "COMPLETED", f"C{i - 1}") for i in range(1, 300))]
+    text = text_of(dag_tree(chain, max_depth=10))
+    assert "… deeper than 10 levels (titan list --dag C9 lists every job)" in text
+    assert "… 290 more jobs not shown" in text
+    assert max(len(line) for line in text.splitlines()) < 120
+
+
 def test_dlq_table_shows_the_last_error_and_detail_shows_attempts() -> None:
     runs = [
         AttemptInfo(attempt=1, state="FAILED", worker="[8081]", exit_code=1, error="exit code 1", backoff_s=1.25),

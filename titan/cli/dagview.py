@@ -66,8 +66,12 @@ def job_line(job: JobInfo, outside: Sequence[str] = ()) -> Text:
     return text
 
 
-def dag_tree(jobs: Sequence[JobInfo], *, title: str | None = None, max_lines: int = 200) -> Tree:
-    """The DAG as a tree from its roots to its sinks, each job with its state."""
+def dag_tree(jobs: Sequence[JobInfo], *, title: str | None = None, max_lines: int = 200, max_depth: int = 20) -> Tree:
+    """The DAG as a tree from its roots to its sinks, each job with its state.
+
+    At most ``max_lines`` jobs and ``max_depth`` levels are drawn (a long chain would otherwise
+    indent off any screen); a last line counts the jobs left out.
+    """
     jobs = [for_terminal(job) for job in jobs]
     by_id = {job.id: job for job in jobs}
     children: dict[str, list[JobInfo]] = {}
@@ -84,15 +88,10 @@ def dag_tree(jobs: Sequence[JobInfo], *, title: str | None = None, max_lines: in
     tree = Tree(label, guide_style="dim")
     drawn: set[str] = set()
     lines = 0
-    # iterative depth-first walk: (parent node, job); reversed pushes keep submission order
-    stack: list[tuple[Tree, JobInfo]] = [(tree, job) for job in reversed(roots)]
-    while stack:
-        node, job = stack.pop()
-        if lines >= max_lines:
-            hidden = len(by_id) - len(drawn)
-            if hidden:
-                tree.add(Text(f"… {hidden} more jobs not shown", style="dim"))
-            break
+    # iterative depth-first walk: (parent node, job, depth); reversed pushes keep submission order
+    stack: list[tuple[Tree, JobInfo, int]] = [(tree, job, 1) for job in reversed(roots)]
+    while stack and lines < max_lines:
+        node, job, depth = stack.pop()
         lines += 1
         if job.id in drawn:
             node.add(Text.assemble(("↑ ", "dim"), (job.id, "dim"), " ", state_text(job.state)))
@@ -100,5 +99,14 @@ def dag_tree(jobs: Sequence[JobInfo], *, title: str | None = None, max_lines: in
         drawn.add(job.id)
         outside = [dep for dep in job.deps if dep not in by_id]
         branch = node.add(job_line(job, outside))
-        stack.extend((branch, child) for child in reversed(children.get(job.id, [])))
+        below = children.get(job.id, [])
+        if below and depth >= max_depth:
+            branch.add(
+                Text(f"… deeper than {max_depth} levels (titan list --dag {job.id} lists every job)", style="dim")
+            )
+            continue
+        stack.extend((branch, child, depth + 1) for child in reversed(below))
+    hidden = len(by_id) - len(drawn)
+    if hidden:
+        tree.add(Text(f"… {hidden} more jobs not shown", style="dim"))
     return tree
