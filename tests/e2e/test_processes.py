@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -85,17 +86,24 @@ async def test_a_worker_stopped_with_sigterm_hands_its_jobs_back_at_once() -> No
             assert workers.get("[28081]") in (None, "RETIRED")
 
 
+def _titan_command(cluster: LocalCluster) -> Callable[..., Awaitable[tuple[int, str, str]]]:
+    """``titan ARGS`` as a process against ``cluster``: (exit status, stdout, stderr)."""
+    env = {**os.environ, "TITAN_MASTER": f"127.0.0.1:{cluster.port}", "PYTHONPATH": str(REPO)}
+
+    async def titan(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "titan.cli", *args, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    return titan
+
+
 async def test_one_shot_cli_submit_status_wait_json() -> None:
     async with LocalCluster(workers=1, capacity=2, **FAST) as cluster:
-        env = {**os.environ, "TITAN_MASTER": f"127.0.0.1:{cluster.port}", "PYTHONPATH": str(REPO)}
-
-        async def titan(*args: str) -> tuple[int, str, str]:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "titan.cli", *args, env=env,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
-            out, err = await proc.communicate()
-            return proc.returncode or 0, out.decode(), err.decode()
+        titan = _titan_command(cluster)
 
         code, out, err = await titan("submit", "RUN|calc.py|2|0")
         assert code == 0, err
@@ -122,15 +130,7 @@ async def test_one_shot_cli_submit_status_wait_json() -> None:
 
 async def test_one_shot_cli_submit_and_submit_dag_with_wait() -> None:
     async with LocalCluster(workers=1, capacity=2, **FAST) as cluster:
-        env = {**os.environ, "TITAN_MASTER": f"127.0.0.1:{cluster.port}", "PYTHONPATH": str(REPO)}
-
-        async def titan(*args: str) -> tuple[int, str, str]:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "titan.cli", *args, env=env,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
-            out, err = await proc.communicate()
-            return proc.returncode or 0, out.decode(), err.decode()
+        titan = _titan_command(cluster)
 
         code, out, err = await titan("submit", "SHELL|echo done", "--wait")
         job_id = out.splitlines()[0]

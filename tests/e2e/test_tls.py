@@ -27,18 +27,22 @@ TLS = Path(__file__).parent.parent / "net" / "tls"
 TRUSTED = TlsClient(TLS / "ca.pem")
 
 
-@pytest.fixture
-async def tls_master(tmp_path: Path) -> AsyncIterator[Master]:
-    settings = MasterSettings(
+def _tls_master_settings(tmp_path: Path, **overrides: object) -> MasterSettings:
+    return MasterSettings(
         **{
             **FAST_MASTER,
             "workspace": tmp_path / "master",
             "perm_files": PERM_FILES,
             "tls_cert": TLS / "master.pem",
             "tls_key": TLS / "master.key",
+            **overrides,
         }
     )
-    master = Master(settings)
+
+
+@pytest.fixture
+async def tls_master(tmp_path: Path) -> AsyncIterator[Master]:
+    master = Master(_tls_master_settings(tmp_path))
     await master.start()
     yield master
     await master.aclose()
@@ -105,17 +109,7 @@ async def test_a_master_certificate_nobody_vouches_for_is_refused(tls_master: Ma
 
 async def test_a_trusted_certificate_for_other_names_says_to_dial_a_name_it_lists(tmp_path: Path) -> None:
     # the certificate names 127.0.0.1 and localhost; this master listens on 127.0.0.2 (loopback too)
-    settings = MasterSettings(
-        **{
-            **FAST_MASTER,
-            "host": "127.0.0.2",
-            "workspace": tmp_path / "master",
-            "perm_files": PERM_FILES,
-            "tls_cert": TLS / "master.pem",
-            "tls_key": TLS / "master.key",
-        }
-    )
-    master = Master(settings)
+    master = Master(_tls_master_settings(tmp_path, host="127.0.0.2"))
     await master.start()
     try:
         with pytest.raises(TlsRefused, match="refused .*; dial the master by a name or address its certificate lists"):
