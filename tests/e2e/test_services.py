@@ -151,6 +151,33 @@ async def test_deploy_of_the_worker_artifact_starts_a_child_that_stop_drains(mak
     assert worker.services == [] and worker.load == 0
 
 
+async def test_a_worker_shutting_down_hands_its_service_and_child_worker_back_to_start_elsewhere(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = await service_cluster(make_cluster)
+    client = cluster.client
+    leaving = cluster.workers[0]
+    await client.submit_dag(
+        [
+            JobSpec(type="DEPLOY", data="sleep.py", id="SVC", args=["600"], max_attempts=1),
+            JobSpec(type="DEPLOY", data="Worker.jar", id="CHILD", port=0, max_attempts=1),
+        ]
+    )
+    await wait_until(lambda: job_is(cluster, "SVC", "RUNNING", up=True), timeout_s=30, what="SVC up")
+    await wait_until(lambda: job_is(cluster, "CHILD", "RUNNING", up=True), timeout_s=30, what="CHILD up")
+    await cluster.add_worker(18182, capacity=2, **FAST_SERVICES)
+    await leaving.aclose()  # what SIGTERM does
+    for job_id in ("SVC", "CHILD"):
+        await wait_until(
+            lambda job_id=job_id: job_is(cluster, job_id, "RUNNING", up=True, worker="[18182]"),  # type: ignore[misc]
+            timeout_s=30,
+            what=f"{job_id} up again on [18182]",
+        )
+        job = await client.status(job_id)
+        assert (job.attempts, job.tries, [run.state for run in job.runs]) == (2, 1, ["RETURNED", "RUNNING"])
+        assert any("handed back by [18181]" in step.stimulus for step in job.history)
+
+
 async def test_a_deploy_of_the_worker_artifact_past_max_workers_fails_in_one_line(make_cluster: ClusterFactory) -> None:
     cluster = await make_cluster(n_workers=0, max_workers=2)
     await cluster.add_worker(18181, capacity=2, **FAST_SERVICES)

@@ -186,9 +186,9 @@ class Deployments:
     async def aclose(self, reason: str, *, patience_s: float = 0.0, hand_back: bool = False) -> None:
         """Stop everything (children after ``patience_s``) and wait for the ends to be reported.
 
-        ``hand_back``: the worker is shutting down; the services' final reports say so, and the
-        master starts them again elsewhere without counting the attempt (not the child workers:
-        they stop with their parent).
+        ``hand_back``: the worker is shutting down; the final reports of its services and child
+        workers (which stop with it) say so, and the master deploys them again elsewhere without
+        counting the attempt.
         """
         self._handing_back = hand_back
         running = list(self._running.values())
@@ -287,8 +287,8 @@ class Deployments:
             del self._running[ref]
             if deployed.child_port is not None:
                 self.children.release(deployed.child_port)
-            hand_back = self._handing_back and deployed.child_port is None  # a child worker stops with its parent
-            self._finished(ref, service.directory, self._final(ref, service, service.ended.result(), hand_back))
+            end = service.ended.result()
+            self._finished(ref, service.directory, self._final(ref, service, end, self._handing_back))
 
     def _final(self, ref: TaskRef, service: Service, end: ServiceEnd, hand_back: bool) -> TaskStatus:
         outputs: dict[str, bytes] = {}
