@@ -169,7 +169,7 @@ async def test_a_worker_shutting_down_hands_its_service_and_child_worker_back_to
     await leaving.aclose()  # what SIGTERM does
     for job_id in ("SVC", "CHILD"):
         await wait_until(
-            lambda job_id=job_id: job_is(cluster, job_id, "RUNNING", up=True, worker="[18182]"),  # type: ignore[misc]
+            lambda job_id=job_id: job_is(cluster, job_id, "RUNNING", up=True, worker="[18182]"),
             timeout_s=30,
             what=f"{job_id} up again on [18182]",
         )
