@@ -77,12 +77,36 @@ async def test_workers_and_clients_over_tls_run_jobs_end_to_end(tls_master: Mast
         await worker.aclose()
 
 
-async def test_a_plain_client_of_a_tls_master_is_told_to_use_tls(tls_master: Master) -> None:
+async def test_a_plain_client_of_a_tls_master_is_told_to_use_tls(
+    tls_master: Master, caplog: pytest.LogCaptureFixture
+) -> None:
     with pytest.raises(ConnectError, match="closed the connection during the handshake; if the master uses TLS"):
         await TitanClient.connect(_client_settings(tls_master, None))
+    # the master says so in its log, and keeps nothing of the connection
+    await wait_until(lambda: "TLS handshake failed" in caplog.text, what="the master's line about it")
+    assert "WRONG_VERSION_NUMBER: it does not speak TLS (a worker or client without --tls?)" in caplog.text
     # and the master goes on serving everyone else
     async with await TitanClient.connect(_client_settings(tls_master, TRUSTED)) as client:
         assert (await client.stats()).workers == []
+        assert len(tls_master._peers) == 1  # this client: no protocol left behind by the refused one
+
+
+async def test_refused_and_silent_tls_connections_leave_nothing_behind(tmp_path: Path) -> None:
+    master = Master(_tls_master_settings(tmp_path, handshake_timeout_s=0.2))
+    await master.start()
+    try:
+        for _ in range(10):  # a scanner, or a plain peer retrying
+            reader, writer = await asyncio.open_connection("127.0.0.1", master.port)
+            writer.write(b"\x01\x01\x00\x00\x00\x00\x00\x00")
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, nothing answered in clear
+            writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", master.port)  # says nothing at all
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed at the handshake deadline
+        writer.close()
+        await wait_until(lambda: not master._tls_handshakes, what="no handshake left")
+        assert not master._peers
+    finally:
+        await master.aclose()
 
 
 async def test_a_plain_worker_of_a_tls_master_stops_at_start_up_with_the_hint(

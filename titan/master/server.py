@@ -47,7 +47,7 @@ from titan.errors import UsageError, ValidationError
 from titan.jobs import ACTIVE_STATES, CloseWorker, DrainWorker, Effect, Job, JobFinished, SendTask, StopTask
 from titan.net import HandshakeGate, Peer
 from titan.net.loglimit import LogLimit
-from titan.net.tls import server_context
+from titan.net.tls import TlsAcceptor, describe_handshake_failure, server_context
 from titan.workspace import WorkspaceLock
 
 from .admission import WORKER_ARTIFACT
@@ -123,6 +123,8 @@ class Master(ClientHandlers):
         self._lock: WorkspaceLock | None = None  # taken in start(), held until aclose()
         self._tls: ssl.SSLContext | None = None  # made in start() from the settings' certificate
         self._peers: set[Peer] = set()
+        self._tls_handshakes: set[asyncio.Task[None]] = set()  # TLS handshakes under way (see TlsAcceptor)
+        self._tls_refusals = LogLimit(log, burst=5, period_s=60.0)
         # a loop that runs out of descriptors may drop new connections without telling us (uvloop
         # does: libuv accepts and closes them), so the master warns while it is still accepting
         self._file_limit = _open_file_limit()
@@ -232,13 +234,10 @@ class Master(ClientHandlers):
         settings = self.settings
         for tries_left in range(20, -1, -1):
             server = await loop.create_server(
-                self._make_peer,
+                self._make_peer if self._tls is None else self._make_tls_acceptor,
                 settings.host,
                 settings.port,
                 start_serving=False,
-                ssl=self._tls,
-                # a TLS handshake gets the deadline the TITAN_PROTO handshake after it has
-                ssl_handshake_timeout=settings.handshake_timeout_s if self._tls is not None else None,
             )
             hub = LogHub(
                 self.log_store,
@@ -276,6 +275,8 @@ class Master(ClientHandlers):
         self._closing = True
         if self._server is not None:
             self._server.close()
+        for handshake in list(self._tls_handshakes):
+            handshake.cancel()
         self._gate.close()
         if self.logs is not None:
             self.logs.close()
@@ -318,11 +319,27 @@ class Master(ClientHandlers):
         await self.aclose()
 
     # ------------------------------------------------------------------ connections
-    def _make_peer(self) -> Peer:
-        peer = Peer(
-            self._gate, max_body=self.settings.max_body, on_close=self._on_peer_closed, on_open=self._gate.opened
+    def _make_tls_acceptor(self) -> TlsAcceptor:
+        assert self._tls is not None
+        return TlsAcceptor(
+            self._tls,
+            # a TLS handshake gets the deadline the TITAN_PROTO handshake after it has
+            timeout_s=self.settings.handshake_timeout_s,
+            make_protocol=self._make_peer,
+            on_failure=self._tls_refused,
+            pending=self._tls_handshakes,
         )
+
+    def _tls_refused(self, address: str, exc: BaseException) -> None:
+        self._tls_refusals.warning("%s: TLS handshake failed: %s", address, describe_handshake_failure(exc))
+
+    def _make_peer(self) -> Peer:
+        return Peer(self._gate, max_body=self.settings.max_body, on_close=self._on_peer_closed, on_open=self._opened)
+
+    def _opened(self, peer: Peer) -> None:
+        """A connection is ours (for TLS: its handshake is done; a peer that never gets here holds nothing)."""
         self._peers.add(peer)
+        self._gate.opened(peer)
         if self._crowded_at is not None and len(self._peers) > self._crowded_at:
             self._crowded.warning(
                 "%d connections open (%d still in their handshake): close to the open-file limit of %d",
@@ -330,7 +347,6 @@ class Master(ClientHandlers):
                 self._gate.handshaking,
                 self._file_limit,
             )
-        return peer
 
     def _on_accept(self, peer: Peer, hello: Hello) -> None:
         if hello.role == "worker":
