@@ -124,6 +124,8 @@ class Heartbeat(Message):
     OPCODE = Opcode.HEARTBEAT
     load: int
     running: list[TaskRef] = field(default_factory=list)
+    # the worker is shutting down: it takes no new task, hands back what it runs, and leaves
+    leaving: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import pytest
 
 from bench.cluster import REPO, LocalCluster
 from protocol import JobSpec
+from tests.support import wait_until
 from titan.client import TitanClient
 from titan.config import ClientSettings
 
@@ -84,6 +85,14 @@ async def test_a_worker_stopped_with_sigterm_hands_its_jobs_back_at_once() -> No
             assert any("handed back by [28081]" in step.stimulus for step in moved.history)
             workers = {worker.name: worker.health for worker in (await client.stats()).workers}
             assert workers.get("[28081]") in (None, "RETIRED")
+            # an idle worker says it is leaving too
+            cluster.procs[2].send_signal(signal.SIGTERM)
+            assert await cluster.procs[2].wait() == 0
+
+            async def retired() -> bool:  # once the master has read the worker's goodbye
+                return {w.name: w.health for w in (await client.stats()).workers}.get("[28082]") == "RETIRED"
+
+            await wait_until(retired, what="[28082] RETIRED")
 
 
 def _titan_command(cluster: LocalCluster) -> Callable[..., Awaitable[tuple[int, str, str]]]:

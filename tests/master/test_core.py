@@ -446,6 +446,17 @@ def test_a_handed_back_attempt_is_requeued_uncounted_and_its_worker_gets_nothing
     assert (job.state, job.attempts, job.attempts - job.retry_base) == (S.COMPLETED, 2, 1)
 
 
+def test_an_idle_worker_that_says_it_is_leaving_retires_rather_than_being_lost() -> None:
+    state = make_state()
+    register(state, "w1", port=8081)
+    state.heartbeat("w1", now=1.0, leaving=True)
+    assert state.registry.get("w1").health.value == "DRAINING"  # type: ignore[union-attr]
+    state.submit(shell(), now=2.0)
+    assert state.registry.get("w1").active == {}  # type: ignore[union-attr]  # nothing new for it
+    state.worker_disconnected("w1", now=3.0)
+    assert state.registry.get("w1").health.value == "RETIRED"  # type: ignore[union-attr]
+
+
 def test_a_task_handed_back_before_it_started_never_shows_running() -> None:
     state = make_state()
     register(state)

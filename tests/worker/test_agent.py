@@ -271,6 +271,8 @@ async def test_aclose_hands_running_attempts_back_over_the_open_connection(
     await worker.aclose()
     (final,) = [status for status in master.statuses if status.job_id == "J1" and status.state != "RUNNING"]
     assert (final.state, final.error, final.handed_back) == ("FAILED", "stopped: worker shutting down", True)
+    # and before it stopped anything, it said it was leaving
+    assert master.heartbeats[-1][1].leaving
 
 
 async def test_a_task_that_arrives_while_the_worker_shuts_down_is_handed_back(

@@ -224,8 +224,10 @@ class MasterState(ServiceStimuli, StateQueries):
             log.info("%s disconnected with %d task(s)", record.name, len(record.active))
         return self._done(now)
 
-    def heartbeat(self, worker_id: str, now: float) -> list[Effect]:
+    def heartbeat(self, worker_id: str, now: float, *, leaving: bool = False) -> list[Effect]:
         self.registry.touch(worker_id, now)
+        if leaving:
+            self._leaving(worker_id, now)
         return self._done(now)
 
     def task_status(self, worker_id: str, status: TaskStatus, now: float) -> list[Effect]:
@@ -512,13 +514,17 @@ class MasterState(ServiceStimuli, StateQueries):
         The worker takes no new tasks from here on: it is leaving, and whatever it were given now
         would only come straight back.
         """
-        record = self.registry.get(worker_id)
-        if record is not None and record.health is Health.HEALTHY:
-            self.registry.drain(worker_id, now)
-            log.info("%s is shutting down: it hands its tasks back", record.name)
+        self._leaving(worker_id, now)
         job.service_up = False
         why = status.error or "worker shutting down"
         self._move(job, S.PENDING, f"handed back by {job.worker_name}: {why}{via}", now, error=why, handed_back=True)
+
+    def _leaving(self, worker_id: str, now: float) -> None:
+        """The worker is shutting down: it gets no new task, and once gone it is RETIRED, not LOST."""
+        record = self.registry.get(worker_id)
+        if record is not None and record.health is Health.HEALTHY:
+            self.registry.drain(worker_id, now)
+            log.info("%s is shutting down: it hands its tasks back and leaves", record.name)
 
     def _fail(self, job: Job, now: float, stimulus: str, exit_code: int | None, error: str) -> None:
         self.failed_attempts += 1

@@ -411,8 +411,8 @@ class Master(ClientHandlers):
         self._apply(effects)
 
     def _on_heartbeat(self, peer: Peer, frame: Frame) -> None:
-        Heartbeat.from_wire(frame.body)
-        self._apply(self.state.heartbeat(peer.context, self.clock()))
+        beat = Heartbeat.from_wire(frame.body)
+        self._apply(self.state.heartbeat(peer.context, self.clock(), leaving=beat.leaving))
 
     def _on_task_status(self, peer: Peer, frame: Frame) -> None:
         status = TaskStatus.from_wire(frame.body)

@@ -232,6 +232,8 @@ class Worker:
         self._closed = True
         self._draining = True
         self._cancel_running_reports()
+        if self._peer is not None:  # first of all, so that the master sends nothing new meanwhile
+            self._peer.send(Heartbeat(load=self.load, running=self.running_refs(), leaving=True))
         # services end with the worker; children the master is draining get time to leave first
         patience = self.settings.child_drain_timeout_s if self.drained.is_set() else 0.0
         if self.deployments is not None:
