@@ -145,13 +145,14 @@ async def test_cancel_and_retry(fake_master: FakeMaster, capsys: pytest.CaptureF
 async def test_wait_exit_status(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:
     fake_master.add_job("A", state="COMPLETED")
     fake_master.add_job("B", state="COMPLETED")
-    fake_master.add_job("C", state="DEAD")
+    fake_master.add_job("C", state="DEAD", error="exit code 7")
     fake_master.add_job("R", state="RUNNING")
     assert await titan("--master", fake_master.address, "wait", "A", "B") == 0
     assert capsys.readouterr().out.splitlines() == ["A COMPLETED", "B COMPLETED"]
     assert await titan("--master", fake_master.address, "wait", "A", "C") == 1
-    assert capsys.readouterr().out.splitlines() == ["A COMPLETED", "C DEAD"]
-    assert await titan("--master", fake_master.address, "wait", "A", "R", "--timeout", "0.01") == 1
+    assert capsys.readouterr().out.splitlines() == ["A COMPLETED", "C DEAD  exit code 7"]
+    # a timeout is told apart from a failure, as timeout(1) does
+    assert await titan("--master", fake_master.address, "wait", "A", "R", "--timeout", "0.01") == 124
     captured = capsys.readouterr()
     assert captured.out.splitlines() == ["A COMPLETED", "R RUNNING"]
     assert captured.err == "titan: error: timed out waiting for R\n"

@@ -149,12 +149,14 @@ async def test_one_shot_cli_submit_and_submit_dag_with_wait() -> None:
         assert (code, job["state"], job["exit_code"]) == (1, "DEAD", 4), err
         code, out, err = await titan("submit", "SHELL|sleep 30", "--wait", "--wait-timeout", "0.5")
         job_id = out.splitlines()[0]
-        assert (code, out.splitlines()[1]) == (1, f"{job_id} RUNNING")
+        assert (code, out.splitlines()[1]) == (124, f"{job_id} RUNNING")
         assert err == f"titan: error: timed out waiting for {job_id}\n"
         code, out, err = await titan(
             "submit-dag", "A|SHELL|true|1|0|[] ; B|SHELL|exit 2|1|0|[A]", "--attempts", "1", "--wait"
         )
         assert code == 1, err
-        assert out.splitlines()[0].startswith("DAG-") and out.splitlines()[1:] == ["A COMPLETED", "B DEAD"]
+        assert out.splitlines()[0].startswith("DAG-") and out.splitlines()[1:] == ["A COMPLETED", "B DEAD  exit code 2"]
         code, out, err = await titan("submit-dag", "C|SHELL|true|1|0|[]", "--wait", "--json")
-        assert code == 0 and [job["state"] for job in json.loads(out)] == ["COMPLETED"], err
+        shown = json.loads(out)
+        assert code == 0 and shown["dag"].startswith("DAG-") and shown["ids"] == ["C"], err
+        assert [(job["id"], job["state"], job["dag"]) for job in shown["jobs"]] == [("C", "COMPLETED", shown["dag"])]

@@ -36,6 +36,7 @@ def job_json(job: JobInfo) -> dict[str, Any]:
         "timeout_s": job.timeout_s,
         "memory_mb": job.memory_mb,
         "skills": list(job.skills),
+        "dag": job.dag,
         "history": [
             {"start": step.start, "finish": step.finish, "stimulus": step.stimulus, "t": step.t} for step in job.history
         ],

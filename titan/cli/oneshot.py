@@ -22,7 +22,7 @@ from rich.text import Text
 from protocol import JobInfo, JobSpec
 from titan.client import TitanClient, WaitTimeout
 from titan.config import ClientSettings
-from titan.errors import RemoteError, TitanError, UsageError
+from titan.errors import RemoteError, RequestTimeout, TitanError, UsageError
 
 from .dagref import expand_dag_ids, resolve
 from .dagview import dag_tree
@@ -40,6 +40,9 @@ from .scaling import oneshot_retire, oneshot_spawn, oneshot_stop
 __all__ = ["ONESHOT_COMMANDS", "check_arguments", "run_oneshot"]
 
 Handler = Callable[[TitanClient, argparse.Namespace, Console], Awaitable[int]]
+
+#: the exit status of a wait whose timeout passed first (as timeout(1) has it)
+WAIT_TIMED_OUT: Final = 124
 
 
 def _emit_json(value: Any) -> None:
@@ -134,7 +137,9 @@ async def _submit(client: TitanClient, args: argparse.Namespace, out: Console) -
     if args.wait:
         if not args.json:
             _print_now(reply.job_id)  # the id first: a script can still find the job if the wait is cut short
-        return await _await_final(client, [reply.job_id], args, out, timeout_s=args.wait_timeout, one_json_object=True)
+        return await _await_final(
+            client, [reply.job_id], args, out, timeout_s=args.wait_timeout, json_shape=lambda jobs: jobs[0]
+        )
     if args.json:
         _emit_json({"id": reply.job_id, **({"warning": reply.warning} if reply.warning else {})})
     else:
@@ -150,7 +155,14 @@ async def _submit_dag(client: TitanClient, args: argparse.Namespace, out: Consol
     if args.wait:
         if not args.json:
             _print_now(reply.dag_id)
-        return await _await_final(client, ids, args, out, timeout_s=args.wait_timeout)
+        return await _await_final(
+            client,
+            ids,
+            args,
+            out,
+            timeout_s=args.wait_timeout,
+            json_shape=lambda jobs: {"ids": ids, "dag": reply.dag_id, "jobs": jobs},
+        )
     if args.json:
         _emit_json({"ids": ids, "dag": reply.dag_id, **({"warning": reply.warning} if reply.warning else {})})
     else:
@@ -252,12 +264,14 @@ async def _await_final(
     out: Console,
     *,
     timeout_s: float | None = None,
-    one_json_object: bool = False,
+    json_shape: Callable[[list[dict[str, Any]]], Any] = lambda jobs: jobs,
 ) -> int:
-    """Wait until every job in ``ids`` is final (through master restarts), print them; 0 only if all COMPLETED.
+    """Wait until every job in ``ids`` is final (through master restarts), print them; the exit status.
 
-    ``titan wait`` and ``titan submit[-dag] --wait`` share it. With ``one_json_object`` (one job
-    submitted) ``--json`` prints that job, otherwise an array of jobs.
+    0 if every job COMPLETED, 1 if one ended otherwise, :data:`WAIT_TIMED_OUT` if ``timeout_s``
+    passed first (a script can tell "not yet" from "failed"). ``titan wait`` and ``titan
+    submit[-dag] --wait`` share it. ``--json`` prints ``json_shape`` of the jobs' maps (by
+    default the array itself).
     """
 
     async def wait_on(current: TitanClient, timeout_s: float | None) -> list[JobInfo]:
@@ -270,16 +284,23 @@ async def _await_final(
         jobs = await through_restarts(client, wait_on, timeout_s)
     except WaitTimeout as exc:
         jobs = exc.jobs
-        error: WaitTimeout | None = exc
+        error: RequestTimeout | None = exc
+    except RequestTimeout as exc:  # the time ran out while the master was away: no states to show
+        jobs, error = [], exc
     else:
         error = None
     if args.json:
-        _emit_json(job_json(jobs[0]) if one_json_object and len(jobs) == 1 else [job_json(job) for job in jobs])
+        if jobs:
+            _emit_json(json_shape([job_json(job) for job in jobs]))
     else:
         for job in jobs:
-            out.print(Text.assemble(f"{job.id} ", state_text(job.state)))
+            line = Text.assemble(f"{job.id} ", state_text(job.state))
+            if job.state != "COMPLETED" and job.error:
+                line.append(f"  {job.error}", style="dim")
+            out.print(line)
     if error is not None:
-        raise error
+        sys.stderr.write(f"titan: error: {' '.join(str(error).split())}\n")
+        return WAIT_TIMED_OUT
     return 0 if jobs and all(job.state == "COMPLETED" for job in jobs) else 1
 
 
