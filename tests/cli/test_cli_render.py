@@ -170,6 +170,11 @@ def test_tries_are_shown_against_the_limit_with_the_latest_number_beside() -> No
     assert "(latest" not in text_of(job_detail(job(attempts=2), now=NOW))
 
 
+def test_a_listed_job_shows_its_arguments_as_submit_takes_them() -> None:
+    text = text_of(job_table([job(data="sleep.py", args=["5", "a b"])], now=NOW))
+    assert "sleep.py 5 'a b'" in text
+
+
 def test_empty_job_table_says_so() -> None:
     assert "no jobs" in text_of(job_table([], now=NOW))
 

@@ -8,6 +8,7 @@ than markup strings because worker ports and skills are written in brackets
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -113,6 +114,11 @@ def format_age(seconds: float) -> str:
     return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
 
 
+def command_line(job: JobInfo) -> str:
+    """DATA with the job's arguments, quoted as SUBMIT takes them: ``calc.py 200000``."""
+    return shlex.join([job.data, *job.args]) if job.args else job.data
+
+
 def state_text(state: str) -> Text:
     return Text(state, style=STATE_STYLES.get(state, ""))
 
@@ -174,7 +180,7 @@ def job_table(jobs: Sequence[JobInfo], *, now: float | None = None, title: str |
         row: list[Text | str] = [
             job.id,
             job.type,
-            Text(_shortened(job.data, _LIST_DATA_CHARS)),
+            Text(_shortened(command_line(job), _LIST_DATA_CHARS)),
             state_text(job.state),
             f"{job.tries}/{job.max_attempts}",
             _dash(job.worker),
