@@ -99,7 +99,7 @@ async def test_a_list_cut_at_its_limit_says_so_on_stderr(
     assert await titan("--master", fake_master.address, "list", "--limit", "2", "--json") == 0
     captured = capsys.readouterr()
     assert [job["id"] for job in json.loads(captured.out)] == ["A", "B"]
-    assert captured.err == "titan: only the newest 2 matching jobs are shown: --limit N shows more\n"
+    assert captured.err == "titan: more jobs match than the 2 shown (newest first): raise --limit to see them\n"
     assert await titan("--master", fake_master.address, "list", "--limit", "3", "--json") == 0
     captured = capsys.readouterr()
     assert len(json.loads(captured.out)) == 3 and captured.err == ""

@@ -182,6 +182,7 @@ def test_every_command_is_parseable_by_name() -> None:
         ("SUBMIT RUN|calc.py 'unclosed", "cannot split 'calc.py 'unclosed' into a file and its arguments"),
         ("SUBMIT DEPLOY|Worker.jar", "of the worker artifact expects DEPLOY|Worker.jar|PORT[|PRIORITY[|DELAY_MS]]"),
         ("SUBMIT DEPLOY|Worker.jar|x", "PORT must be an integer, got 'x'"),
+        ("SUBMIT DEPLOY|worker 19612", "takes its port as a field: DEPLOY|Worker.jar|PORT[|PRIORITY[|DELAY_MS]]"),
         ("SUBMIT DEPLOY|Worker.jar|65536", "PORT must be at most 65535"),
         ("SUBMIT_DAG A|RUN|a.py|1|0|[]|AFFINITY", "AFFINITY runs a job on the worker of its first dependency"),
         ("SUBMIT_DAG", "SUBMIT_DAG expects jobs separated by ';'"),

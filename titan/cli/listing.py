@@ -23,8 +23,8 @@ class Listing:
         if not self.more:
             return ""
         which = "first" if dag else "newest"
-        hint = ": --limit N shows more" if flag else ": `titan list --limit N` shows more"
-        return f"only the {which} {limit} matching jobs are shown{hint}"
+        hint = "raise --limit to see them" if flag else "`titan list --limit N` shows them"
+        return f"more jobs match than the {limit} shown ({which} first): {hint}"
 
 
 async def list_some(client: TitanClient, state: str | None, limit: int, dag: str | None = None) -> Listing:

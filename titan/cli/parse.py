@@ -259,6 +259,8 @@ def parse_submit(text: str, *, command: str = "SUBMIT") -> JobSpec:
     if not data:
         raise UsageError(f"{command} expects {SUBMIT_FORM}; DATA is empty")
     data, args = _file_and_args(command, job_type, data)
+    if port is None and job_type == "DEPLOY" and is_worker_artifact(data) and args:
+        raise UsageError(f"{command} of the worker artifact takes its port as a field: {WORKER_SUBMIT_FORM}")
     priority = _int_field(command, SUBMIT_FORM, "PRIORITY", rest[1]) if len(rest) > 1 else 1
     delay_ms = _int_field(command, SUBMIT_FORM, "DELAY_MS", rest[2], minimum=0) if len(rest) > 2 else 0
     return JobSpec(type=job_type, data=data, args=args, priority=priority, delay_ms=delay_ms, port=port)

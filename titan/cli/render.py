@@ -261,9 +261,9 @@ def attempts_table(job: JobInfo) -> Table:
             ran = f"{max(0.0, run.finished_at - run.started_at):.2f}s"
         note = Text(run.error, style="red") if run.error else Text(", ".join(run.outputs))
         if run.log_lost:
-            note.append(f" [{run.log_lost} live log datagram(s) lost]", style="yellow")
+            note.append(f"{' ' if note else ''}[{run.log_lost} live log datagram(s) lost]", style="yellow")
         if run.truncated:
-            note.append(" [log truncated: tail kept]", style="yellow")
+            note.append(f"{' ' if note else ''}[log truncated: tail kept]", style="yellow")
         table.add_row(
             str(run.attempt),
             _dash(run.worker),

@@ -486,7 +486,16 @@ class MasterState(ServiceStimuli, StateQueries):
         if not self.is_current_report(worker_id, status):
             note = f"ignored {status.state} of attempt {status.attempt} from {worker_id}{via}"
             self._note(job, note, now)
-            log.info("%s %s (job is %s, attempt %d)", job.id, note, job.state.value, job.attempts)
+            # the end of an attempt that a CANCEL or STOP ended is expected: not worth a line at INFO
+            expected = job.is_final and status.attempt == job.attempts
+            log.log(
+                logging.DEBUG if expected else logging.INFO,
+                "%s %s (job is %s, attempt %d)",
+                job.id,
+                note,
+                job.state.value,
+                job.attempts,
+            )
             return
         if job.state is S.SCHEDULED and not (status.handed_back and status.started_at is None):
             self._move(job, S.RUNNING, f"started on {job.worker_name}{via}", _start_time(job, status, now))

@@ -66,7 +66,14 @@ class Scaling:
         max_depth: int = 4,
     ) -> None:
         self.state = state
+        self._capped = ""  # what the master's bounds cut from the autoscaler's own, for the log
         if settings is not None:
+            cuts = []
+            if settings.max_workers > max_workers:
+                cuts.append(f"--autoscale-max-workers {settings.max_workers} to --max-workers {max_workers}")
+            if settings.max_depth > max_depth:
+                cuts.append(f"--autoscale-max-depth {settings.max_depth} to --max-depth {max_depth}")
+            self._capped = "; ".join(cuts)
             # the autoscaler plans within the master's bounds, so it does not decide on spawns they refuse
             settings = dataclasses.replace(
                 settings,
@@ -88,7 +95,17 @@ class Scaling:
     # ------------------------------------------------------------------ lifetime
     def start(self) -> None:
         if self.autoscaler is not None:
-            log.info("autoscaler on: %s", self.autoscaler.settings)
+            limits = self.autoscaler.settings
+            log.info(
+                "autoscaler on: at most %d workers, %d children each, depth %d; grows after %gs of backlog, "
+                "retires children idle for %gs%s",
+                limits.max_workers,
+                limits.max_children,
+                limits.max_depth,
+                limits.scale_up_after_s,
+                limits.idle_retire_s,
+                f" (the master's bounds cut {self._capped})" if self._capped else "",
+            )
             self._arm()
 
     def close(self) -> None:

@@ -526,7 +526,9 @@ class Worker:
         if self._crashed:
             return
         result = attempt.result.result()
-        if result.error:  # successes are the bulk at high rates: only failures at INFO
+        if result.handed_back:
+            log.info("%s %s#%d handed back (%s)", self.name, result.job_id, result.attempt, result.error)
+        elif result.error:  # successes are the bulk at high rates: only failures at INFO
             log.info("%s %s#%d FAILED (%s)", self.name, result.job_id, result.attempt, result.error)
         else:
             log.debug("%s %s#%d COMPLETED", self.name, result.job_id, result.attempt)
