@@ -432,6 +432,7 @@ def test_a_handed_back_attempt_is_requeued_uncounted_and_its_worker_gets_nothing
     register(state, "w1", port=8081)
     job, _ = state.submit(shell(max_attempts=1), now=1.0)
     state.task_status("w1", report(job, "RUNNING"), now=2.0)
+    state.heartbeat("w1", now=2.5, leaving=True)  # a worker says so before it stops anything
     back = dataclasses.replace(
         report(job, "FAILED", exit_code=-15, error="stopped: worker shutting down"), handed_back=True
     )
@@ -461,9 +462,25 @@ def test_a_task_handed_back_before_it_started_never_shows_running() -> None:
     state = make_state()
     register(state)
     job, _ = state.submit(shell(), now=1.0)
+    state.heartbeat("w1", now=1.5, leaving=True)
     back = dataclasses.replace(report(job, "FAILED", error="stopped: worker shutting down"), handed_back=True)
     state.task_status("w1", back, now=2.0)
     assert [step.finish for step in job.story] == [S.PENDING, S.SCHEDULED, S.PENDING]
+
+
+def test_a_hand_back_kept_over_a_restart_comes_with_register_and_the_new_run_takes_tasks() -> None:
+    state = make_state()
+    register(state, "w1", port=8081)
+    job, _ = state.submit(shell(max_attempts=1), now=1.0)
+    state.task_status("w1", report(job, "RUNNING"), now=2.0)
+    state.worker_disconnected("w1", now=3.0)  # the master was away when the worker stopped
+    back = dataclasses.replace(
+        report(job, "FAILED", exit_code=-15, error="stopped: worker shutting down"), handed_back=True
+    )
+    _, effects = register(state, "w1", port=8081, now=4.0, finished=[back])
+    assert state.registry.get("w1").health.value == "HEALTHY"  # type: ignore[union-attr]
+    assert effects == [SendTask("w1", job)]  # requeued, the attempt not counted, and sent to the new run
+    assert (job.attempts, job.attempts - job.retry_base, job.runs[0].state) == (2, 1, "RETURNED")
 
 
 def test_stale_attempt_after_loss_is_killed_on_reconnect() -> None:

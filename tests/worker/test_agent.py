@@ -184,6 +184,38 @@ async def test_result_finished_while_disconnected_is_reported_in_register(
     assert worker.registrations == 2
 
 
+async def test_results_it_could_not_deliver_before_stopping_go_with_the_next_runs_register(
+    master: FakeMaster, make_worker: MakeWorker, tmp_path: Path
+) -> None:
+    workspace = tmp_path / "kept"
+    worker = await registered(await make_worker(port=18095, workspace=workspace))
+    master.send(shell("sleep 30", job_id="J1"))
+    await wait_until(lambda: TaskRef("J1", 1) in worker.running, what="running")
+    await master.stop_listening()
+    await master.drop()  # the master is away while the worker is stopped in order
+    await wait_until(lambda: not worker.registered.is_set(), what="worker noticed the drop")
+    await worker.aclose()
+    assert (workspace / "undelivered.msgpack").exists()
+
+    await master.start()
+    again = await registered(await make_worker(port=18095, workspace=workspace))
+    (kept,) = master.registers[-1].finished
+    assert (kept.job_id, kept.state, kept.handed_back) == ("J1", "FAILED", True)
+    assert again.outbox == [] and not (workspace / "undelivered.msgpack").exists()
+
+
+async def test_an_unreadable_file_of_kept_results_is_set_aside_in_one_line(
+    master: FakeMaster, make_worker: MakeWorker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    workspace = tmp_path / "kept"
+    workspace.mkdir()
+    (workspace / "undelivered.msgpack").write_bytes(b"\xc1 not msgpack")
+    await registered(await make_worker(workspace=workspace))
+    assert master.registers[-1].finished == []
+    assert (workspace / "undelivered.unreadable").exists()
+    assert "is not a list of results" in caplog.text
+
+
 async def test_stale_attempts_are_killed_on_register(
     master: FakeMaster, make_worker: MakeWorker, tmp_path: Path
 ) -> None:

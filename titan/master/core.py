@@ -510,20 +510,20 @@ class MasterState(ServiceStimuli, StateQueries):
             if status.state == "COMPLETED":
                 job.outputs = tuple(kept)
         if status.handed_back and status.state != "RUNNING":
-            self._hand_back(worker_id, job, status, now, via)
+            self._hand_back(job, status, now, via)
         elif status.state == "COMPLETED":
             self._move(job, S.COMPLETED, f"exit 0{via}", now, exit_code=status.exit_code or 0)
         elif status.state == "FAILED":
             what = status.error or f"exit {status.exit_code}"
             self._fail(job, now, f"failed: {what}{via}", status.exit_code, status.error)
 
-    def _hand_back(self, worker_id: str, job: Job, status: TaskStatus, now: float, via: str) -> None:
+    def _hand_back(self, job: Job, status: TaskStatus, now: float, via: str) -> None:
         """Its worker is shutting down and stopped the attempt: requeue the job, the attempt not counted.
 
-        The worker takes no new tasks from here on: it is leaving, and whatever it were given now
-        would only come straight back.
+        The worker said it was leaving before it stopped anything (a HEARTBEAT with ``leaving``), so
+        it gets nothing new meanwhile. A hand-back kept over a restart comes in the REGISTER of the
+        worker's next run instead, which is not leaving.
         """
-        self._leaving(worker_id, now)
         job.service_up = False
         why = status.error or "worker shutting down"
         self._move(job, S.PENDING, f"handed back by {job.worker_name}: {why}{via}", now, error=why, handed_back=True)

@@ -54,6 +54,7 @@ from titan.errors import AuthRefused, ConnectError, TitanError
 from titan.net import Peer, dial
 from titan.workspace import WorkspaceLock
 
+from . import undelivered
 from .children import ChildWorkers, PortTaken
 from .command import LaunchError
 from .deployments import Deployments, service_host
@@ -178,6 +179,10 @@ class Worker:
                 log.warning(
                     "%s killed %d process group(s) a previous run left in its attempt folders", self.name, killed
                 )
+            kept = undelivered.load(self.settings.workspace)
+            if kept:
+                log.info("%s sends %d result(s) its previous run could not deliver", self.name, len(kept))
+                self._outbox = kept + self._outbox
             await self._start()
         except BaseException:
             self._lock.release()
@@ -243,11 +248,28 @@ class Worker:
         if self._runner is not None:
             await self._runner.aclose(hand_back=True)
         await self._cancel_background()
+        self._keep_undelivered()
         if self.shipper is not None:
             self.shipper.close()
         self.registered.clear()
         if self._lock is not None:
             self._lock.release()  # last: nothing of this worker touches the workspace any more
+
+    def _keep_undelivered(self) -> None:
+        """What the master never got (it is away) waits on disk for the next start; see undelivered.py."""
+        try:
+            if self._outbox:
+                path = undelivered.save(self.settings.workspace, self._outbox)
+                log.warning(
+                    "%s could not deliver %d result(s) to the master; kept in %s for its next start",
+                    self.name,
+                    len(self._outbox),
+                    path,
+                )
+            else:
+                undelivered.forget(self.settings.workspace)
+        except OSError as exc:
+            log.error("%s cannot keep %d undelivered result(s): %s", self.name, len(self._outbox), exc)
 
     def simulate_crash(self) -> None:
         """Die like ``kill -9``: abort the connection, SIGKILL every group, report nothing."""
@@ -368,6 +390,8 @@ class Worker:
             raise ConnectError(f"unexpected answer to REGISTER: {type(reply).__name__}")
         delivered = {id(status) for status in finished}
         self._outbox = [status for status in self._outbox if id(status) not in delivered]
+        if not self._outbox:  # what a previous run kept has gone with this REGISTER
+            undelivered.forget(self.settings.workspace)
         self._peer = peer
         self.registrations += 1
         self.registered.set()
