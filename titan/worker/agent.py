@@ -225,12 +225,13 @@ class Worker:
         self._main = asyncio.create_task(self._connection_loop(), name=f"titan-worker-{self.port}")
 
     async def aclose(self) -> None:
-        """Stop every attempt's process group and hand it back, then stop heartbeats and the connection.
+        """Say it is leaving, stop and hand back every attempt, then stop heartbeats and the connection.
 
-        The attempts are stopped while the connection is still up: their final reports say the
-        worker handed them back, and the master requeues those jobs at once (their attempt not
-        counted) and sends this worker nothing new, instead of waiting a heartbeat timeout to
-        find it lost.
+        The leaving HEARTBEAT goes first, so the master sends nothing new meanwhile. The attempts are
+        stopped while the connection is still up: their final reports say the worker handed them
+        back, and the master requeues those jobs at once (their attempt not counted) instead of
+        waiting a heartbeat timeout to find the worker lost. What cannot be delivered (the master
+        is away) is kept on disk for the next run (``undelivered.py``).
         """
         if self._closed:
             return
@@ -453,7 +454,7 @@ class Worker:
 
     def _on_task_start(self, task: TaskStart) -> None:
         ref = TaskRef(task.job_id, task.attempt)
-        if self._closed:  # sent before the master read our first handed-back report
+        if self._closed:  # sent before the master read our leaving HEARTBEAT
             self._send_final(_handed_back(task))
             return
         if self._draining:
