@@ -448,6 +448,13 @@ class LogData(Message):
     eof: bool = False
     # set on the last frame when the master ended the subscription early (e.g. a follower too slow)
     error: str = ""
+    # where ``data`` starts in its attempt's stream; None where the master cannot tell (the copy
+    # it kept of a running attempt's live log before it restarted): lets a client that
+    # reconnects skip what it has shown, and see what went by while it was away
+    offset: int | None = None
+
+    def check(self) -> None:
+        _require(self.offset is None or self.offset >= 0, f"LogData.offset: must not be negative, got {self.offset}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import pytest
 from bench.cluster import LocalCluster
 from protocol import JobInfo, JobSpec
 from tests.support import wait_until
+from titan.cli.logview import LogPiece, read_log
 from titan.cli.rewait import through_restarts
 from titan.client import TitanClient
 from titan.config import ClientSettings
@@ -366,6 +367,46 @@ async def test_a_wait_gives_up_when_the_master_stays_away() -> None:
             await cluster.kill_master()
             with pytest.raises(PeerClosed, match="did not come back within 1s"):
                 await asyncio.wait_for(waiting, 30)
+
+
+TICKER = b"""
+import sys, time
+for i in range(int(sys.argv[1])):
+    print(f"line {i:04d}", flush=True)
+    time.sleep(0.02)
+"""
+
+
+async def test_a_followed_log_rides_out_a_master_restart_showing_no_byte_twice(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with LocalCluster(workers=1, capacity=1, **PATIENT) as cluster:
+        async with await connect(cluster) as client:
+            job_id = await client.submit(JobSpec(type="RUN", data="ticker.py", payload=TICKER, args=["150"]))
+            pieces: list[LogPiece] = []
+            following = asyncio.ensure_future(read_log(client, job_id, follow=True, show=pieces.append))
+            await wait_until(lambda: sum(p.data.count(b"\n") for p in pieces) >= 20, timeout_s=30, what="20 lines")
+            await cluster.kill_master()
+            await asyncio.sleep(0.3)  # lines go by while the master is away
+            await cluster.start_master()
+            job = await asyncio.wait_for(following, 60)
+            assert job.state == "COMPLETED"
+            async with await connect(cluster) as reader:
+                async with reader.logs(job_id) as stream:
+                    exact = b"".join([chunk.data async for chunk in stream if chunk.stream == "stdout"])
+    assert exact == b"".join(f"line {i:04d}\n".encode() for i in range(150))
+    notes = [(index, piece.note) for index, piece in enumerate(pieces) if piece.note]
+    assert len(notes) <= 1  # at most the one hole the outage left, said once
+    shown = b"".join(piece.data for piece in pieces)
+    if notes:
+        index, note = notes[0]
+        missed = int(note.split()[0].strip("["))
+        before = sum(len(piece.data) for piece in pieces[:index])
+        assert missed > 0 and shown == exact[:before] + exact[before + missed :]
+    else:
+        assert shown == exact
+    err = capsys.readouterr().err
+    assert "lost the master" in err and "following the log again" in err
 
 
 async def job_running(client: TitanClient, job_id: str) -> bool:

@@ -158,3 +158,39 @@ def test_gc_keeps_unfinished_jobs_whatever_their_age() -> None:
     mtimes = {"orphan-old": 50.0, "orphan-new": 2000.0}
     chosen = collectable(names, jobs, cutoff=500.0, mtime=lambda n: mtimes.get(n, 0.0))
     assert chosen == ["old-done", "orphan-old"]
+
+
+async def test_every_frame_says_where_its_bytes_start(hub: LogHub) -> None:
+    peer = FakePeer()
+    hub.subscribe(peer, job(), follow=True)  # type: ignore[arg-type]
+    hub.datagram(record(0, b"one\n", 0))
+    hub._flush()
+    hub.datagram(record(2, b"three\n", 8))  # "two\n" lost: the next frame starts after the hole
+    hub.datagram(record(3, b"four\n", 14))
+    hub.datagram(record(1, b"two\n", 4))  # late: behind what was shown, not shown again
+    hub._flush()
+    assert [(m.offset, m.data) for m in peer.sent] == [(0, b"one\n"), (8, b"three\nfour\n")]
+    exact = b"one\ntwo\nthree\nfour\nfive\n"
+    hub.attempt_ended(TaskStatus("J", 1, "COMPLETED", exit_code=0, stdout=exact, stderr=b""), job(final=True))  # type: ignore[arg-type]
+    assert (peer.sent[-1].offset, peer.sent[-1].data) == (19, b"five\n")  # the exact log's tail, where it goes
+
+
+async def test_a_restarted_master_sends_its_old_live_copy_without_a_position(tmp_path: Path) -> None:
+    before = LogHub(LogStore(tmp_path), lambda job_id, attempt: True)
+    before.datagram(record(0, b"early\n", 0))
+    before.close()
+    after = LogHub(LogStore(tmp_path), lambda job_id, attempt: True)  # the same workspace, nothing live yet
+    peer = FakePeer()
+    after.subscribe(peer, job(), follow=True)  # type: ignore[arg-type]
+    assert [(m.offset, m.data) for m in peer.sent] == [(None, b"early\n")]
+    after.datagram(record(5, b"later\n", 20))
+    after._flush()
+    assert (peer.sent[-1].offset, peer.sent[-1].data) == (20, b"later\n")
+
+
+async def test_the_stored_log_of_an_ended_attempt_starts_at_zero(hub: LogHub) -> None:
+    hub.attempt_ended(TaskStatus("J", 1, "COMPLETED", exit_code=0, stdout=b"out\n", stderr=b""), job())  # type: ignore[arg-type]
+    ended = LogHub(hub.store, lambda job_id, attempt: False)
+    peer = FakePeer()
+    ended.subscribe(peer, job(final=True), follow=False)  # type: ignore[arg-type]
+    assert [(m.offset, m.data, m.eof) for m in peer.sent] == [(0, b"out\n", False), (None, b"", True)]

@@ -76,6 +76,7 @@ CONSTRAINED: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("JobSpec", "timeout_s"): st.none() | st.floats(min_value=1e-3, max_value=1e6),
     ("LogRecord", "seq"): st.integers(0, 2**40),
     ("LogRecord", "offset"): st.integers(0, 2**40),
+    ("LogData", "offset"): st.none() | st.integers(0, 2**40),
     ("Gc", "older_than_s"): st.floats(min_value=0, max_value=1e9),
     ("SpawnWorker", "port"): st.integers(0, 65535),
     ("SpawnWorker", "capacity"): st.integers(0, 1 << 16),

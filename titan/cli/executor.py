@@ -9,20 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
 
 from rich.console import Console
 from rich.text import Text
 
 from protocol import JobInfo
 from titan.client import TitanClient
-from titan.errors import RemoteError, TitanError
 
 from .dagref import resolve
 from .dagview import dag_tree
 from .inline import attach_inline
 from .link import MasterLink
 from .listing import DEFAULT_LIMIT, list_some
+from .logview import LogPiece, log_note, read_log
 from .output import print_table
 from .parse import (
     CancelCommand,
@@ -45,16 +44,7 @@ from .progress import follow_jobs
 from .render import help_view, job_detail, job_table, state_text, stats_view, workers_table
 from .scaling import RetireCommand, SpawnCommand, StopCommand, run_scaling
 
-__all__ = ["CancelledDag", "CommandRunner", "LogsUnavailable", "cancel_dag", "log_note", "logs_refusal"]
-
-# codes with which a master that does not (yet) serve logs refuses LOGS_SUBSCRIBE
-_NO_LOGS_CODES: Final = frozenset({"UNKNOWN_OPCODE", "UNEXPECTED", "NOT_IMPLEMENTED", "UNSUPPORTED"})
-
-
-class LogsUnavailable(TitanError):
-    """The master does not serve job logs."""
-
-    code = "LOGS_UNAVAILABLE"
+__all__ = ["CancelledDag", "CommandRunner", "cancel_dag"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,26 +65,6 @@ async def cancel_dag(client: TitanClient, ref: str) -> CancelledDag:
     job = await client.cancel(ref, dag=True)
     jobs = await client.dag_jobs(job.dag or ref)
     return CancelledDag(job.dag, jobs, sum(1 for member in jobs if member.state == "CANCELLED"))
-
-
-def log_note(job: JobInfo) -> str:
-    """What to say after a job's log: the stored log was cut, or the live view missed datagrams."""
-    run = job.runs[-1] if job.runs else None
-    if run is None:
-        return ""
-    notes = []
-    if run.truncated:
-        notes.append("the log was over the size limit: only its tail is kept")
-    if run.log_lost:
-        notes.append(f"{run.log_lost} live datagram(s) were lost on the way (the stored log is exact)")
-    return f"[attempt {run.attempt}: {'; '.join(notes)}]" if notes else ""
-
-
-def logs_refusal(exc: RemoteError, address: str) -> TitanError:
-    """What to report when LOGS_SUBSCRIBE is refused: "not available" if the master lacks it."""
-    if exc.code in _NO_LOGS_CODES:
-        return LogsUnavailable(f"LOGS is not available yet: the master at {address} does not serve logs")
-    return exc
 
 
 class CommandRunner:
@@ -200,20 +170,16 @@ class CommandRunner:
             print_table(self.console, job_table(jobs))
 
     async def _logs(self, job_id: str, follow: bool) -> None:
-        client = await self.link.client()
-        try:
-            async with client.logs(job_id, follow=follow) as stream:
-                attempt = stream.attempt
-                async for chunk in stream:
-                    if chunk.attempt != attempt and chunk.attempt:
-                        attempt = chunk.attempt
-                        self.console.print(Text(f"--- attempt {attempt} ---", style="dim"))
-                    text = Text(chunk.data.decode("utf-8", errors="replace"))
-                    if chunk.stream == "stderr":
-                        text.stylize("red")
-                    self.console.print(text, end="", soft_wrap=True, highlight=False)
-        except RemoteError as exc:
-            raise logs_refusal(exc, client.address) from None
-        note = log_note(await client.status(job_id))
+        def show(piece: LogPiece) -> None:
+            if piece.new_attempt is not None:
+                self.console.print(Text(f"--- attempt {piece.new_attempt} ---", style="dim"))
+            if piece.note:
+                self.console.print(Text(piece.note, style="yellow"))
+            text = Text(piece.data.decode("utf-8", errors="replace"))
+            if piece.stream == "stderr":
+                text.stylize("red")
+            self.console.print(text, end="", soft_wrap=True, highlight=False)
+
+        note = log_note(await read_log(await self.link.client(), job_id, follow=follow, show=show))
         if note:
             self.console.print(Text(note, style="yellow"))

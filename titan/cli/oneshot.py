@@ -26,10 +26,11 @@ from titan.errors import RemoteError, RequestTimeout, TitanError, UsageError
 
 from .dagref import expand_dag_ids, resolve
 from .dagview import dag_tree
-from .executor import cancel_dag, log_note, logs_refusal
+from .executor import cancel_dag
 from .inline import FILE_KINDS, attach_inline, inline_spec, parse_duration
 from .jsonview import job_json, stats_json, worker_json
 from .listing import list_some
+from .logview import LogPiece, log_note, read_log
 from .output import print_table
 from .parse import JOB_STATES, parse_dag, parse_submit
 from .progress import follow_jobs
@@ -329,20 +330,18 @@ async def _outputs(client: TitanClient, args: argparse.Namespace, out: Console) 
 
 
 async def _logs(client: TitanClient, args: argparse.Namespace, out: Console) -> int:
-    try:
-        async with client.logs(args.id, follow=args.follow) as stream:
-            attempt = stream.attempt
-            async for chunk in stream:
-                if chunk.attempt != attempt and chunk.attempt:
-                    attempt = chunk.attempt
-                    sys.stderr.write(f"--- attempt {attempt} ---\n")
-                target = sys.stderr if chunk.stream == "stderr" else sys.stdout
-                target.flush()
-                target.buffer.write(chunk.data)  # the bytes as the job wrote them
-                target.buffer.flush()
-    except RemoteError as exc:
-        raise logs_refusal(exc, client.address) from None
-    note = log_note(await client.status(args.id))
+    def show(piece: LogPiece) -> None:
+        if piece.new_attempt is not None:
+            sys.stderr.write(f"--- attempt {piece.new_attempt} ---\n")
+        if piece.note:
+            sys.stdout.flush()
+            sys.stderr.write(piece.note + "\n")
+        target = sys.stderr if piece.stream == "stderr" else sys.stdout
+        target.flush()
+        target.buffer.write(piece.data)  # the bytes as the job wrote them
+        target.buffer.flush()
+
+    note = log_note(await read_log(client, args.id, follow=args.follow, show=show))
     if note:
         sys.stderr.write(note + "\n")
     return 0

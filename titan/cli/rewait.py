@@ -22,7 +22,7 @@ __all__ = ["RECONNECT_WINDOW_S", "through_restarts"]
 
 T = TypeVar("T")
 
-#: how long one outage may last before the wait gives up
+#: how long one outage may last before the wait (or the log being followed) gives up
 RECONNECT_WINDOW_S: Final = 60.0
 _FIRST_DELAY_S: Final = 0.2
 _MAX_DELAY_S: Final = 2.0
@@ -34,8 +34,11 @@ async def through_restarts(
     timeout_s: float | None,
     *,
     window_s: float = RECONNECT_WINDOW_S,
+    doing: str = "waiting",
 ) -> T:
     """``attempt(client, seconds left)``, again on a new connection whenever the master's drops.
+
+    ``doing`` names what goes on for the lines on stderr ("reconnected ...; waiting again").
 
     Raises:
         PeerClosed: the master did not come back within ``window_s`` (or the timeout).
@@ -53,13 +56,15 @@ async def through_restarts(
                 if current is not client:
                     await current.aclose()
                     current = client
-                current = await _reconnect(client, lost, deadline, window_s)
+                current = await _reconnect(client, lost, deadline, window_s, doing)
     finally:
         if current is not client:
             await current.aclose()
 
 
-async def _reconnect(client: TitanClient, lost: PeerClosed, deadline: float | None, window_s: float) -> TitanClient:
+async def _reconnect(
+    client: TitanClient, lost: PeerClosed, deadline: float | None, window_s: float, doing: str
+) -> TitanClient:
     loop = asyncio.get_running_loop()
     give_up = loop.time() + window_s if deadline is None else min(deadline, loop.time() + window_s)
     sys.stderr.write(f"titan: lost the master at {client.address} ({lost}); reconnecting\n")
@@ -77,5 +82,5 @@ async def _reconnect(client: TitanClient, lost: PeerClosed, deadline: float | No
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_DELAY_S)
             continue
-        sys.stderr.write(f"titan: reconnected to {client.address}; waiting again\n")
+        sys.stderr.write(f"titan: reconnected to {client.address}; {doing} again\n")
         return again

@@ -16,8 +16,12 @@ running job prints, and what a new follower gets first) and the live copy on
 disk (:mod:`titan.master.logstore`). ``offset`` tells where the bytes belong:
 a record behind what was already shown (reordered) is not shown again, and one
 ahead of it leaves a gap in the live view. Followers of the job get the bytes
-batched, one LOG_DATA per stream run per wakeup of the reader (the records'
-bytes are kept by reference and joined once, when that LOG_DATA is made).
+batched, one LOG_DATA per contiguous run of a stream per wakeup of the reader
+(the records' bytes are kept by reference and joined once, when that LOG_DATA
+is made). Each LOG_DATA says where its bytes start in the stream (``offset``),
+so a follower that subscribes again after losing the master shows nothing
+twice; the live copy on disk has no such positions (it closes the holes lost
+datagrams leave), so a restarted master sends it without one.
 Datagrams may be up to 64 KiB (a worker on the master's host sends them that
 large), so the socket is read with room for the largest.
 
@@ -114,7 +118,7 @@ class _Live:
     seen: dict[str, _Seen] = field(default_factory=lambda: {"stdout": _Seen(), "stderr": _Seen()})
     end: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})  # shown up to here
     fds: dict[str, int] = field(default_factory=dict)
-    chunks: deque[tuple[Stream, bytes]] = field(default_factory=deque)
+    chunks: deque[tuple[Stream, int, bytes]] = field(default_factory=deque)  # (stream, offset, bytes)
     chunk_bytes: int = 0
     received: int = 0
 
@@ -125,15 +129,27 @@ class _Live:
 
 
 class _Run:
-    """Bytes of one attempt's stream waiting for a follower: one LOG_DATA once joined."""
+    """Contiguous bytes of one attempt's stream waiting for a follower: one LOG_DATA once joined.
 
-    __slots__ = ("attempt", "parts", "size", "stream")
+    ``offset`` is where they start in the stream (None: not known, see ``LogData.offset``).
+    """
 
-    def __init__(self, attempt: int, stream: Stream, data: bytes) -> None:
+    __slots__ = ("attempt", "offset", "parts", "size", "stream")
+
+    def __init__(self, attempt: int, stream: Stream, data: bytes, offset: int | None) -> None:
         self.attempt = attempt
         self.stream: Stream = stream
+        self.offset = offset
         self.parts = [data]
         self.size = len(data)
+
+    def follows(self, attempt: int, stream: Stream, offset: int | None) -> bool:
+        """Would bytes at ``offset`` continue this run (and the run still has room)?"""
+        if self.attempt != attempt or self.stream != stream or self.size >= _CHUNK:
+            return False
+        if self.offset is None or offset is None:
+            return self.offset is None and offset is None
+        return self.offset + self.size == offset
 
     def data(self) -> bytes:
         return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
@@ -292,16 +308,18 @@ class LogHub:
         shown = live.end[stream]
         if record.offset + len(data) <= shown:
             return  # arrived after later bytes were shown: already past in the live view
-        if record.offset < shown:
-            data = data[shown - record.offset :]
+        start = record.offset
+        if start < shown:
+            data = data[shown - start :]
+            start = shown
         live.end[stream] = record.offset + len(record.data)
         self._append_live_copy(live, stream, data)
-        live.chunks.append((stream, data))
+        live.chunks.append((stream, start, data))
         live.chunk_bytes += len(data)
         while live.chunk_bytes > self.live_log_bytes and len(live.chunks) > 1:
-            live.chunk_bytes -= len(live.chunks.popleft()[1])
+            live.chunk_bytes -= len(live.chunks.popleft()[2])
         for follower in self._followers.get(live.job_id, ()):
-            self._queue(follower, live.attempt, stream, data)
+            self._queue(follower, live.attempt, stream, data, start)
 
     def _append_live_copy(self, live: _Live, stream: Stream, data: bytes) -> None:
         fd = live.fds.get(stream)
@@ -328,12 +346,13 @@ class LogHub:
         if live is not None and not status.truncated:
             exact: tuple[tuple[Stream, bytes | None], ...] = (("stdout", status.stdout), ("stderr", status.stderr))
             for stream, data in exact:
-                rest = (data or b"")[live.end[stream] :]
+                shown = live.end[stream]
+                rest = (data or b"")[shown:]
                 for follower in self._followers.get(status.job_id, ()):
-                    self._queue(follower, status.attempt, stream, rest)
+                    self._queue(follower, status.attempt, stream, rest, shown)
         elif live is None:
             for follower in self._followers.get(status.job_id, ()):
-                self._queue_stored(follower, status.job_id, status.attempt)
+                self._queue_stored(follower, status.job_id, status.attempt, exact=True)
         self._flush()
         if status.job_id in self._lingering and not self._has_live(status.job_id):
             self._lingering.pop(status.job_id).cancel()
@@ -364,10 +383,11 @@ class LogHub:
         follower = _Follower(peer, job.id, follow, attempt)
         live = self._live.get((job.id, attempt))
         if live is not None:
-            for stream, data in live.chunks:
-                self._queue(follower, attempt, stream, data)
+            for stream, offset, data in live.chunks:
+                self._queue(follower, attempt, stream, data, offset)
         elif attempt:
-            self._queue_stored(follower, job.id, attempt)
+            # a running attempt with no live state here has, at most, the copy kept before a restart
+            self._queue_stored(follower, job.id, attempt, exact=not self._is_current(job.id, attempt))
         self._send_pending(follower)
         if follow and (live is not None or not job.is_final):
             self._followers.setdefault(job.id, []).append(follower)
@@ -388,23 +408,24 @@ class LogHub:
         """The job's folder was removed (gc)."""
         self.store.forget(job_id)
 
-    def _queue_stored(self, follower: _Follower, job_id: str, attempt: int) -> None:
+    def _queue_stored(self, follower: _Follower, job_id: str, attempt: int, *, exact: bool) -> None:
+        """The stored log: the exact one of an ended attempt, else a live copy (positions unknown)."""
         for stream in STREAMS:
             data = self.store.read(job_id, attempt, stream)
             if data:
-                self._queue(follower, attempt, stream, data)
+                self._queue(follower, attempt, stream, data, 0 if exact else None)
 
-    def _queue(self, follower: _Follower, attempt: int, stream: Stream, data: bytes) -> None:
+    def _queue(self, follower: _Follower, attempt: int, stream: Stream, data: bytes, offset: int | None) -> None:
         if not data:
             return
         follower.attempt = attempt
         pending = follower.pending
         last = pending[-1] if pending else None
-        if last is not None and last.attempt == attempt and last.stream == stream and last.size < _CHUNK:
+        if last is not None and last.follows(attempt, stream, offset):
             last.parts.append(data)  # the bytes are shared, not copied, until the one join at the flush
             last.size += len(data)
         else:
-            pending.append(_Run(attempt, stream, data))
+            pending.append(_Run(attempt, stream, data, offset))
         self._dirty.add(follower)
 
     def _flush(self) -> None:
@@ -415,7 +436,9 @@ class LogHub:
     def _send_pending(self, follower: _Follower) -> bool:
         pending, follower.pending = follower.pending, []
         for run in pending:
-            message = LogData(job_id=follower.job_id, attempt=run.attempt, stream=run.stream, data=run.data())
+            message = LogData(
+                job_id=follower.job_id, attempt=run.attempt, stream=run.stream, data=run.data(), offset=run.offset
+            )
             if not self._send(follower, message):
                 return False
         return True

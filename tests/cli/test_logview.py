@@ -1,0 +1,78 @@
+"""LogCursor: what a reader shows of each LOG_DATA, across subscriptions."""
+
+from __future__ import annotations
+
+from protocol import LogData
+from titan.cli.logview import LogCursor, LogPiece
+
+
+def frame(data: bytes, offset: int | None, stream: str = "stdout", attempt: int = 1) -> LogData:
+    return LogData(job_id="J", attempt=attempt, stream=stream, data=data, offset=offset)  # type: ignore[arg-type]
+
+
+def shown(cursor: LogCursor, *frames: LogData) -> list[LogPiece | None]:
+    return [cursor.take(f) for f in frames]
+
+
+def test_a_first_reader_sees_everything_and_a_header_for_each_new_attempt() -> None:
+    cursor = LogCursor("J")
+    cursor.subscribed(1)
+    pieces = shown(
+        cursor, frame(b"a\n", 0), frame(b"b\n", 2), frame(b"err\n", 0, "stderr"), frame(b"c\n", 0, attempt=2)
+    )
+    assert [(p.stream, p.data, p.new_attempt, p.note) for p in pieces if p] == [
+        ("stdout", b"a\n", None, ""),
+        ("stdout", b"b\n", None, ""),
+        ("stderr", b"err\n", None, ""),
+        ("stdout", b"c\n", 2, ""),
+    ]
+
+
+def test_a_hole_in_a_live_log_is_not_announced_without_a_reconnect() -> None:
+    cursor = LogCursor("J")
+    cursor.subscribed(1)
+    (first, later) = shown(cursor, frame(b"one\n", 0), frame(b"three\n", 8))  # a lost datagram
+    assert first is not None and later is not None and later.data == b"three\n" and later.note == ""
+
+
+def test_after_a_reconnect_nothing_is_shown_twice() -> None:
+    cursor = LogCursor("J")
+    cursor.subscribed(1)
+    shown(cursor, frame(b"0123456789", 0))
+    cursor.subscribed(1)  # the master came back: it sends what it has again
+    again = shown(
+        cursor,
+        frame(b"0123456789", None),  # its copy from before the restart
+        frame(b"01234", 0),  # wholly shown
+        frame(b"789ab", 7),  # overlaps: only "ab" is new
+    )
+    assert again[:2] == [None, None]
+    assert again[2] is not None and again[2].data == b"ab" and again[2].note == ""
+
+
+def test_the_hole_an_outage_left_is_said_once() -> None:
+    cursor = LogCursor("J")
+    cursor.subscribed(1)
+    shown(cursor, frame(b"0123456789", 0))
+    cursor.subscribed(1)
+    hole, later = shown(cursor, frame(b"xyz", 20), frame(b"!", 30))  # then a lost datagram's hole
+    assert hole is not None and hole.data == b"xyz"
+    assert hole.note.startswith("[10 byte(s) of stdout went by while the master was away")
+    assert later is not None and later.data == b"!" and later.note == ""
+
+
+def test_a_copy_without_positions_is_shown_to_a_new_reader() -> None:
+    cursor = LogCursor("J")
+    cursor.subscribed(1)
+    (copy, live) = shown(cursor, frame(b"early\n", None), frame(b"later\n", 40))
+    assert copy is not None and copy.data == b"early\n"
+    assert live is not None and live.data == b"later\n" and live.note == ""
+
+
+def test_a_stream_first_seen_after_a_reconnect_is_shown_whole() -> None:
+    cursor = LogCursor("J")
+    cursor.subscribed(1)
+    shown(cursor, frame(b"out\n", 0))
+    cursor.subscribed(1)
+    (err,) = shown(cursor, frame(b"err\n", 100, "stderr"))
+    assert err is not None and err.data == b"err\n" and err.note == ""

@@ -1,0 +1,142 @@
+"""Reading a job's log, across a master restart, without showing a byte twice.
+
+``titan logs -f`` (and the REPL's ``LOGS -f``) may outlive the master's
+connection: the master restarts, the follower dials again and subscribes
+again, and the master sends the log so far once more. Each LOG_DATA says where
+its bytes start in their attempt's stream (``offset``), so :class:`LogCursor`
+keeps, per attempt and stream, how far it has shown, and passes on only what
+comes after. What went by while the master was away -- the worker's datagrams
+to a master that was not there -- is a hole in the live log: the cursor says
+how many bytes, once, and the stored log has them once the attempt has ended.
+A frame whose position the master cannot tell (its copy, from before the
+restart, of a running attempt's live log) is shown only to a new reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from protocol import JobInfo, LogData
+from titan.client import TitanClient
+from titan.errors import RemoteError, TitanError
+
+from .rewait import through_restarts
+
+__all__ = ["LogCursor", "LogPiece", "LogsUnavailable", "log_note", "logs_refusal", "read_log"]
+
+# codes with which a master that does not (yet) serve logs refuses LOGS_SUBSCRIBE
+_NO_LOGS_CODES: Final = frozenset({"UNKNOWN_OPCODE", "UNEXPECTED", "NOT_IMPLEMENTED", "UNSUPPORTED"})
+
+
+class LogsUnavailable(TitanError):
+    """The master does not serve job logs."""
+
+    code = "LOGS_UNAVAILABLE"
+
+
+@dataclass(frozen=True, slots=True)
+class LogPiece:
+    """What to show for one LOG_DATA: a header for a new attempt, a note, then the new bytes."""
+
+    stream: str
+    data: bytes
+    new_attempt: int | None = None  # show "--- attempt N ---" first
+    note: str = ""  # show this (on its own line) before ``data``
+
+
+class LogCursor:
+    """How much of each (attempt, stream) has been shown; see the module docstring."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.attempt: int | None = None  # the attempt shown last
+        self._shown: dict[tuple[int, str], int] = {}
+        self._rejoined: set[tuple[int, str]] = set()  # shown before the last reconnect, not since
+        self._subscriptions = 0
+
+    def subscribed(self, attempt: int) -> None:
+        """A (new) subscription began; ``attempt`` is the one the master sends first."""
+        self._subscriptions += 1
+        if self._subscriptions > 1:
+            self._rejoined = set(self._shown)
+        if self.attempt is None:
+            self.attempt = attempt
+
+    def take(self, chunk: LogData) -> LogPiece | None:
+        """The part of ``chunk`` not shown yet (None: nothing new)."""
+        key = (chunk.attempt, chunk.stream)
+        shown = self._shown.get(key)
+        data, note = chunk.data, ""
+        if chunk.offset is None:
+            if shown is not None and key in self._rejoined:
+                return None  # the master's copy from before its restart: older than what was shown
+            self._shown[key] = (shown or 0) + len(data)
+        else:
+            end = chunk.offset + len(data)
+            if shown is not None:
+                if end <= shown:
+                    return None
+                if chunk.offset > shown and key in self._rejoined:
+                    missed = chunk.offset - shown
+                    note = (
+                        f"[{missed} byte(s) of {chunk.stream} went by while the master was away; "
+                        f"once the attempt has ended, `titan logs {self.job_id}` shows them]"
+                    )
+                data = data[max(0, shown - chunk.offset) :]
+            self._shown[key] = end
+            self._rejoined.discard(key)
+        if not data:
+            return None
+        new_attempt = None
+        if chunk.attempt and chunk.attempt != self.attempt:
+            self.attempt = new_attempt = chunk.attempt
+        return LogPiece(chunk.stream, data, new_attempt, note)
+
+
+async def read_log(client: TitanClient, job_id: str, *, follow: bool, show: Callable[[LogPiece], None]) -> JobInfo:
+    """Show the job's log (to the job's end with ``follow``), subscribing again after a drop.
+
+    Returns the job as it stands once its log has been shown (for :func:`log_note`).
+
+    Raises:
+        PeerClosed: the master went away and did not come back in time.
+        LogsUnavailable: the master does not serve logs.
+        RemoteError: the master refused (an unknown job, say).
+    """
+    cursor = LogCursor(job_id)
+
+    async def subscription(current: TitanClient, _left: float | None) -> JobInfo:
+        try:
+            async with current.logs(job_id, follow=follow) as stream:
+                cursor.subscribed(stream.attempt or 0)
+                async for chunk in stream:
+                    piece = cursor.take(chunk)
+                    if piece is not None:
+                        show(piece)
+        except RemoteError as exc:
+            raise logs_refusal(exc, current.address) from None
+        return await current.status(job_id)
+
+    return await through_restarts(client, subscription, None, doing="following the log")
+
+
+def log_note(job: JobInfo) -> str:
+    """What to say after a job's log: the stored log was cut, or the live view missed datagrams."""
+    run = job.runs[-1] if job.runs else None
+    if run is None:
+        return ""
+    notes = []
+    if run.truncated:
+        notes.append("the log was over the size limit: only its tail is kept")
+    if run.log_lost:
+        notes.append(f"{run.log_lost} live datagram(s) were lost on the way (the stored log is exact)")
+    return f"[attempt {run.attempt}: {'; '.join(notes)}]" if notes else ""
+
+
+def logs_refusal(exc: RemoteError, address: str) -> TitanError:
+    """What to report when LOGS_SUBSCRIBE is refused: "not available" if the master lacks it."""
+    if exc.code in _NO_LOGS_CODES:
+        return LogsUnavailable(f"LOGS is not available yet: the master at {address} does not serve logs")
+    return exc
