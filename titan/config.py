@@ -194,6 +194,9 @@ class WorkerSettings:
     max_output_bytes: int = 8 * 1024 * 1024
     # the most of each of stdout/stderr sent in a final TASK_STATUS: the tail is kept, ``truncated`` says so
     max_log_bytes: int = 4 * 1024 * 1024
+    # job folders left in the workspace's jobs/ (attempts kept for a look: their logs or outputs were over
+    # the limits; attempts a killed run never reported) go this long after their last change; None: never
+    keep_attempts_s: float | None = 7 * 86400.0
     # an attempt's RUNNING report waits this long: one that ends sooner is reported once, COMPLETED or
     # FAILED (the master passes it through RUNNING), which spares both sides a frame per short job
     running_report_delay_s: float = 0.005

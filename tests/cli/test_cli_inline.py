@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from protocol import JobSpec
-from titan.cli.inline import MAX_INLINE_BYTES, attach_inline, parse_duration
+from titan.cli.inline import MAX_INLINE_BYTES, attach_inline
 from titan.cli.main import build_parser
 from titan.cli.oneshot import check_arguments
 from titan.cli.parse import SubmitCommand, parse_line
+from titan.durations import parse_duration
 from titan.errors import UsageError
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from titan.worker.dirs import AttemptDirs
+from titan.worker.dirs import AttemptDirs, untouched_job_folders
 
 
 @pytest.fixture
@@ -180,3 +181,35 @@ async def test_aclose_lets_a_finished_emptying_report_before_it_returns(dirs: At
     emptying.set_result(None)
     await dirs.aclose()  # awaited in this very step: nothing has yielded to the loop yet
     assert dirs._emptying is None
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Date every entry under ``path`` (and it) ``seconds`` back."""
+    then = time.time() - seconds
+    for folder, names, files in os.walk(path):
+        for name in [*names, *files]:
+            os.utime(Path(folder, name), (then, then))
+    os.utime(path, (then, then))
+
+
+async def test_only_job_folders_untouched_for_long_enough_are_found(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    for name in ("OLD", "YOUNG_LOG", "YOUNG"):
+        (jobs / name / "attempt-1").mkdir(parents=True)
+        (jobs / name / "attempt-1" / "stdout").write_bytes(b"x")
+        _age(jobs / name, 3600)
+    os.utime(jobs / "YOUNG_LOG" / "attempt-1" / "stdout")  # its log is still being written
+    (jobs / "YOUNG" / "attempt-2").mkdir()  # a retry ran here since
+    (jobs / "stray-file").write_bytes(b"")
+    assert untouched_job_folders(str(jobs), time.time() - 600) == [str(jobs / "OLD")]
+    assert untouched_job_folders(str(tmp_path / "nowhere"), time.time()) == []
+
+
+async def test_a_discarded_folder_goes_to_the_trash_and_is_deleted(dirs: AttemptDirs, tmp_path: Path) -> None:
+    kept = dirs.make("KEPT", 1)
+    _run(kept, b"too long to report\n")
+    dirs.release(kept, keep=True)
+    assert dirs.discard(f"{tmp_path}/jobs/KEPT")
+    await dirs.aclose()
+    assert _tree(tmp_path / "jobs") == [] and _tree(tmp_path / ".trash") == []
+    assert not dirs.discard(f"{tmp_path}/jobs/KEPT")  # gone already: nothing to do, no error

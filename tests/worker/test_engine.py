@@ -325,3 +325,42 @@ async def test_an_attempt_knows_whether_it_left_outputs_and_only_an_empty_one_is
     reused = runner.start(shell("ls -A . outputs", job_id="NEXT"))
     await reused.wait()
     assert outputs(runner, "NEXT")[0] == b".:\noutputs\nstderr\nstdout\n\noutputs:\n"
+
+
+# ---------------------------------------------------------------- folders left behind
+
+
+async def test_the_sweep_removes_old_job_folders_but_not_one_in_use(tmp_path: Path) -> None:
+    runner = ProcessRunner(tmp_path / "ws", worker_id="w-test", kill_grace_s=0.5)
+    try:
+        jobs = runner.workspace / "jobs"
+        for name in ("LEFT", "BUSY"):
+            (jobs / name / "attempt-1").mkdir(parents=True)
+            then = time.time() - 3600
+            os.utime(jobs / name / "attempt-1", (then, then))
+            os.utime(jobs / name, (then, then))
+        busy = runner.start(shell("sleep 30", job_id="BUSY", attempt=2))  # a retry in an old job's folder
+        os.utime(jobs / "BUSY", (time.time() - 3600,) * 2)
+        os.utime(jobs / "BUSY" / "attempt-2", (time.time() - 3600,) * 2)
+        assert await runner.sweep(600) == 1
+        assert sorted(os.listdir(jobs)) == ["BUSY"]
+        assert await runner.sweep(600) == 0
+        busy.stop("test over")
+        await busy.wait()
+    finally:
+        await runner.aclose()
+
+
+async def test_a_runner_sweeps_at_start_what_a_killed_run_left(tmp_path: Path) -> None:
+    left = tmp_path / "ws" / "jobs" / "J9" / "attempt-1"
+    left.mkdir(parents=True)
+    (left / "stdout").write_bytes(b"never reported\n")
+    for path in (left / "stdout", left, left.parent):
+        os.utime(path, (time.time() - 7200,) * 2)
+    runner = ProcessRunner(tmp_path / "ws", worker_id="w-test", keep_attempts_s=3600)
+    try:
+        await wait_until(lambda: not left.parent.exists(), timeout_s=10, what="the old folder swept")
+    finally:
+        await runner.aclose()
+    forever = ProcessRunner(tmp_path / "ws2", worker_id="w-test", keep_attempts_s=None)
+    await forever.aclose()  # no sweeper to stop: nothing hangs

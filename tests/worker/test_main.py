@@ -214,3 +214,13 @@ async def test_a_worker_whose_token_the_master_refuses_exits_1_with_one_line(tmp
     assert proc.returncode == 1 and out == b""
     (line,) = err.decode().splitlines()
     assert line.startswith("titan worker: the master refused the connection: authentication failed: wrong token")
+
+
+def test_keep_attempts_takes_an_age_or_forever(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_args([], environ={})[0].keep_attempts_s == 7 * 86400
+    assert parse_args(["--keep-attempts", "12h"], environ={})[0].keep_attempts_s == 12 * 3600
+    assert parse_args(["--keep-attempts", "forever"], environ={})[0].keep_attempts_s is None
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--keep-attempts", "soon"], environ={})
+    assert exited.value.code == 2
+    assert "--keep-attempts: bad duration 'soon'" in capsys.readouterr().err

@@ -169,3 +169,14 @@ def test_a_child_inherits_live_logs_in_clear_and_the_memory_its_parent_was_given
     children = ChildWorkers("w1", tmp_path, defaults, base_env={}, policy=ServicePolicy())
     argv = children.command(0, spawn_id="spawn-1").argv
     assert "--live-logs-in-clear" in argv and argv[argv.index("--memory") + 1] == "2048"
+
+
+def test_a_child_keeps_left_folders_as_long_as_its_parent(tmp_path: Path) -> None:
+    def keep_flag(keep: float | None) -> str:
+        defaults = ChildDefaults(master="127.0.0.1:9090", capacity=1, skills=("GENERAL",), heartbeat_interval_s=1.0,
+                                 token=None, keep_attempts_s=keep)  # fmt: skip
+        argv = ChildWorkers("w1", tmp_path, defaults, base_env={}, policy=ServicePolicy()).command(0, spawn_id="s").argv
+        return argv[argv.index("--keep-attempts") + 1]
+
+    assert keep_flag(3600.0) == "3600.0"
+    assert keep_flag(None) == "forever"

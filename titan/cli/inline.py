@@ -10,7 +10,6 @@ suffix.
 from __future__ import annotations
 
 import os
-import re
 import stat
 from dataclasses import replace
 from pathlib import Path
@@ -19,13 +18,11 @@ from typing import Final
 from protocol import DEFAULT_MAX_BODY, JobSpec
 from titan.errors import UsageError
 
-__all__ = ["FILE_KINDS", "MAX_INLINE_BYTES", "attach_inline", "inline_spec", "parse_duration"]
+__all__ = ["FILE_KINDS", "MAX_INLINE_BYTES", "attach_inline", "inline_spec"]
 
 FILE_KINDS: Final = frozenset({"RUN", "DEPLOY"})
 # no frame a master takes by default can carry more (its own limit for scripts is lower still)
 MAX_INLINE_BYTES: Final = DEFAULT_MAX_BODY
-_DURATION: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", re.IGNORECASE)
-_UNIT_S: Final = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 def inline_spec(spec: JobSpec, path: str) -> JobSpec:
@@ -67,15 +64,3 @@ def attach_inline(spec: JobSpec) -> JobSpec:
             raise UsageError(f"{spec.type.upper()}|@PATH needs a local file after '@'")
         return inline_spec(spec, path)
     return spec
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``45s``, ``30m``, ``12h``, ``7d``, ``2w`` -> seconds.
-
-    Raises:
-        UsageError: anything else.
-    """
-    match = _DURATION.fullmatch(text)
-    if match is None:
-        raise UsageError(f"bad duration '{text}': expected a number with an optional unit s, m, h, d or w (e.g. 7d)")
-    return float(match.group(1)) * _UNIT_S[match.group(2).lower()]

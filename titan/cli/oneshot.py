@@ -22,12 +22,13 @@ from rich.text import Text
 from protocol import JobInfo, JobSpec
 from titan.client import TitanClient, WaitTimeout
 from titan.config import ClientSettings
+from titan.durations import parse_duration
 from titan.errors import RemoteError, RequestTimeout, TitanError, UsageError
 
 from .dagref import expand_dag_ids, resolve
 from .dagview import dag_tree
 from .executor import cancel_dag
-from .inline import FILE_KINDS, attach_inline, inline_spec, parse_duration
+from .inline import FILE_KINDS, attach_inline, inline_spec
 from .jsonview import job_json, stats_json, worker_json
 from .listing import list_some
 from .logview import LogPiece, log_note, read_log

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from titan.config import DEFAULT_MASTER, WorkerSettings, parse_address, tls_from_env
-from titan.errors import AuthRefused, WorkspaceError
+from titan.durations import parse_duration
+from titan.errors import AuthRefused, UsageError, WorkspaceError
 from titan.net.tls import TlsSetupError
 from titan.runtime import configure_logging, run, tune_gc_for_service
 
@@ -67,6 +68,14 @@ def _build_parser(environ: Mapping[str, str]) -> _Parser:
         action="store_true",
         help="with TLS, still ship live logs over UDP (not encrypted) to a master on another host",
     )
+    parser.add_argument(
+        "--keep-attempts",
+        metavar="AGE",
+        default="7d",
+        help="how long job folders left in the workspace's jobs/ (attempts whose logs or outputs were over "
+        "the limits, attempts a killed run never reported) stay after their last change: 90s, 12h, 7d, "
+        "or 'forever' (default 7d)",
+    )
     parser.add_argument("--parent", default=None, help="id of the worker that started this one")
     parser.add_argument("--id", dest="worker_id", default=None, help="stable worker id (default HOST:PORT)")
     parser.add_argument(
@@ -98,6 +107,12 @@ def parse_args(
         parser.error("--skills needs at least one skill")
     if args.memory is not None and args.memory < 1:
         parser.error(f"--memory must be at least 1 MiB, got {args.memory}")
+    keep_attempts_s: float | None = None
+    if args.keep_attempts.strip().lower() != "forever":
+        try:
+            keep_attempts_s = parse_duration(args.keep_attempts)
+        except UsageError as exc:
+            parser.error(f"--keep-attempts: {exc}")
     settings = WorkerSettings(
         master_host=host,
         master_port=port,
@@ -113,6 +128,7 @@ def parse_args(
         parent=args.parent,
         worker_id=args.worker_id or None,
         spawn_id=args.spawn_id,
+        keep_attempts_s=keep_attempts_s,
     )
     problem = workspace_problem(settings.workspace)
     if problem:

@@ -197,6 +197,7 @@ class Worker:
             base_env={**os.environ, **extra} if extra else None,
             kill_grace_s=self.settings.kill_grace_s,
             max_output_bytes=self.settings.max_output_bytes,
+            keep_attempts_s=self.settings.keep_attempts_s,
         )
         settings = self.settings
         self.shipper = LogShipper(
@@ -285,6 +286,7 @@ class Worker:
             task.cancel()
         if self._runner is not None:
             self._runner.kill_all()
+            self._runner.stop_sweeping()
         # in process there is no "surviving the parent": children and services go too
         for owner in (self.deployments, self.children):
             if owner is not None:

@@ -76,6 +76,7 @@ class ChildDefaults:
     live_logs_in_clear: bool = False
     memory_mb: int | None = None  # None: the child works out its machine's, as its parent did
     log_level: str = "INFO"
+    keep_attempts_s: float | None = 7 * 86400.0  # None: for ever
 
 
 class ChildWorkers:
@@ -147,6 +148,8 @@ class ChildWorkers:
             argv.append("--live-logs-in-clear")
         if defaults.memory_mb is not None:
             argv += ["--memory", str(defaults.memory_mb)]
+        keep = defaults.keep_attempts_s
+        argv += ["--keep-attempts", "forever" if keep is None else repr(keep)]
         env = dict(self._base_env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"

@@ -340,6 +340,7 @@ def service_host(
         tls=settings.tls,
         live_logs_in_clear=settings.live_logs_in_clear,
         memory_mb=settings.memory_mb,
+        keep_attempts_s=settings.keep_attempts_s,
     )
     children = ChildWorkers(worker_id, settings.workspace, defaults, base_env=base_env, policy=policy)
     deployments = Deployments(

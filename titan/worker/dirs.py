@@ -22,7 +22,10 @@ wrote outputs, a pool already full -- is renamed into ``<workspace>/.trash/``
 and deleted there by a helper thread, so a job never finds another job's files
 in its directory and the workspace does not grow with every attempt. An
 attempt whose report could not carry everything (logs over the size limit,
-outputs over theirs) is kept where it is, for someone to look at.
+outputs over theirs) is kept where it is, for someone to look at, and so are
+the folders of attempts a killed run of the worker never reported: both for
+``keep_attempts_s`` (a week by default) after the last change in them, then the
+runner's sweep (at start and every so often) sends them to the trash.
 
 A process that leaves its attempt's session (``setsid``) escapes the group
 kill, here as it always did. The lease check keeps its open log files from
@@ -46,7 +49,7 @@ import shutil
 from pathlib import Path
 from typing import Final
 
-__all__ = ["AttemptDirs", "workspace_problem"]
+__all__ = ["AttemptDirs", "untouched_job_folders", "workspace_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +147,16 @@ class AttemptDirs:
             self._trash_job_folder(job_dir)
         self._empty_trash()
 
+    def discard(self, job_dir: str) -> bool:
+        """Move a job folder left in ``jobs/`` to the trash (deleted by the helper thread); False if it is gone."""
+        try:
+            os.rename(job_dir, self._new_name(self.trash_dir))
+        except OSError as exc:
+            log.debug("cannot discard %s: %s", job_dir, exc)
+            return False
+        self._empty_trash()
+        return True
+
     def _trash_job_folder(self, job_dir: str) -> None:
         """A job folder that is not empty: trash it too unless an attempt is still in there."""
         try:
@@ -195,6 +208,38 @@ class AttemptDirs:
                 os.rename(path, self._new_name(self.trash_dir))
         if os.listdir(self.trash_dir):
             self._empty_trash()
+
+
+def untouched_job_folders(jobs_dir: str, since: float) -> list[str]:
+    """Folders in ``jobs_dir`` in which nothing changed after ``since`` (a time.time()); for a helper thread.
+
+    A job folder, its attempt folders and what lies directly in those are looked at:
+    a log still being written, or an attempt added, keeps the folder young.
+    """
+    found: list[str] = []
+    try:
+        jobs = [entry.path for entry in os.scandir(jobs_dir) if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return found
+    for job_dir in jobs:
+        try:
+            if _newest_change(job_dir) < since:
+                found.append(job_dir)
+        except OSError:
+            continue  # gone meanwhile, or unreadable: left alone
+    return found
+
+
+def _newest_change(job_dir: str) -> float:
+    newest = os.stat(job_dir).st_mtime
+    with os.scandir(job_dir) as attempts:
+        for attempt in attempts:
+            newest = max(newest, attempt.stat(follow_symlinks=False).st_mtime)
+            if attempt.is_dir(follow_symlinks=False):
+                with os.scandir(attempt.path) as entries:
+                    for entry in entries:
+                        newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+    return newest
 
 
 def workspace_problem(workspace: Path) -> str | None:

@@ -39,7 +39,7 @@ from protocol import TaskRef, TaskStart, TaskStatus
 
 from .artifacts import collect_artifacts, write_inputs
 from .command import CommandBuilder, LaunchError
-from .dirs import AttemptDirs
+from .dirs import AttemptDirs, untouched_job_folders
 from .payloads import PayloadCache
 from .process import Environment, reap, signal_group, spawn_in
 
@@ -242,6 +242,8 @@ class ProcessRunner:
         kill_grace_s: seconds between SIGTERM and SIGKILL.
         spare_dirs: the most ended attempts' directories to keep for reuse (see ``dirs.py``).
         max_output_bytes: the output files one attempt may send back (see ``artifacts.py``).
+        keep_attempts_s: how long a job folder left in ``jobs/`` (an attempt kept for a person to
+            look at, or one a killed run never reported) stays after its last change; None: for ever.
     """
 
     def __init__(
@@ -253,6 +255,7 @@ class ProcessRunner:
         kill_grace_s: float = 2.0,
         spare_dirs: int = 64,
         max_output_bytes: int = 8 * 1024 * 1024,
+        keep_attempts_s: float | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.workspace = workspace.absolute()
@@ -267,6 +270,10 @@ class ProcessRunner:
         self.commands = CommandBuilder(env.get("PATH", os.defpath))
         self._running: dict[TaskRef, Attempt] = {}
         self._home_fd: int | None = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.keep_attempts_s = keep_attempts_s
+        self._sweeper: asyncio.Task[None] | None = None
+        if keep_attempts_s is not None:
+            self._sweeper = self.loop.create_task(self._sweep_now_and_then(keep_attempts_s), name="attempt-sweeper")
 
     @property
     def running(self) -> Mapping[TaskRef, Attempt]:
@@ -336,10 +343,52 @@ class ProcessRunner:
             attempt.stop(reason, hand_back=hand_back)
         if attempts:
             await asyncio.gather(*(asyncio.shield(a.result) for a in attempts))
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
         await self._dirs.aclose()
         if self._home_fd is not None:
             os.close(self._home_fd)
             self._home_fd = None
+
+    def stop_sweeping(self) -> None:
+        """No more sweeps (the worker is going down without :meth:`aclose`)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    async def sweep(self, older_than_s: float) -> int:
+        """Trash the job folders in ``jobs/`` untouched for ``older_than_s`` and not in use; returns how many.
+
+        The folders are looked at in a helper thread (many kept attempts mean many stats); whether
+        one is in use is decided here on the loop, at the rename, so that an attempt starting
+        meanwhile in an old job's folder keeps it.
+        """
+        since = time.time() - older_than_s
+        candidates = await self.loop.run_in_executor(None, untouched_job_folders, self._dirs.jobs_dir, since)
+        in_use = {ref.job_id for ref in self._running}
+        return sum(
+            1 for job_dir in candidates if job_dir.rpartition("/")[2] not in in_use and self._dirs.discard(job_dir)
+        )
+
+    async def _sweep_now_and_then(self, older_than_s: float) -> None:
+        # often enough that nothing overstays by more than a quarter of its time (or an hour)
+        pause_s = min(max(older_than_s / 4, 1.0), 3600.0)
+        while True:
+            try:
+                swept = await self.sweep(older_than_s)
+            except OSError as exc:
+                log.warning("cannot sweep %s: %s", self._dirs.jobs_dir, exc)
+            else:
+                if swept:
+                    log.info(
+                        "removed %d job folder(s) left in %s for more than %s",
+                        swept,
+                        self._dirs.jobs_dir,
+                        _age(older_than_s),
+                    )
+            await asyncio.sleep(pause_s)
 
     # ------------------------------------------------------------------ internals
     def _prepare(self, task: TaskStart) -> tuple[list[str], dict[str, str]]:
@@ -386,6 +435,13 @@ class ProcessRunner:
     def _forget(self, attempt: Attempt) -> None:
         if self._running.get(attempt.ref) is attempt:
             del self._running[attempt.ref]
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _describe_exit(exit_code: int) -> str:
