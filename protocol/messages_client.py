@@ -194,6 +194,7 @@ class JobInfo(Message):
     # latest attempt's number, which also counts numbers skipped so that an old report is fenced
     tries: int = 0
     memory_mb: int | None = None  # reserved on its worker while it runs
+    affinity: bool = False  # runs on the worker that ran its first dependency (a DAG's AFFINITY)
 
 
 @dataclass(frozen=True, slots=True)

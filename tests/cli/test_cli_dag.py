@@ -105,6 +105,11 @@ def test_dlq_table_shows_the_last_error_and_detail_shows_attempts() -> None:
     assert "Attempts" in detail and "1.25s" in detail and "[8082]" in detail and "DAG-1" in detail
 
 
+def test_status_says_where_an_affinity_job_runs() -> None:
+    assert "runs where A ran" in text_of(job_detail(info("B", "PENDING", "A", affinity=True), now=NOW))
+    assert "Affinity" not in text_of(job_detail(info("C", "PENDING", "A"), now=NOW))
+
+
 def test_state_summary_orders_and_counts() -> None:
     summary = state_summary([info("A", "RUNNING"), info("B"), info("C"), info("D", "BLOCKED")])
     assert summary.plain == "2 COMPLETED · 1 RUNNING · 1 BLOCKED"

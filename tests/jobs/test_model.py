@@ -77,6 +77,7 @@ def test_info_wire_is_to_info_on_the_wire_with_every_field_set() -> None:
         timeout_s=9.5,
         memory_mb=512,
         skills=["gpu", "GENERAL"],
+        affinity=True,
     )
     job = _job(spec, dag="DAG-1", restarts=2, service_up=True, retry_base=1)
     transition(job, JobState.SCHEDULED, stimulus="dispatch", now=51.0, worker="w-1", worker_name="[8081]")

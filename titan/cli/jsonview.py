@@ -37,6 +37,7 @@ def job_json(job: JobInfo) -> dict[str, Any]:
         "memory_mb": job.memory_mb,
         "skills": list(job.skills),
         "dag": job.dag,
+        "affinity": job.affinity,
         "history": [
             {"start": step.start, "finish": step.finish, "stimulus": step.stimulus, "t": step.t} for step in job.history
         ],

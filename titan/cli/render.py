@@ -220,6 +220,7 @@ def job_detail(job: JobInfo, *, now: float | None = None) -> Panel:
         ("Exit code", _dash(job.exit_code)),
         ("Error", Text(job.error, style="red") if job.error else "-"),
         ("Depends on", Text(", ".join(job.deps)) if job.deps else "-"),
+        *([("Affinity", Text(f"runs where {job.deps[0]} ran"))] if job.affinity and job.deps else []),
         ("DAG", _dash(job.dag)),
         ("Skills", Text(", ".join(job.skills)) if job.skills else "-"),
         ("Delay", f"{job.delay_ms} ms"),

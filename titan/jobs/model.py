@@ -265,6 +265,8 @@ class Job:
             body["tries"] = tries
         if self.memory_mb is not None:
             body["memory_mb"] = self.memory_mb
+        if self.affinity:
+            body["affinity"] = True
         return body
 
     def to_info(self) -> JobInfo:
@@ -303,4 +305,5 @@ class Job:
             restarts=self.restarts,
             up=self.service_up,
             memory_mb=self.memory_mb,
+            affinity=self.affinity,
         )
