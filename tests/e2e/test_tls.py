@@ -20,7 +20,7 @@ from titan.config import ClientSettings, MasterSettings, WorkerSettings
 from titan.errors import ConnectError, TlsRefused
 from titan.master import Master
 from titan.master.__main__ import main as master_main
-from titan.net.tls import TlsClient
+from titan.net.tls import TlsClient, TlsServer
 from titan.worker import Worker
 
 TLS = Path(__file__).parent.parent / "net" / "tls"
@@ -103,10 +103,38 @@ async def test_refused_and_silent_tls_connections_leave_nothing_behind(tmp_path:
         reader, writer = await asyncio.open_connection("127.0.0.1", master.port)  # says nothing at all
         assert await asyncio.wait_for(reader.read(), 10) == b""  # closed at the handshake deadline
         writer.close()
-        await wait_until(lambda: not master._tls_handshakes, what="no handshake left")
+        assert isinstance(master._server, TlsServer)
+        await wait_until(lambda: not master._server.handshakes, what="no handshake left")
         assert not master._peers
     finally:
         await master.aclose()
+
+
+def test_a_hello_sent_the_moment_a_connection_opens_is_never_lost(tmp_path: Path) -> None:
+    # On uvloop (the master's loop in production; these tests otherwise run on asyncio's), a
+    # client's ClientHello could reach a listener that first took the connection in clear and
+    # only then handed it to TLS: the hello was lost and the handshake hung until its deadline.
+    uvloop = pytest.importorskip("uvloop")
+
+    async def connect_often() -> int:
+        master = Master(_tls_master_settings(tmp_path))
+        await master.start()
+        try:
+            context = TRUSTED.context()
+            secured = 0
+            for _ in range(30):
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", master.port, ssl=context, server_hostname="127.0.0.1"), 5
+                )
+                secured += writer.get_extra_info("ssl_object") is not None
+                writer.close()
+            assert isinstance(master._server, TlsServer)
+            await wait_until(lambda: not master._server.handshakes, what="no handshake left")
+            return secured
+        finally:
+            await master.aclose()
+
+    assert uvloop.run(connect_often()) == 30
 
 
 async def test_a_plain_worker_of_a_tls_master_stops_at_start_up_with_the_hint(

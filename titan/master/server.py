@@ -47,7 +47,7 @@ from titan.errors import UsageError, ValidationError
 from titan.jobs import ACTIVE_STATES, CloseWorker, DrainWorker, Effect, Job, JobFinished, SendTask, StopTask
 from titan.net import HandshakeGate, Peer
 from titan.net.loglimit import LogLimit
-from titan.net.tls import TlsAcceptor, describe_handshake_failure, server_context
+from titan.net.tls import TlsServer, describe_handshake_failure, server_context
 from titan.workspace import WorkspaceLock
 
 from .admission import WORKER_ARTIFACT
@@ -119,11 +119,10 @@ class Master(ClientHandlers):
         self.log_store = LogStore(settings.workspace)
         self.payloads = PayloadLedger()
         self.port = settings.port
-        self._server: asyncio.Server | None = None
+        self._server: asyncio.Server | TlsServer | None = None
         self._lock: WorkspaceLock | None = None  # taken in start(), held until aclose()
         self._tls: ssl.SSLContext | None = None  # made in start() from the settings' certificate
         self._peers: set[Peer] = set()
-        self._tls_handshakes: set[asyncio.Task[None]] = set()  # TLS handshakes under way (see TlsAcceptor)
         self._tls_refusals = LogLimit(log, burst=5, period_s=60.0)
         # a loop that runs out of descriptors may drop new connections without telling us (uvloop
         # does: libuv accepts and closes them), so the master warns while it is still accepting
@@ -229,16 +228,23 @@ class Master(ClientHandlers):
         if not perm_files.is_dir():
             log.warning("no folder %s: RUN jobs that name a file in it are refused until it exists", perm_files)
 
-    async def _bind(self, loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Server, LogHub]:
+    async def _bind(self, loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Server | TlsServer, LogHub]:
         """The TCP server and the UDP log receiver on the same port number (port 0: a free one for both)."""
         settings = self.settings
         for tries_left in range(20, -1, -1):
-            server = await loop.create_server(
-                self._make_peer if self._tls is None else self._make_tls_acceptor,
-                settings.host,
-                settings.port,
-                start_serving=False,
-            )
+            server: asyncio.Server | TlsServer
+            if self._tls is None:
+                server = await loop.create_server(self._make_peer, settings.host, settings.port, start_serving=False)
+            else:
+                server = await TlsServer.bind(
+                    settings.host,
+                    settings.port,
+                    self._tls,
+                    # a TLS handshake gets the deadline the TITAN_PROTO handshake after it has
+                    timeout_s=settings.handshake_timeout_s,
+                    make_protocol=self._make_peer,
+                    on_failure=self._tls_refused,
+                )
             hub = LogHub(
                 self.log_store,
                 self._is_current,
@@ -275,8 +281,6 @@ class Master(ClientHandlers):
         self._closing = True
         if self._server is not None:
             self._server.close()
-        for handshake in list(self._tls_handshakes):
-            handshake.cancel()
         self._gate.close()
         if self.logs is not None:
             self.logs.close()
@@ -319,17 +323,6 @@ class Master(ClientHandlers):
         await self.aclose()
 
     # ------------------------------------------------------------------ connections
-    def _make_tls_acceptor(self) -> TlsAcceptor:
-        assert self._tls is not None
-        return TlsAcceptor(
-            self._tls,
-            # a TLS handshake gets the deadline the TITAN_PROTO handshake after it has
-            timeout_s=self.settings.handshake_timeout_s,
-            make_protocol=self._make_peer,
-            on_failure=self._tls_refused,
-            pending=self._tls_handshakes,
-        )
-
     def _tls_refused(self, address: str, exc: BaseException) -> None:
         self._tls_refusals.warning("%s: TLS handshake failed: %s", address, describe_handshake_failure(exc))
 

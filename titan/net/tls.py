@@ -18,18 +18,19 @@ datagrams (UDP) are not covered: see ``docs/PROTOCOL.md``.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, cast
+from typing import Any, Final
 
 from titan.errors import ConnectError, TitanError, TlsRefused
 
 __all__ = [
     "PLAIN_TO_TLS_HINT",
-    "TlsAcceptor",
     "TlsClient",
+    "TlsServer",
     "TlsSetupError",
     "describe_handshake_failure",
     "describe_tls_failure",
@@ -39,6 +40,9 @@ __all__ = [
 # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH: a trusted
 # certificate, for other names or addresses
 _NAME_MISMATCH: Final = frozenset({62, 64})
+
+# a failed accept (out of file descriptors, say) is tried again after this long
+_ACCEPT_RETRY_S: Final = 0.1
 
 # what a peer that does not speak TLS to a TLS master sees: its HELLO answered by a closed connection
 PLAIN_TO_TLS_HINT: Final = "if the master uses TLS, connect with --tls or --tls-ca FILE"
@@ -128,114 +132,130 @@ def describe_tls_failure(exc: ssl.SSLError, host: str, port: int) -> ConnectErro
     return ConnectError(f"cannot reach the master at {host}:{port}: TLS failed ({reason})")
 
 
-class TlsAcceptor(asyncio.Protocol):
-    """The master's side of one connection while its TLS handshake runs; after it, ``make_protocol()``'s.
+class TlsServer:
+    """The master's TLS listener: it accepts each connection and runs its handshake itself.
 
     asyncio's own server-side TLS drops a failed handshake in silence, before any protocol of ours
-    has seen the connection, and keeps the protocol object it made for it from ever hearing of it
-    (neither ``connection_made`` nor ``connection_lost``). The master could not say why a peer was
-    refused, and each refused connection left a protocol behind. Here the handshake runs under
-    ``loop.start_tls``: a failure is handed to ``on_failure`` (the peer's address and OpenSSL's
-    reason) and leaves nothing; the protocol is made only once the handshake has succeeded.
+    has seen the connection, so the master could not say why a peer was refused. Here each
+    accepted socket goes to ``loop.connect_accepted_socket`` with the TLS context: the socket is
+    TLS from its first byte (no plain protocol ever reads the peer's ClientHello, which an earlier
+    design, upgrading a plain connection with ``start_tls``, sometimes lost on uvloop, leaving the
+    handshake to time out), a failure is handed to ``on_failure`` (the peer's address and OpenSSL's
+    reason), and ``make_protocol()``'s protocol hears of the connection only once the handshake has
+    succeeded (its ``connection_made``), so a refused peer leaves nothing behind.
+
+    Use :meth:`bind`, then :meth:`start_serving`; :meth:`close` stops accepting and cancels the
+    handshakes under way, :meth:`wait_closed` waits for that.
     """
 
     def __init__(
         self,
+        listeners: list[socket.socket],
         context: ssl.SSLContext,
         *,
         timeout_s: float,
         make_protocol: Callable[[], asyncio.Protocol],
         on_failure: Callable[[str, BaseException], None],
-        pending: set[asyncio.Task[None]],
     ) -> None:
+        self._listeners = listeners
         self._context = context
         self._timeout_s = timeout_s
         self._make_protocol = make_protocol
         self._on_failure = on_failure
-        self._pending = pending  # the handshakes under way, for whoever stops the server to cancel
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[None]] = set()  # accept loops and handshakes under way
+        self._handshakes = 0
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        plain = cast(asyncio.Transport, transport)
-        plain.pause_reading()  # the handshake's bytes are for start_tls, not for this protocol
-        peername = transport.get_extra_info("peername")
-        address = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) and len(peername) >= 2 else "?"
-        task = asyncio.get_running_loop().create_task(self._handshake(plain, address), name=f"tls-{address}")
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+    @classmethod
+    async def bind(
+        cls,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        *,
+        timeout_s: float,
+        make_protocol: Callable[[], asyncio.Protocol],
+        on_failure: Callable[[str, BaseException], None],
+        backlog: int = 1024,
+    ) -> TlsServer:
+        """Listen on every address ``host`` resolves to (``""``: all), as ``loop.create_server`` does.
 
-    async def _handshake(self, transport: asyncio.Transport, address: str) -> None:
-        relay = _Relay()
+        Raises:
+            OSError: an address cannot be bound.
+        """
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        listeners: list[socket.socket] = []
         try:
-            secure = await asyncio.get_running_loop().start_tls(
-                transport, relay, self._context, server_side=True, ssl_handshake_timeout=self._timeout_s
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                listener = socket.socket(family, kind, proto)
+                listeners.append(listener)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                listener.bind(address)
+                listener.listen(backlog)
+                listener.setblocking(False)
+        except BaseException:
+            for listener in listeners:
+                listener.close()
+            raise
+        return cls(listeners, context, timeout_s=timeout_s, make_protocol=make_protocol, on_failure=on_failure)
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return list(self._listeners)
+
+    @property
+    def handshakes(self) -> int:
+        """Handshakes under way."""
+        return self._handshakes
+
+    async def start_serving(self) -> None:
+        for listener in self._listeners:
+            self._track(self._accept(listener), f"tls-accept-{listener.getsockname()[1]}")
+
+    def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for listener in self._listeners:
+            listener.close()
+
+    async def wait_closed(self) -> None:
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _track(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = self._loop.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                connection, peer = await self._loop.sock_accept(listener)
+            except (ConnectionAbortedError, InterruptedError):
+                continue  # the peer gave up while it waited in the backlog
+            except OSError as exc:  # out of descriptors, say: try again in a moment, as asyncio's server does
+                self._on_failure("?", exc)
+                await asyncio.sleep(_ACCEPT_RETRY_S)
+                continue
+            address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
+            self._track(self._handshake(connection, address), f"tls-{address}")
+
+    async def _handshake(self, connection: socket.socket, address: str) -> None:
+        self._handshakes += 1
+        try:
+            await self._loop.connect_accepted_socket(
+                self._make_protocol, connection, ssl=self._context, ssl_handshake_timeout=self._timeout_s
             )
         except asyncio.CancelledError:
-            transport.abort()
+            connection.close()
             raise
         except (OSError, TimeoutError, ConnectionError) as exc:  # ssl.SSLError is an OSError
-            transport.abort()
+            connection.close()
             self._on_failure(address, exc)
-            return
-        if secure is None:  # the connection closed as the handshake ended
-            return
-        relay.start(self._make_protocol(), secure)
-
-    def data_received(self, data: bytes) -> None:
-        """Never called: reading is paused until start_tls takes the connection over."""
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """The handshake task sees a lost connection as its failure."""
-
-
-class _Relay(asyncio.Protocol):
-    """The protocol start_tls is given: holds what arrives before the real one has the connection.
-
-    start_tls returns the secure transport a loop turn after the handshake ends, and a peer's
-    first bytes (its HELLO) may already have come through by then.
-    """
-
-    def __init__(self) -> None:
-        self._protocol: asyncio.Protocol | None = None
-        self._early: list[bytes] = []
-        self._eof = False
-        self._lost: tuple[Exception | None] | None = None
-
-    def start(self, protocol: asyncio.Protocol, transport: asyncio.BaseTransport) -> None:
-        self._protocol = protocol
-        protocol.connection_made(transport)
-        early, self._early = self._early, []
-        for data in early:
-            protocol.data_received(data)
-        if self._eof:
-            protocol.eof_received()
-        if self._lost is not None:
-            protocol.connection_lost(self._lost[0])
-
-    def data_received(self, data: bytes) -> None:
-        if self._protocol is None:
-            self._early.append(data)
-        else:
-            self._protocol.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        if self._protocol is None:
-            self._eof = True
-            return None
-        return self._protocol.eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._protocol is None:
-            self._lost = (exc,)
-        else:
-            self._protocol.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        if self._protocol is not None:
-            self._protocol.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._protocol is not None:
-            self._protocol.resume_writing()
+        finally:
+            self._handshakes -= 1
 
 
 def describe_handshake_failure(exc: BaseException) -> str:
