@@ -106,6 +106,23 @@ def test_unknown_dependency_and_duplicate_ids_are_refused_whole() -> None:
     assert state.jobs == {}
 
 
+def test_a_job_id_that_would_read_as_a_dag_id_is_refused() -> None:
+    state = make_state()
+    (first,), _ = state.submit_dag([node("A")], now=1.0)
+    dag = first.dag
+    assert dag is not None and dag.startswith("DAG-")
+    with pytest.raises(ValidationError, match="ids starting with 'DAG-' name DAGs"):
+        state.submit_dag([node(dag)], now=2.0)
+    assert set(state.jobs) == {"A"}
+
+
+def test_a_deploy_takes_no_timeout() -> None:
+    state = make_state()
+    with pytest.raises(ValidationError, match="a DEPLOY is a service.*takes no timeout"):
+        state.submit(JobSpec(type="DEPLOY", data="app.py", timeout_s=2.0), now=1.0)
+    assert state.jobs == {}
+
+
 def test_check_dag_alone() -> None:
     check_dag({"A": [], "B": ["A", "OLD"]}, {"OLD"})
     with pytest.raises(CycleError) as info:

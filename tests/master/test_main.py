@@ -176,6 +176,8 @@ def test_the_autoscalers_bounds_and_the_clusters_are_separate_flags() -> None:
     [
         ["--port", "99999"],
         ["--heartbeat-timeout", "-1"],
+        ["--heartbeat-timeout", "1", "--heartbeat-interval", "5"],  # every worker would be lost between beats
+        ["--heartbeat-timeout", "10"],  # no longer than the default interval
         ["--port", "x"],
         ["--wal-commit-delay", "-1"],
         ["--wal-commit-delay", "soon"],

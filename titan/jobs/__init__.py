@@ -15,7 +15,7 @@ from .effects import (
     StopTask,
     Unassign,
 )
-from .model import Job, check_job_id, new_job_id
+from .model import DAG_ID_PREFIX, Job, check_job_id, new_job_id
 from .states import ACTIVE_STATES, FINAL_STATES, TRANSITIONS, Change, JobState, Step, transition
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "StopTask",
     "Unassign",
     "check_job_id",
+    "DAG_ID_PREFIX",
     "new_job_id",
     "transition",
 ]

@@ -17,7 +17,7 @@ from protocol import JobInfo, JobSpec, TransitionInfo
 from .attempts import AttemptRecord
 from .states import FINAL_STATES, JobState, Step
 
-__all__ = ["Job", "check_job_id", "new_job_id"]
+__all__ = ["DAG_ID_PREFIX", "Job", "check_job_id", "new_job_id"]
 
 _ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
 
@@ -25,6 +25,10 @@ _ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
 def new_job_id(rng: random.Random) -> str:
     """``TSK-`` and 8 hex digits."""
     return f"TSK-{rng.getrandbits(32):08x}"
+
+
+#: the master names each DAG ``DAG-`` and 8 hex digits; a job id may not start so, or the two would mix
+DAG_ID_PREFIX: Final = "DAG-"
 
 
 def check_job_id(job_id: str) -> str | None:

@@ -132,6 +132,11 @@ def parse_args(
     args = parser.parse_args(argv)
     if args.tls_key is not None and args.tls_cert is None:
         parser.error("--tls-key needs --tls-cert")
+    if args.heartbeat_timeout <= args.heartbeat_interval:
+        parser.error(
+            f"--heartbeat-timeout {args.heartbeat_timeout:g} must be longer than --heartbeat-interval "
+            f"{args.heartbeat_interval:g}: workers heartbeat every interval and are lost after a timeout of silence"
+        )
     settings = MasterSettings(
         host=args.host,
         port=args.port,

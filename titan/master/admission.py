@@ -25,7 +25,7 @@ from typing import Final
 
 from protocol import JobSpec
 from titan.errors import ValidationError
-from titan.jobs import Job, JobState, check_job_id, new_job_id
+from titan.jobs import DAG_ID_PREFIX, Job, JobState, check_job_id, new_job_id
 
 from .files import FileCatalog
 
@@ -63,6 +63,10 @@ class Admission:
             ValidationError: the spec is refused; nothing was stored.
         """
         job_id = self._job_id(spec, taken)
+        if spec.timeout_s is not None and spec.type.strip().upper() == "DEPLOY":
+            raise ValidationError(
+                f"job '{job_id}': a DEPLOY is a service, which runs until STOP or CANCEL: it takes no timeout"
+            )
         run_kind, run_data, run_args = self.resolve(spec)
         if spec.id is not None and spec.id in spec.deps:
             raise ValidationError(f"job '{job_id}' depends on itself")
@@ -119,6 +123,8 @@ class Admission:
         problem = check_job_id(spec.id)
         if problem:
             raise ValidationError(problem)
+        if spec.id.startswith(DAG_ID_PREFIX):
+            raise ValidationError(f"job id '{spec.id}' is not allowed: ids starting with '{DAG_ID_PREFIX}' name DAGs")
         if spec.id in taken:
             raise ValidationError(f"a job with id '{spec.id}' already exists")
         return spec.id

@@ -34,6 +34,7 @@ from titan.config import MasterSettings
 from titan.errors import InvalidTransition, ValidationError
 from titan.jobs import (
     ACTIVE_STATES,
+    DAG_ID_PREFIX,
     FINAL_STATES,
     Assign,
     CloseWorker,
@@ -321,9 +322,9 @@ class MasterState(ServiceStimuli, StateQueries):
 
     # ------------------------------------------------------------------ internals
     def _new_dag_id(self) -> str:
-        dag_id = f"DAG-{self.rng.getrandbits(32):08x}"
-        while dag_id in self.dags:
-            dag_id = f"DAG-{self.rng.getrandbits(32):08x}"
+        dag_id = f"{DAG_ID_PREFIX}{self.rng.getrandbits(32):08x}"
+        while dag_id in self.dags or dag_id in self.jobs:  # a job of an older log may have such an id
+            dag_id = f"{DAG_ID_PREFIX}{self.rng.getrandbits(32):08x}"
         return dag_id
 
     def _cancel(self, job: Job, now: float, stimulus: str) -> None:
