@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import subprocess
 import sys
 
 import pytest
+from rich.console import Console
 
 from protocol import Submit
+from titan.cli.executor import CommandRunner
+from titan.cli.link import MasterLink
 from titan.cli.main import main
+from titan.cli.parse import LogsCommand
 from titan.client.testing import FakeMaster, worker_info
+from titan.config import ClientSettings
 
 JOB_KEYS = {
     "id",
@@ -222,3 +228,21 @@ def test_python_dash_m_titan_cli() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("titan: error: cannot reach the master at 127.0.0.1:1")
     assert result.stderr.count("\n") == 1
+
+
+async def test_the_repl_shows_a_logs_escape_sequences_escaped_and_titan_logs_passes_them(
+    fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_master.add_job("A")
+    fake_master.logs["A"] = [("stdout", b"\x1b[31mRED\x1b]0;pwned\x07 bell\n\tok\n")]
+    out = io.StringIO()
+    runner = CommandRunner(MasterLink(ClientSettings(port=fake_master.port)), Console(file=out, force_terminal=True))
+    try:
+        await runner.run(LogsCommand("A"))
+    finally:
+        await runner.link.aclose()
+    shown = out.getvalue()
+    assert "\x1b]0" not in shown and "\x07" not in shown and "\x1b[31mRED" not in shown
+    assert "\\x1b[31mRED\\x1b]0;pwned\\x07 bell\n" in shown and shown.rstrip().endswith("ok")  # rich expands the tab
+    assert await titan("--master", fake_master.address, "logs", "A") == 0
+    assert capsys.readouterr().out == "\x1b[31mRED\x1b]0;pwned\x07 bell\n\tok\n"  # a shell gets the bytes

@@ -42,6 +42,7 @@ from .parse import (
 )
 from .progress import follow_jobs
 from .render import help_view, job_detail, job_table, state_text, stats_view, workers_table
+from .safe import log_for_terminal
 from .scaling import RetireCommand, SpawnCommand, StopCommand, run_scaling
 
 __all__ = ["CancelledDag", "CommandRunner", "cancel_dag"]
@@ -175,7 +176,7 @@ class CommandRunner:
                 self.console.print(Text(f"--- attempt {piece.new_attempt} ---", style="dim"))
             if piece.note:
                 self.console.print(Text(piece.note, style="yellow"))
-            text = Text(piece.data.decode("utf-8", errors="replace"))
+            text = Text(log_for_terminal(piece.data.decode("utf-8", errors="replace")))
             if piece.stream == "stderr":
                 text.stylize("red")
             self.console.print(text, end="", soft_wrap=True, highlight=False)

@@ -8,6 +8,11 @@ it is. :func:`for_terminal` returns a message whose every string has such
 characters escaped as Python writes them (``\\x1b``), as the master's own error
 messages are (``protocol.text.one_line``); ``--json`` output needs nothing of
 the kind, since JSON escapes them itself.
+
+A job's log shown in the REPL (``LOGS``) is text from the job itself, so
+:func:`log_for_terminal` escapes it the same way, lines and tabs apart.
+``titan logs`` in a shell writes the bytes as the job wrote them: that is what
+it is for, and a pipe or file is where they usually go.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any, TypeVar
 from protocol import Message
 from protocol.text import printable
 
-__all__ = ["for_terminal"]
+__all__ = ["for_terminal", "log_for_terminal"]
 
 M = TypeVar("M", bound=Message)
 
@@ -49,3 +54,13 @@ def for_terminal(message: M) -> M:
         return message
     fields = dataclasses.fields(message)  # type: ignore[arg-type]
     return dataclasses.replace(message, **{field.name: _escaped(getattr(message, field.name)) for field in fields})  # type: ignore[type-var]
+
+
+_LAYOUT = str.maketrans("", "", "\n\t")
+
+
+def log_for_terminal(text: str) -> str:
+    """A job's log text with everything but printable characters, line breaks and tabs escaped."""
+    if text.translate(_LAYOUT).isprintable():
+        return text  # nearly always: nothing to copy
+    return "".join(char if char in "\n\t" or char.isprintable() else repr(char)[1:-1] for char in text)
