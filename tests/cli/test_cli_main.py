@@ -246,3 +246,18 @@ async def test_the_repl_shows_a_logs_escape_sequences_escaped_and_titan_logs_pas
     assert "\\x1b[31mRED\\x1b]0;pwned\\x07 bell\n" in shown and shown.rstrip().endswith("ok")  # rich expands the tab
     assert await titan("--master", fake_master.address, "logs", "A") == 0
     assert capsys.readouterr().out == "\x1b[31mRED\x1b]0;pwned\x07 bell\n\tok\n"  # a shell gets the bytes
+
+
+async def test_logs_f_exits_as_wait_does_when_the_job_ends_badly(
+    fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_master.add_job("OK", state="COMPLETED")
+    fake_master.add_job("GONE", state="CANCELLED", error="cancelled")
+    for job_id in ("OK", "GONE"):
+        fake_master.logs[job_id] = [("stdout", b"working\n")]
+    assert await titan("--master", fake_master.address, "logs", "OK", "-f") == 0
+    assert capsys.readouterr().err == ""
+    assert await titan("--master", fake_master.address, "logs", "GONE", "-f") == 1
+    captured = capsys.readouterr()
+    assert captured.out == "working\n" and captured.err == "titan: GONE ended CANCELLED: cancelled\n"
+    assert await titan("--master", fake_master.address, "logs", "GONE") == 0  # only read, not followed

@@ -42,7 +42,7 @@ from .parse import (
 )
 from .progress import follow_jobs
 from .render import help_view, job_detail, job_table, state_text, stats_view, workers_table
-from .safe import log_for_terminal
+from .safe import for_terminal, log_for_terminal
 from .scaling import RetireCommand, SpawnCommand, StopCommand, run_scaling
 
 __all__ = ["CancelledDag", "CommandRunner", "cancel_dag"]
@@ -181,6 +181,13 @@ class CommandRunner:
                 text.stylize("red")
             self.console.print(text, end="", soft_wrap=True, highlight=False)
 
-        note = log_note(await read_log(await self.link.client(), job_id, follow=follow, show=show))
+        job = await read_log(await self.link.client(), job_id, follow=follow, show=show)
+        note = log_note(job)
         if note:
             self.console.print(Text(note, style="yellow"))
+        if follow and job.state != "COMPLETED":
+            job = for_terminal(job)
+            ended = Text.assemble(("✗ ", "bold red"), f"{job.id} ended ", state_text(job.state))
+            if job.error:
+                ended.append(f": {job.error}", style="dim")
+            self.console.print(ended)

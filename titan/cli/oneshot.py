@@ -37,6 +37,7 @@ from .parse import JOB_STATES, parse_dag, parse_submit
 from .progress import follow_jobs
 from .render import job_detail, job_table, state_text, stats_view, workers_table
 from .rewait import through_restarts
+from .safe import for_terminal
 from .scaling import oneshot_retire, oneshot_spawn, oneshot_stop
 
 __all__ = ["ONESHOT_COMMANDS", "check_arguments", "run_oneshot"]
@@ -342,9 +343,14 @@ async def _logs(client: TitanClient, args: argparse.Namespace, out: Console) -> 
         target.buffer.write(piece.data)  # the bytes as the job wrote them
         target.buffer.flush()
 
-    note = log_note(await read_log(client, args.id, follow=args.follow, show=show))
+    job = await read_log(client, args.id, follow=args.follow, show=show)
+    note = log_note(job)
     if note:
         sys.stderr.write(note + "\n")
+    if args.follow and job.state != "COMPLETED":  # followed to its end: exit as `titan wait` would
+        job = for_terminal(job)
+        sys.stderr.write(f"titan: {job.id} ended {job.state}" + (f": {job.error}" if job.error else "") + "\n")
+        return 1
     return 0
 
 
