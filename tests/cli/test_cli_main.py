@@ -11,7 +11,7 @@ import sys
 import pytest
 from rich.console import Console
 
-from protocol import Submit
+from protocol import AttemptInfo, Submit
 from titan.cli.executor import CommandRunner
 from titan.cli.link import MasterLink
 from titan.cli.main import main
@@ -84,6 +84,33 @@ async def test_status_json_has_the_job_keys(fake_master: FakeMaster, capsys: pyt
     assert job["started_at"] == 5.0 and job["finished_at"] is None
 
 
+async def test_status_json_has_each_attempt_and_a_services_restarts(
+    fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = [
+        AttemptInfo(attempt=1, state="FAILED", worker="[8081]", exit_code=3, error="exit code 3", backoff_s=1.5),
+        AttemptInfo(attempt=2, state="RUNNING", worker="[8082]", started_at=9.0, outputs=["a.txt"]),
+    ]
+    fake_master.add_job("S", job_type="DEPLOY", state="RUNNING", attempts=2, runs=runs, restarts=2, up=True)
+    assert await titan("--master", fake_master.address, "status", "S", "--json") == 0
+    job = json.loads(capsys.readouterr().out)
+    assert (job["restarts"], job["up"]) == (2, True)
+    first, second = job["runs"]
+    assert (first["attempt"], first["worker"], first["exit_code"], first["error"], first["backoff_s"]) == (
+        1,
+        "[8081]",
+        3,
+        "exit code 3",
+        1.5,
+    )
+    assert (second["state"], second["started_at"], second["error"], second["outputs"]) == (
+        "RUNNING",
+        9.0,
+        None,
+        ["a.txt"],
+    )
+
+
 async def test_list_json_is_an_array(
     fake_master: FakeMaster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -120,6 +147,7 @@ async def test_stats_and_workers_json(fake_master: FakeMaster, capsys: pytest.Ca
     stats = json.loads(capsys.readouterr().out)
     assert {"queued", "delayed", "blocked", "dead", "running", "workers"} <= stats.keys()
     assert stats["queued"] == 1
+    assert (stats["skipped"], stats["stopped"]) == (0, 0) and isinstance(stats["extra"], dict)
     first, second = stats["workers"]
     assert {"id", "port", "parent", "load", "capacity", "skills", "services", "health"} <= first.keys()
     assert (first["port"], first["load"], first["capacity"], first["services"]) == (8081, 1, 4, ["DASH"])

@@ -6,11 +6,13 @@ consumer can rely on every key being there.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
-from protocol import JobInfo, StatsReply, WorkerInfo
+from protocol import AttemptInfo, JobInfo, StatsReply, WorkerInfo
 
-__all__ = ["job_json", "stats_json", "worker_json"]
+__all__ = ["attempt_json", "job_json", "stats_json", "worker_json"]
+
+_SHOWN_ABOVE: Final = frozenset({"skipped", "stopped", "autoscaler"})  # stats_json's own keys
 
 
 def job_json(job: JobInfo) -> dict[str, Any]:
@@ -38,9 +40,29 @@ def job_json(job: JobInfo) -> dict[str, Any]:
         "skills": list(job.skills),
         "dag": job.dag,
         "affinity": job.affinity,
+        "restarts": job.restarts,
+        "up": job.up,
+        "runs": [attempt_json(run) for run in job.runs],
         "history": [
             {"start": step.start, "finish": step.finish, "stimulus": step.stimulus, "t": step.t} for step in job.history
         ],
+    }
+
+
+def attempt_json(run: AttemptInfo) -> dict[str, Any]:
+    """One attempt: where and when it ran, how it ended, its outputs and what its logs lost."""
+    return {
+        "attempt": run.attempt,
+        "state": run.state,
+        "worker": run.worker,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "exit_code": run.exit_code,
+        "error": run.error or None,
+        "backoff_s": run.backoff_s,
+        "outputs": list(run.outputs),
+        "log_lost": run.log_lost,
+        "truncated": run.truncated,
     }
 
 
@@ -78,7 +100,11 @@ def stats_json(stats: StatsReply) -> dict[str, Any]:
         "completed": stats.completed,
         "failed": stats.failed,
         "cancelled": stats.cancelled,
+        "skipped": stats.extra.get("skipped", 0),
+        "stopped": stats.extra.get("stopped", 0),
         "uptime_s": stats.uptime_s,
         "workers": [worker_json(worker) for worker in stats.workers],
         "autoscaler": stats.extra.get("autoscaler", {"enabled": False}),
+        # the WAL, recovery, live logs and payloads, under the names STATS shows them by
+        "extra": {name: value for name, value in stats.extra.items() if name not in _SHOWN_ABOVE},
     }
