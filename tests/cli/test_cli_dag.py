@@ -184,6 +184,23 @@ async def test_cli_cancel_dag_and_list_dag(fake_master: FakeMaster, capsys: pyte
     assert [job["id"] for job in json.loads(capsys.readouterr().out)] == ["A", "B"]
 
 
+async def test_cli_submit_dag_prints_the_dag_id(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--master", fake_master.address, "submit-dag", "A|SHELL|true|1|0|[] ; B|SHELL|true|1|0|[A]"]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert capsys.readouterr().out == "DAG-00000001\n"
+
+
+async def test_the_repl_names_at_most_a_dozen_ids_of_a_big_dag(fake_master: FakeMaster) -> None:
+    chain = " ; ".join(f"C{i}|SHELL|true|1|0|[{f'C{i - 1}' if i else ''}]" for i in range(40))
+    out = io.StringIO()
+    with create_pipe_input() as pipe:
+        pipe.send_text(f"SUBMIT_DAG {chain}\rEXIT\r")
+        assert await _repl(fake_master, out, pipe).run() == 0
+    assert "DAG DAG-00000001 accepted, 40 jobs: C0, C1, C2, C3, C4, C5, C6, C7, C8, C9, C10, C11 and 28 more" in (
+        out.getvalue()
+    )
+
+
 async def test_cli_submit_dag_applies_job_options_to_every_job(fake_master: FakeMaster) -> None:
     argv = ["--master", fake_master.address, "submit-dag", "A|SHELL|true|1|0|[] ; B|SHELL|true|1|0|[A]"]
     argv += ["--attempts", "5", "--backoff-base", "0.5", "--backoff-factor", "3"]

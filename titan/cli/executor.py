@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from rich.console import Console
 from rich.text import Text
@@ -46,6 +47,8 @@ from .safe import for_terminal, log_for_terminal
 from .scaling import RetireCommand, SpawnCommand, StopCommand, run_scaling
 
 __all__ = ["CancelledDag", "CommandRunner", "cancel_dag"]
+
+_IDS_SHOWN: Final = 12  # a DAG's job ids named when it is accepted (STATUS <dag id> shows them all)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +137,13 @@ class CommandRunner:
                 reply = await client.submit_dag_info([attach_inline(spec) for spec in specs])
                 ids = reply.job_ids
                 self.known_ids.update([*ids, reply.dag_id])
+                shown = ", ".join(ids[:_IDS_SHOWN]) + (
+                    f" and {len(ids) - _IDS_SHOWN} more" if len(ids) > _IDS_SHOWN else ""
+                )
                 console.print(
                     Text.assemble(
                         f"DAG {reply.dag_id} accepted, {len(ids)} job{'s' if len(ids) != 1 else ''}: ",
-                        (", ".join(ids), "bold green"),
+                        (shown, "bold green"),
                     )
                 )
                 if reply.warning:

@@ -168,8 +168,8 @@ async def _submit_dag(client: TitanClient, args: argparse.Namespace, out: Consol
         )
     if args.json:
         _emit_json({"ids": ids, "dag": reply.dag_id, **({"warning": reply.warning} if reply.warning else {})})
-    else:
-        sys.stdout.write("".join(job_id + "\n" for job_id in ids))
+    else:  # the DAG id: what status, wait, list --dag and cancel --dag take (--json also has the job ids)
+        _print_now(reply.dag_id)
     return 0
 
 
