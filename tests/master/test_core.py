@@ -253,7 +253,7 @@ def test_cancel_running_job_stops_it_and_frees_the_slot() -> None:
     assert effects == [StopTask("w1", job.id, 1, "cancelled"), JobFinished(job), SendTask("w1", waiting)]
     # the worker's later report of the killed attempt is fenced
     assert state.task_status("w1", report(job, "FAILED", error="stopped: cancelled"), now=4.0) == []
-    assert job.state is S.CANCELLED and "ignored FAILED" in job.story[-1].stimulus
+    assert job.state is S.CANCELLED and job.story[-1].stimulus == "attempt 1's process ended on w1 (stopped: cancelled)"
 
 
 def test_cancel_pending_job_leaves_the_queue() -> None:

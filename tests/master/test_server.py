@@ -200,7 +200,7 @@ async def test_cancel_running_job_sends_task_stop(master: Master, client: Peer) 
     stop = await worker.next(TaskStop)
     assert (stop.job_id, stop.attempt, stop.reason) == (job_id, 1, "cancelled")
     worker.status(start, "FAILED", error="stopped: cancelled")  # fenced
-    await wait_until(lambda: "ignored FAILED" in master.state.job(job_id).story[-1].stimulus)
+    await wait_until(lambda: "attempt 1's process ended" in master.state.job(job_id).story[-1].stimulus)
 
 
 async def test_failed_job_is_retried_through_the_timer(master: Master, client: Peer) -> None:

@@ -485,10 +485,15 @@ class MasterState(ServiceStimuli, StateQueries):
             log.warning("%s reported %s for unknown job %s", worker_id, status.state, status.job_id)
             return
         if not self.is_current_report(worker_id, status):
-            note = f"ignored {status.state} of attempt {status.attempt} from {worker_id}{via}"
-            self._note(job, note, now)
-            # the end of an attempt that a CANCEL or STOP ended is expected: not worth a line at INFO
+            # the end of an attempt that a CANCEL or STOP ended is expected: the story says it is over,
+            # and it is not worth a line at INFO
             expected = job.is_final and status.attempt == job.attempts
+            if expected and job.state in (S.CANCELLED, S.STOPPED):  # the end of what the stop killed
+                ended = f" ({status.error})" if status.error else ""
+                note = f"attempt {status.attempt}'s process ended on {worker_id}{ended}{via}"
+            else:
+                note = f"ignored {status.state} of attempt {status.attempt} from {worker_id}{via}"
+            self._note(job, note, now)
             log.log(
                 logging.DEBUG if expected else logging.INFO,
                 "%s %s (job is %s, attempt %d)",
