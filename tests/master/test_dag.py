@@ -189,8 +189,11 @@ def test_retry_leaves_skipped_a_job_that_another_failure_still_skips() -> None:
     state.task_status("w1", report(a, "FAILED", exit_code=1), now=2.0)
     state.task_status("w1", report(x, "FAILED", exit_code=1), now=2.0)
     assert (b.state, c.state) == (S.SKIPPED, S.SKIPPED)
+    assert b.error == "dependency A is DEAD"
     state.retry("A", now=3.0)
     assert (b.state, c.state) == (S.SKIPPED, S.SKIPPED)  # X is still DEAD
+    assert b.error == "dependency X is DEAD"  # not A any more, which is queued again
+    assert b.story[-1].stimulus == "still skipped: dependency X is DEAD (A was retried)"
     state.retry("X", now=4.0)
     assert (b.state, c.state) == (S.BLOCKED, S.BLOCKED)
 

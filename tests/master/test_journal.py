@@ -278,3 +278,23 @@ def test_a_damaged_last_record_is_dropped_and_reported(tmp_path: Path, cut: str)
     assert wal.extra()["recovery_dropped"] == wal.report.problem
     assert "DROPPED torn tail" in wal.report.summary()
     assert load(tmp_path / "wal").problem is None  # repaired: the next writer appends to a clean log
+
+
+def test_a_job_still_skipped_after_a_retry_keeps_its_new_reason_across_a_restart() -> None:
+    live = journaled()
+    register(live, "w1", capacity=4, now=1.0)
+    records: list[dict[str, Any]] = []
+    (a, x, b), _ = live.submit_dag(
+        [
+            JobSpec(type="SHELL", data="a", id="A", max_attempts=1),
+            JobSpec(type="SHELL", data="x", id="X", max_attempts=1),
+            JobSpec(type="SHELL", data="b", id="B", deps=["A", "X"]),
+        ],
+        now=1.0,
+    )
+    live.task_status("w1", report(a, "FAILED", exit_code=1), 2.0)
+    live.task_status("w1", report(x, "FAILED", exit_code=1), 2.0)
+    live.retry("A", 3.0)
+    take(live, records)
+    again = rebuilt(records, now=10.0)
+    assert again.jobs["B"].state is S.SKIPPED and again.jobs["B"].error == "dependency X is DEAD"

@@ -341,8 +341,16 @@ class MasterState(ServiceStimuli, StateQueries):
         jobs = self.jobs
         for job in self.room.skipped_downstream(root.id):
             deps = [jobs[d] for d in job.deps]
-            if any(dep.is_final and dep.state is not S.COMPLETED for dep in deps):
-                continue  # another dependency is DEAD, CANCELLED or still SKIPPED
+            still = next((dep for dep in deps if dep.is_final and dep.state is not S.COMPLETED), None)
+            if still is not None:  # another dependency is DEAD, CANCELLED or still SKIPPED: say which
+                reason = f"dependency {still.id} is {still.state.value}"
+                if job.error != reason:
+                    job.error = reason
+                    stimulus = f"still skipped: {reason} ({root.id} was retried)"
+                    job.note(stimulus, now)
+                    if self.journal is not None:
+                        self.journal.changed(job, stimulus, now)  # the row carries the new reason
+                continue
             self._move(job, S.BLOCKED, f"un-skipped: {root.id} was retried", now)
             verdict = self.room.admit(job, deps)
             if verdict is not None:
