@@ -120,6 +120,7 @@ def test_shell_command_may_contain_pipes() -> None:
 
 def test_a_run_or_deploy_gives_its_file_arguments_after_the_name() -> None:
     assert parse_submit("RUN|calc.py 200000|2") == JobSpec(type="RUN", data="calc.py", args=["200000"], priority=2)
+    assert parse_submit("RUN|'calc.py'") == JobSpec(type="RUN", data="calc.py")  # quoted as a shell would
     assert parse_submit("RUN|'my job.py' --name \"a b\"") == JobSpec(
         type="RUN", data="my job.py", args=["--name", "a b"]
     )
@@ -180,6 +181,7 @@ def test_every_command_is_parseable_by_name() -> None:
         ("SUBMIT RUN|calc.py|1|0|9", "got 5 fields"),
         ("SUBMIT R UN|calc.py", "TYPE must be a word"),
         ("SUBMIT RUN|calc.py 'unclosed", "cannot split 'calc.py 'unclosed' into a file and its arguments"),
+        ("SUBMIT RUN|'unclosed", "cannot split ''unclosed' into a file and its arguments: No closing quotation"),
         ("SUBMIT DEPLOY|Worker.jar", "of the worker artifact expects DEPLOY|Worker.jar|PORT[|PRIORITY[|DELAY_MS]]"),
         ("SUBMIT DEPLOY|Worker.jar|x", "PORT must be an integer, got 'x'"),
         ("SUBMIT DEPLOY|worker 19612", "takes its port as a field: DEPLOY|Worker.jar|PORT[|PRIORITY[|DELAY_MS]]"),
@@ -200,7 +202,7 @@ def test_every_command_is_parseable_by_name() -> None:
         ("SUBMIT_DAG A|RUN|calc.py|1|later|[]", "DELAY_MS must be an integer, got 'later'"),
         ("SUBMIT_DAG A|RUN|calc.py|8081|1|0|[]", "PORT is only allowed for a DEPLOY of the worker artifact"),
         ("SUBMIT_DAG W|DEPLOY|Worker.jar|80x1|1|0|[]", "PORT must be an integer, got '80x1'"),
-        ("SUBMIT_DAG W|DEPLOY|Worker.jar|70000|1|0|[]", "PORT must be at most 65535"),
+        ("SUBMIT_DAG W|DEPLOY|Worker.jar|70000|1|0|[]", "SUBMIT_DAG job W: PORT must be at most 65535"),
         ("SUBMIT_DAG W|DEPLOY|Worker.jar|8081|1|0|7|[]", "got 8 fields"),
         ("SUBMIT_DAG |RUN|calc.py|1|0|[]", "ID is empty"),
         ("SUBMIT_DAG A|RUN||1|0|[]", "DATA is empty"),

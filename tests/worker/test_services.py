@@ -52,7 +52,7 @@ async def test_a_crash_restarts_with_backoff_then_gives_up(tmp_path: Path) -> No
     service = make(tmp_path, "echo run; exit 3", events)
     service.start()
     end = await service.ended
-    assert end.error == "exited with code 3; gave up after 2 restart(s)"
+    assert (end.exit_code, end.error) == (3, "exited with code 3; gave up after 2 restart(s)")
     assert service.restarts == 2
     assert events.count(ServiceEvent.RESTARTING) == 2 and events[-1] is ServiceEvent.ENDED
     assert (tmp_path / "stdout").read_text() == "run\n" * 3  # one log across restarts

@@ -83,7 +83,9 @@ def dag_tree(jobs: Sequence[JobInfo], *, title: str | None = None, max_lines: in
         if not inner:
             roots.append(job)
     dag_id = next((job.dag for job in jobs if job.dag), None)
-    label = Text.assemble((title or f"DAG {dag_id or ''}".rstrip(), "bold"), f"  {len(jobs)} jobs  ")
+    label = Text.assemble(
+        (title or f"DAG {dag_id or ''}".rstrip(), "bold"), f"  {len(jobs)} job{'s' if len(jobs) != 1 else ''}  "
+    )
     label.append_text(state_summary(jobs))
     tree = Tree(label, guide_style="dim")
     drawn: set[str] = set()

@@ -271,8 +271,8 @@ def _file_and_args(where: str, job_type: str, data: str) -> tuple[str, list[str]
 
     Other types keep DATA whole: a SHELL command line, or a handler's argument.
     """
-    if job_type not in ("RUN", "DEPLOY") or not any(ch.isspace() for ch in data):
-        return data, []
+    if job_type not in ("RUN", "DEPLOY") or not any(ch.isspace() or ch in "'\"\\" for ch in data):
+        return data, []  # one word, no quoting: the file's name as it is
     try:
         words = shlex.split(data)
     except ValueError as exc:
@@ -285,7 +285,7 @@ def _file_and_args(where: str, job_type: str, data: str) -> tuple[str, list[str]
 def _port_field(where: str, form: str, text: str, *, minimum: int) -> int:
     port = _int_field(where, form, "PORT", text, minimum=minimum)
     if port > 65535:
-        raise UsageError(f"{where}: PORT must be at most 65535, got {port}")
+        raise UsageError(f"{where.rstrip(':')}: PORT must be at most 65535, got {port}")
     return port
 
 

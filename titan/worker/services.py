@@ -239,12 +239,12 @@ class Service:
         elif code == 0:
             self._finish(0, "", stopped=False)
         else:
-            self._crashed(_describe_exit(code))
+            self._crashed(_describe_exit(code), code)
 
-    def _crashed(self, reason: str) -> None:
+    def _crashed(self, reason: str, code: int | None) -> None:
         self.last_error = reason
-        if self.restarts >= self.policy.max_restarts:
-            self._finish(None, f"{reason}; gave up after {self.restarts} restart(s)", stopped=False)
+        if self.restarts >= self.policy.max_restarts:  # its last exit is the attempt's exit code
+            self._finish(code, f"{reason}; gave up after {self.restarts} restart(s)", stopped=False)
             return
         self.restarts += 1
         self.next_restart_s = self.policy.backoff_s(self.restarts)
