@@ -17,7 +17,7 @@ from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
 from protocol import Stats, StatsReply
-from titan.cli.repl import JobIdCompleter, Repl, build_completer, open_history
+from titan.cli.repl import JobIdCompleter, Repl, build_completer, job_types, open_history
 from titan.client.testing import FakeMaster, worker_info
 from titan.config import ClientSettings
 
@@ -170,6 +170,18 @@ def test_completion_of_commands_and_job_ids() -> None:
     assert "RUNNING" in complete("LIST RU")
     ids.add("TSK-00000003")  # the set is shared: new ids complete at once
     assert "TSK-00000003" in [c.text for c in JobIdCompleter(ids).get_completions(Document("T"), CompleteEvent())]
+    ids.add("DAG-0000abcd")
+    assert complete("STATUS D") == ["DAG-0000abcd"]  # STATUS, WATCH and CANCEL_DAG take a DAG id
+    assert complete("CANCEL_DAG D") == ["DAG-0000abcd"]
+    assert complete("LOGS D") == [] and complete("RETRY D") == []  # these take a job's id only
+
+
+def test_submit_completes_the_handler_types_of_perm_files_here(tmp_path: Path) -> None:
+    (tmp_path / "handlers").mkdir()
+    for name in ("pdf_convert.py", "email_alert.py", "notes.txt"):
+        (tmp_path / "handlers" / name).write_text("")
+    assert job_types(tmp_path) == ["RUN|", "SHELL|", "DEPLOY|", "EMAIL_ALERT|", "PDF_CONVERT|"]
+    assert job_types(tmp_path / "nowhere") == ["RUN|", "SHELL|", "DEPLOY|"]
 
 
 def test_history_falls_back_to_memory(tmp_path: Path) -> None:

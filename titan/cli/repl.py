@@ -36,6 +36,7 @@ from rich.text import Text
 from protocol import ProtocolError, StatsReply
 from titan.config import ClientSettings
 from titan.errors import TitanError, UsageError
+from titan.jobs import DAG_ID_PREFIX
 
 from .executor import CommandRunner
 from .link import MasterLink
@@ -63,16 +64,31 @@ def open_history(path: Path | None) -> History:
 
 
 class JobIdCompleter(Completer):
-    """Completes the job ids the session has seen (from SUBMIT, LIST, STATUS...)."""
+    """Completes the job ids the session has seen (from SUBMIT, LIST, STATUS...), and DAG ids where taken."""
 
-    def __init__(self, ids: set[str]) -> None:
+    def __init__(self, ids: set[str], *, dags: bool = True) -> None:
         self.ids = ids
+        self.dags = dags
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
         word = document.get_word_before_cursor(WORD=True)
         for job_id in sorted(self.ids):
+            if not self.dags and job_id.startswith(DAG_ID_PREFIX):
+                continue
             if job_id.lower().startswith(word.lower()):
                 yield Completion(job_id, start_position=-len(word))
+
+
+def job_types(perm_files: Path = Path("perm_files")) -> list[str]:
+    """RUN, SHELL, DEPLOY, and the handler types of the ``perm_files/handlers/`` here (``titan up``'s)."""
+    try:
+        handlers = sorted(path.stem.upper() for path in (perm_files / "handlers").glob("*.py"))
+    except OSError:
+        handlers = []
+    return [
+        *_JOB_TYPES,
+        *(f"{name}|" for name in handlers if name.isidentifier() and name not in ("RUN", "SHELL", "DEPLOY")),
+    ]
 
 
 class CommandCompleter(Completer):
@@ -107,16 +123,17 @@ class CommandCompleter(Completer):
 def build_completer(ids: set[str]) -> CommandCompleter:
     """Command words, then job ids, states or help topics where they fit."""
     job_ids = JobIdCompleter(ids)
+    jobs_only = JobIdCompleter(ids, dags=False)  # commands about one job: a DAG id is refused there
     tree: dict[str, Completer | None] = {name: None for name, _, _ in HELP_ENTRIES}
     tree.update(
         {
-            "SUBMIT": WordCompleter(list(_JOB_TYPES), ignore_case=True, WORD=True),
+            "SUBMIT": WordCompleter(job_types(), ignore_case=True, WORD=True),
             "STATUS": job_ids,
-            "LOGS": job_ids,
-            "CANCEL": job_ids,
+            "LOGS": jobs_only,
+            "CANCEL": jobs_only,
             "CANCEL_DAG": job_ids,
             "WATCH": job_ids,
-            "RETRY": job_ids,
+            "RETRY": jobs_only,
             "LIST": WordCompleter(list(JOB_STATES), ignore_case=True),
             "HELP": WordCompleter([name for name, _, _ in HELP_ENTRIES], ignore_case=True),
         }
