@@ -184,6 +184,16 @@ async def test_cli_cancel_dag_and_list_dag(fake_master: FakeMaster, capsys: pyte
     assert [job["id"] for job in json.loads(capsys.readouterr().out)] == ["A", "B"]
 
 
+async def test_repl_list_dag_lists_a_dags_jobs(fake_master: FakeMaster) -> None:
+    out = io.StringIO()
+    with create_pipe_input() as pipe:
+        pipe.send_text("SUBMIT_DAG A|SHELL|true|1|0|[] ; B|SHELL|true|1|0|[A]\rLIST BLOCKED --dag DAG-00000001\rEXIT\r")
+        assert await _repl(fake_master, out, pipe).run() == 0
+    assert any(
+        isinstance(r, ListJobs) and r.dag == "DAG-00000001" and r.state == "BLOCKED" for r in fake_master.received
+    )
+
+
 async def test_cli_submit_dag_prints_the_dag_id(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--master", fake_master.address, "submit-dag", "A|SHELL|true|1|0|[] ; B|SHELL|true|1|0|[A]"]
     assert await asyncio.to_thread(main, argv) == 0

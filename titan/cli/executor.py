@@ -112,11 +112,11 @@ class CommandRunner:
                     self.console.print(job_detail(subject.job))
                 if subject.dag:
                     self.console.print(dag_tree(subject.members))
-            case ListCommand(state=state):
-                listing = await list_some(client, state, DEFAULT_LIMIT)
+            case ListCommand(state=state, dag=dag):
+                listing = await list_some(client, state, DEFAULT_LIMIT, dag=dag)
                 self._remember(listing.jobs)
                 print_table(self.console, job_table(listing.jobs))
-                note = listing.note(DEFAULT_LIMIT, dag=False, flag=False)
+                note = listing.note(DEFAULT_LIMIT, dag=dag is not None, flag=False)
                 if note:
                     self.console.print(note, style="dim", markup=False)
             case DlqCommand():

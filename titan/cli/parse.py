@@ -102,9 +102,10 @@ class StatusCommand:
 
 @dataclass(frozen=True)
 class ListCommand:
-    """``LIST [state]``."""
+    """``LIST [state] [--dag ID]``."""
 
     state: str | None = None
+    dag: str | None = None  # a DAG id, or any job of the DAG
 
 
 @dataclass(frozen=True)
@@ -402,12 +403,19 @@ def _no_args(name: str, rest: str, command: Command) -> Command:
 
 def _parse_list(rest: str) -> Command:
     words = rest.split()
+    dag: str | None = None
+    if "--dag" in words:
+        at = words.index("--dag")
+        if at + 1 >= len(words) or words[at + 1].startswith("-"):
+            raise UsageError("LIST expects [STATE] [--dag ID]; --dag needs a DAG id (or one of its jobs)")
+        dag = words[at + 1]
+        del words[at : at + 2]
     if not words:
-        return ListCommand()
+        return ListCommand(None, dag)
     state = words[0].upper()
     if len(words) > 1 or state not in JOB_STATES:
-        raise UsageError(f"LIST expects [STATE] with STATE one of {', '.join(JOB_STATES)}; got '{rest}'")
-    return ListCommand(state)
+        raise UsageError(f"LIST expects [STATE] [--dag ID] with STATE one of {', '.join(JOB_STATES)}; got '{rest}'")
+    return ListCommand(state, dag)
 
 
 def _parse_logs(rest: str) -> Command:

@@ -74,7 +74,7 @@ HELP_ENTRIES: Final[tuple[tuple[str, str, str], ...]] = (
     ),
     ("STATS", "STATS", "STATS"),
     ("STATUS", "STATUS <id>   (a job, and its DAG as a tree; or a DAG by its DAG id)", "STATUS TSK-1a2b3c4d"),
-    ("LIST", "LIST [STATE]", "LIST RUNNING"),
+    ("LIST", "LIST [STATE] [--dag ID]", "LIST RUNNING"),
     ("LOGS", "LOGS <id> [-f]", "LOGS TSK-1a2b3c4d -f"),
     (
         "WATCH",
