@@ -428,6 +428,12 @@ class LogsSubscribe(Message):
     OPCODE = Opcode.LOGS_SUBSCRIBE
     job_id: str
     follow: bool = False
+    attempt: int | None = None  # an earlier attempt's stored log (None: the latest, followed with ``follow``)
+
+    def check(self) -> None:
+        _require(
+            self.attempt is None or self.attempt >= 1, f"LogsSubscribe.attempt: must be at least 1, got {self.attempt}"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,7 @@ def test_the_design_dag_line() -> None:
         ("LIST --dag DAG-1", ListCommand(None, "DAG-1")),
         ("list failed --dag A", ListCommand("FAILED", "A")),
         ("LOGS TSK-1", LogsCommand("TSK-1")),
+        ("LOGS TSK-1 --attempt 2", LogsCommand("TSK-1", attempt=2)),
         ("logs TSK-1 -f", LogsCommand("TSK-1", follow=True)),
         ("LOGS -f TSK-1", LogsCommand("TSK-1", follow=True)),
         ("CANCEL TSK-1", CancelCommand("TSK-1")),
@@ -217,7 +218,9 @@ def test_every_command_is_parseable_by_name() -> None:
         ("LIST RUNNING extra", "LIST expects [STATE]"),
         ("LIST --dag", "--dag needs a DAG id"),
         ("LIST WAITING", "FAILED, CANCELLED"),  # FAILED (waiting out its backoff) may be listed too
-        ("LOGS", "LOGS expects LOGS <id> [-f]"),
+        ("LOGS", "LOGS expects LOGS <id> [-f] [--attempt N]"),
+        ("LOGS A --attempt 0", "N must be at least 1, got 0"),
+        ("LOGS A --attempt", "--attempt needs a number"),
         ("LOGS a b", "LOGS expects LOGS <id> [-f]"),
         ("LOGS a -x", "unknown option '-x'"),
         ("STATS now", "STATS takes no arguments"),

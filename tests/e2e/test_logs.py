@@ -231,3 +231,24 @@ async def test_after_gc_the_story_says_so_and_logs_and_outputs_say_why_they_are_
                 pass
     async with cluster.client.logs(quiet) as stream:  # a job that printed nothing still reads as empty
         assert [chunk async for chunk in stream if chunk.data] == []
+
+
+async def test_an_earlier_attempts_log_is_read_by_its_number(make_cluster: ClusterFactory) -> None:
+    cluster = await make_cluster(n_workers=1)
+    spec = JobSpec(
+        type="SHELL",
+        data='echo "try $TITAN_ATTEMPT"; [ "$TITAN_ATTEMPT" -ge 2 ]',
+        max_attempts=2,
+        backoff_base_s=0.01,
+    )
+    job_id = await cluster.client.submit(spec)
+    (job,) = await cluster.client.wait([job_id], timeout_s=30)
+    assert job.state == "COMPLETED" and job.attempts == 2
+
+    async def read(attempt: int | None) -> bytes:
+        async with cluster.client.logs(job_id, attempt=attempt) as stream:
+            return b"".join([chunk.data async for chunk in stream])
+
+    assert (await read(1), await read(2), await read(None)) == (b"try 1\n", b"try 2\n", b"try 2\n")
+    with pytest.raises(RemoteError, match=f"{job_id} has no attempt 3: it has attempts 1 to 2"):
+        await read(3)

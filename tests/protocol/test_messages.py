@@ -77,6 +77,7 @@ CONSTRAINED: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("LogRecord", "seq"): st.integers(0, 2**40),
     ("LogRecord", "offset"): st.integers(0, 2**40),
     ("LogData", "offset"): st.none() | st.integers(0, 2**40),
+    ("LogsSubscribe", "attempt"): st.none() | st.integers(1, 2**40),
     ("Gc", "older_than_s"): st.floats(min_value=0, max_value=1e9),
     ("SpawnWorker", "port"): st.integers(0, 65535),
     ("SpawnWorker", "capacity"): st.integers(0, 1 << 16),

@@ -93,8 +93,8 @@ class CommandRunner:
                 return False
             case HelpCommand(topic=topic):
                 self.console.print(help_view(topic))
-            case LogsCommand(job_id=job_id, follow=follow):
-                await self._logs(job_id, follow)
+            case LogsCommand(job_id=job_id, follow=follow, attempt=attempt):
+                await self._logs(job_id, follow, attempt)
             case WatchCommand(job_id=job_id):
                 await self._watch(job_id, await self.link.client())
             case ListCommand() | DlqCommand() | StatusCommand():
@@ -176,7 +176,7 @@ class CommandRunner:
         else:
             print_table(self.console, job_table(jobs))
 
-    async def _logs(self, job_id: str, follow: bool) -> None:
+    async def _logs(self, job_id: str, follow: bool, attempt: int | None = None) -> None:
         def show(piece: LogPiece) -> None:
             if piece.new_attempt is not None:
                 self.console.print(Text(f"--- attempt {piece.new_attempt} ---", style="dim"))
@@ -187,11 +187,11 @@ class CommandRunner:
                 text.stylize("red")
             self.console.print(text, end="", soft_wrap=True, highlight=False)
 
-        job = await read_log(await self.link.client(), job_id, follow=follow, show=show)
-        note = log_note(job)
+        job = await read_log(await self.link.client(), job_id, follow=follow, show=show, attempt=attempt)
+        note = log_note(job) if attempt is None else ""
         if note:
             self.console.print(Text(note, style="yellow"))
-        if follow and job.state != "COMPLETED":
+        if follow and (attempt is None or attempt == job.attempts) and job.state != "COMPLETED":
             job = for_terminal(job)
             ended = Text.assemble(("✗ ", "bold red"), f"{job.id} ended ", state_text(job.state))
             if job.error:

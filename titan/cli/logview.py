@@ -95,8 +95,17 @@ class LogCursor:
         return LogPiece(chunk.stream, data, new_attempt, note)
 
 
-async def read_log(client: TitanClient, job_id: str, *, follow: bool, show: Callable[[LogPiece], None]) -> JobInfo:
+async def read_log(
+    client: TitanClient,
+    job_id: str,
+    *,
+    follow: bool,
+    show: Callable[[LogPiece], None],
+    attempt: int | None = None,
+) -> JobInfo:
     """Show the job's log (to the job's end with ``follow``), subscribing again after a drop.
+
+    ``attempt``: an earlier attempt's stored log instead of the latest one's.
 
     Returns the job as it stands once its log has been shown (for :func:`log_note`).
 
@@ -109,7 +118,7 @@ async def read_log(client: TitanClient, job_id: str, *, follow: bool, show: Call
 
     async def subscription(current: TitanClient, _left: float | None) -> JobInfo:
         try:
-            async with current.logs(job_id, follow=follow) as stream:
+            async with current.logs(job_id, follow=follow, attempt=attempt) as stream:
                 cursor.subscribed(stream.attempt or 0)
                 async for chunk in stream:
                     piece = cursor.take(chunk)

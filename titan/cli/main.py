@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs = command("logs", "print a job's log")
     logs.add_argument("id")
     logs.add_argument("-f", "--follow", action="store_true", help="keep following while the job runs")
+    logs.add_argument("--attempt", type=int, metavar="N", help="an earlier attempt's log (default: the latest)")
 
     gc = command("gc", "remove the workspace folders of jobs finished long ago (never an unfinished job's)")
     gc.add_argument("--older-than", default="7d", metavar="AGE", help="e.g. 12h, 7d (default 7d)")

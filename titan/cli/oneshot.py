@@ -123,6 +123,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         args.specs = [dataclasses.replace(spec, **options) for spec in parse_dag(args.dag)]
     elif args.command == "list" and not 1 <= args.limit < 2**31:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    elif args.command == "logs" and args.attempt is not None and not 1 <= args.attempt < 2**63:
+        raise UsageError(f"--attempt must be at least 1, got {args.attempt}")
     elif args.command == "list" and args.state:
         args.state = args.state.upper()
         if args.state not in JOB_STATES:
@@ -343,11 +345,12 @@ async def _logs(client: TitanClient, args: argparse.Namespace, out: Console) -> 
         target.buffer.write(piece.data)  # the bytes as the job wrote them
         target.buffer.flush()
 
-    job = await read_log(client, args.id, follow=args.follow, show=show)
-    note = log_note(job)
+    job = await read_log(client, args.id, follow=args.follow, show=show, attempt=args.attempt)
+    note = log_note(job) if args.attempt is None else ""
     if note:
         sys.stderr.write(note + "\n")
-    if args.follow and job.state != "COMPLETED":  # followed to its end: exit as `titan wait` would
+    followed = args.follow and (args.attempt is None or args.attempt == job.attempts)
+    if followed and job.state != "COMPLETED":  # followed to its end: exit as `titan wait` would
         job = for_terminal(job)
         sys.stderr.write(f"titan: {job.id} ended {job.state}" + (f": {job.error}" if job.error else "") + "\n")
         return 1

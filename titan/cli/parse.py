@@ -110,10 +110,11 @@ class ListCommand:
 
 @dataclass(frozen=True)
 class LogsCommand:
-    """``LOGS <id> [-f]``."""
+    """``LOGS <id> [-f] [--attempt N]``."""
 
     job_id: str
     follow: bool = False
+    attempt: int | None = None
 
 
 @dataclass(frozen=True)
@@ -421,17 +422,26 @@ def _parse_list(rest: str) -> Command:
 def _parse_logs(rest: str) -> Command:
     words = rest.split()
     follow = False
+    attempt: int | None = None
     ids: list[str] = []
-    for word in words:
+    while words:
+        word = words.pop(0)
         if word in ("-f", "--follow"):
             follow = True
+        elif word == "--attempt":
+            if not words:
+                raise UsageError(f"{_LOGS_FORM}; --attempt needs a number")
+            attempt = _int_field("LOGS", "LOGS <id> [-f] [--attempt N]", "N", words.pop(0), minimum=1)
         elif word.startswith("-"):
-            raise UsageError(f"LOGS expects LOGS <id> [-f]; unknown option '{word}'")
+            raise UsageError(f"{_LOGS_FORM}; unknown option '{word}'")
         else:
             ids.append(word)
     if len(ids) != 1:
-        raise UsageError("LOGS expects LOGS <id> [-f]")
-    return LogsCommand(ids[0], follow)
+        raise UsageError(_LOGS_FORM)
+    return LogsCommand(ids[0], follow, attempt)
+
+
+_LOGS_FORM: Final = "LOGS expects LOGS <id> [-f] [--attempt N]"
 
 
 def _parse_help(rest: str) -> Command:

@@ -75,7 +75,7 @@ HELP_ENTRIES: Final[tuple[tuple[str, str, str], ...]] = (
     ("STATS", "STATS", "STATS"),
     ("STATUS", "STATUS <id>   (a job, and its DAG as a tree; or a DAG by its DAG id)", "STATUS TSK-1a2b3c4d"),
     ("LIST", "LIST [STATE] [--dag ID]", "LIST RUNNING"),
-    ("LOGS", "LOGS <id> [-f]", "LOGS TSK-1a2b3c4d -f"),
+    ("LOGS", "LOGS <id> [-f] [--attempt N]", "LOGS TSK-1a2b3c4d -f"),
     (
         "WATCH",
         "WATCH <id>   (a live progress bar until the job, or its whole DAG, is final; a DAG id works too)",

@@ -98,9 +98,18 @@ class LogStream:
             the master ended the subscription.
     """
 
-    def __init__(self, client: TitanClient, job_id: str, *, follow: bool, idle_timeout_s: float | None) -> None:
+    def __init__(
+        self,
+        client: TitanClient,
+        job_id: str,
+        *,
+        follow: bool,
+        idle_timeout_s: float | None,
+        attempt: int | None = None,
+    ) -> None:
         self.job_id = job_id
         self.follow = follow
+        self.wanted_attempt = attempt
         self.attempt: int | None = None
         self._client = client
         self._idle_timeout_s = idle_timeout_s
@@ -111,7 +120,8 @@ class LogStream:
         # listen before asking, so no chunk pushed ahead of the answer is lost
         self._client._log_streams.setdefault(self.job_id, []).append(self._queue)
         try:
-            reply = await self._client._call(LogsSubscribe(job_id=self.job_id, follow=self.follow), LogsSubscribed)
+            request = LogsSubscribe(job_id=self.job_id, follow=self.follow, attempt=self.wanted_attempt)
+            reply = await self._client._call(request, LogsSubscribed)
         except BaseException:
             self._detach()
             raise
@@ -410,6 +420,6 @@ class TitanClient:
         """Remove the workspace folders of jobs final for longer than ``older_than_s`` (never an unfinished job's)."""
         return await self._call(Gc(older_than_s=older_than_s), GcReply)
 
-    def logs(self, job_id: str, *, follow: bool = False) -> LogStream:
-        """A :class:`LogStream` of the job's output (``async with`` it)."""
-        return LogStream(self, job_id, follow=follow, idle_timeout_s=self.settings.request_timeout_s)
+    def logs(self, job_id: str, *, follow: bool = False, attempt: int | None = None) -> LogStream:
+        """A :class:`LogStream` of the job's output (``async with`` it); ``attempt``: an earlier one's."""
+        return LogStream(self, job_id, follow=follow, idle_timeout_s=self.settings.request_timeout_s, attempt=attempt)

@@ -165,9 +165,9 @@ class Client:
     def wait(self, job_ids: Sequence[str], timeout_s: float | None = None) -> list[JobInfo]:
         return self._run(self._client.wait(job_ids, timeout_s))
 
-    def logs(self, job_id: str, *, follow: bool = False) -> Iterator[LogData]:
-        """Yield the job's log chunks; the subscription ends with the generator."""
-        stream = self._client.logs(job_id, follow=follow)
+    def logs(self, job_id: str, *, follow: bool = False, attempt: int | None = None) -> Iterator[LogData]:
+        """Yield the job's log chunks (``attempt``: an earlier one's); the subscription ends with the generator."""
+        stream = self._client.logs(job_id, follow=follow, attempt=attempt)
         self._run(stream.__aenter__())
         try:
             while True:

@@ -221,7 +221,16 @@ class ClientHandlers:
         assert self.logs is not None
         if job.is_final and collected(job) and not (self.log_store.jobs_dir / job.id).exists():
             raise ValidationError(f"the logs of {job.id} were removed by titan gc")
-        attempt = self.logs.subscribe(peer, job, msg.follow)
+        if msg.attempt is not None and not 1 <= msg.attempt <= job.attempts:
+            have = (
+                f"attempts 1 to {job.attempts}"
+                if job.attempts > 1
+                else "attempt 1"
+                if job.attempts
+                else "no attempt yet"
+            )
+            raise ValidationError(f"{job.id} has no attempt {msg.attempt}: it has {have}")
+        attempt = self.logs.subscribe(peer, job, msg.follow, msg.attempt)
         peer.reply(frame, LogsSubscribed(job_id=job.id, attempt=attempt))
 
     async def _on_gc(self, peer: Peer, frame: Frame) -> None:

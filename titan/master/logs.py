@@ -377,8 +377,18 @@ class LogHub:
         return any(key[0] == job_id for key in self._live)
 
     # ------------------------------------------------------------------ followers
-    def subscribe(self, peer: Peer, job: Job, follow: bool) -> int:
-        """Send the log so far; with ``follow`` keep sending until the job is final. Returns the attempt."""
+    def subscribe(self, peer: Peer, job: Job, follow: bool, attempt: int | None = None) -> int:
+        """Send the log so far; with ``follow`` keep sending until the job is final. Returns the attempt.
+
+        ``attempt``: an earlier attempt's log instead (its stored one, then ``eof``); the latest
+        attempt is the default.
+        """
+        if attempt is not None and attempt != job.attempts:
+            follower = _Follower(peer, job.id, False, attempt)
+            self._queue_stored(follower, job.id, attempt, exact=not self._is_current(job.id, attempt))
+            self._send_pending(follower)
+            self._send(follower, LogData(job_id=job.id, attempt=attempt, stream="stdout", data=b"", eof=True))
+            return attempt
         attempt = job.attempts
         follower = _Follower(peer, job.id, follow, attempt)
         live = self._live.get((job.id, attempt))
