@@ -92,6 +92,16 @@ def test_a_long_chain_is_drawn_no_deeper_than_the_limit() -> None:
     assert max(len(line) for line in text.splitlines()) < 120
 
 
+def test_the_job_status_was_asked_about_is_always_in_the_tree() -> None:
+    chain = [info("C0"), *(info(f"C{i}", "COMPLETED", f"C{i - 1}") for i in range(1, 300))]
+    text = text_of(dag_tree(chain, max_depth=10, focus="C250"))
+    assert "C250  COMPLETED" in text
+    assert "… the jobs above C245 are not shown (STATUS C245 draws them)" in text
+    assert "C244" not in text and "… deeper than 10 levels (titan list --dag C254" in text
+    assert "C5  COMPLETED" in text_of(dag_tree(chain, max_depth=10, focus="C5"))  # drawn from the roots already
+    assert "the jobs above" not in text_of(dag_tree(chain, max_depth=10, focus="C5"))
+
+
 def test_dlq_table_shows_the_last_error_and_detail_shows_attempts() -> None:
     runs = [
         AttemptInfo(attempt=1, state="FAILED", worker="[8081]", exit_code=1, error="exit code 1", backoff_s=1.25),

@@ -66,11 +66,20 @@ def job_line(job: JobInfo, outside: Sequence[str] = ()) -> Text:
     return text
 
 
-def dag_tree(jobs: Sequence[JobInfo], *, title: str | None = None, max_lines: int = 200, max_depth: int = 20) -> Tree:
+def dag_tree(
+    jobs: Sequence[JobInfo],
+    *,
+    title: str | None = None,
+    max_lines: int = 200,
+    max_depth: int = 20,
+    focus: str | None = None,
+) -> Tree:
     """The DAG as a tree from its roots to its sinks, each job with its state.
 
     At most ``max_lines`` jobs and ``max_depth`` levels are drawn (a long chain would otherwise
-    indent off any screen); a last line counts the jobs left out.
+    indent off any screen); a last line counts the jobs left out. ``focus`` (the job STATUS was
+    asked about) is always in the picture: if the tree from the roots would leave it out, the tree
+    is drawn from an ancestor of it instead, half the depth above it.
     """
     jobs = [for_terminal(job) for job in jobs]
     by_id = {job.id: job for job in jobs}
@@ -88,6 +97,33 @@ def dag_tree(jobs: Sequence[JobInfo], *, title: str | None = None, max_lines: in
     )
     label.append_text(state_summary(jobs))
     tree = Tree(label, guide_style="dim")
+    drawn = _draw(tree, roots, by_id, children, max_lines, max_depth)
+    if focus is not None and focus in by_id and focus not in drawn:
+        anchor, above = focus, 0
+        while above < max_depth // 2:
+            parents = [dep for dep in by_id[anchor].deps if dep in by_id]
+            if not parents:
+                break
+            anchor, above = parents[0], above + 1
+        tree = Tree(label, guide_style="dim")
+        if by_id[anchor] not in roots:
+            tree.add(Text(f"… the jobs above {anchor} are not shown (STATUS {anchor} draws them)", style="dim"))
+        drawn = _draw(tree, [by_id[anchor]], by_id, children, max_lines, max_depth)
+    hidden = len(by_id) - len(drawn)
+    if hidden:
+        tree.add(Text(f"… {hidden} more job{'s' if hidden != 1 else ''} not shown", style="dim"))
+    return tree
+
+
+def _draw(
+    tree: Tree,
+    roots: list[JobInfo],
+    by_id: dict[str, JobInfo],
+    children: dict[str, list[JobInfo]],
+    max_lines: int,
+    max_depth: int,
+) -> set[str]:
+    """Add ``roots`` and what depends on them to ``tree``; returns the ids drawn in full."""
     drawn: set[str] = set()
     lines = 0
     # iterative depth-first walk: (parent node, job, depth); reversed pushes keep submission order
@@ -108,7 +144,4 @@ def dag_tree(jobs: Sequence[JobInfo], *, title: str | None = None, max_lines: in
             )
             continue
         stack.extend((branch, child, depth + 1) for child in reversed(below))
-    hidden = len(by_id) - len(drawn)
-    if hidden:
-        tree.add(Text(f"… {hidden} more jobs not shown", style="dim"))
-    return tree
+    return drawn

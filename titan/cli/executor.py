@@ -111,7 +111,8 @@ class CommandRunner:
                 if subject.job is not None:
                     self.console.print(job_detail(subject.job))
                 if subject.dag:
-                    self.console.print(dag_tree(subject.members))
+                    focus = subject.job.id if subject.job is not None else None
+                    self.console.print(dag_tree(subject.members, focus=focus))
             case ListCommand(state=state, dag=dag):
                 listing = await list_some(client, state, DEFAULT_LIMIT, dag=dag)
                 self._remember(listing.jobs)

@@ -188,7 +188,7 @@ async def _status(client: TitanClient, args: argparse.Namespace, out: Console) -
     else:
         out.print(job_detail(subject.job))
         if subject.dag:
-            out.print(dag_tree(subject.members))
+            out.print(dag_tree(subject.members, focus=subject.job.id))
     return 0
 
 
