@@ -289,3 +289,10 @@ async def test_logs_f_exits_as_wait_does_when_the_job_ends_badly(
     captured = capsys.readouterr()
     assert captured.out == "working\n" and captured.err == "titan: GONE ended CANCELLED: cancelled\n"
     assert await titan("--master", fake_master.address, "logs", "GONE") == 0  # only read, not followed
+
+
+async def test_submit_warns_of_a_shell_line_that_reads_like_a_mistyped_priority(
+    fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await titan("--master", fake_master.address, "submit", "SHELL|true|1|x") == 0
+    assert capsys.readouterr().err.startswith("titan: warning: 'x' is not a number, so the whole 'true|1|x'")

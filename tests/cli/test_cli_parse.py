@@ -235,3 +235,20 @@ def test_malformed_lines_name_what_was_expected(line: str, message: str) -> None
     text = str(info.value)
     assert message in text
     assert "\n" not in text
+
+
+def test_a_shell_line_that_reads_like_a_mistyped_priority_is_run_as_written_with_a_warning() -> None:
+    command = parse_line("SUBMIT SHELL|true|1|x")
+    assert command == SubmitCommand(
+        JobSpec(type="SHELL", data="true|1|x"),
+        "'x' is not a number, so the whole 'true|1|x' is the command line "
+        "(only trailing integers are taken as PRIORITY and DELAY_MS)",
+    )
+    for quiet in (
+        "SUBMIT SHELL|ls | wc -l|2",
+        "SUBMIT SHELL|true|1|2",
+        "SUBMIT SHELL|sort | uniq -c",
+        "SUBMIT RUN|a.py|1",
+    ):
+        parsed = parse_line(quiet)
+        assert isinstance(parsed, SubmitCommand) and parsed.warning == "", quiet

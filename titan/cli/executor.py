@@ -128,7 +128,9 @@ class CommandRunner:
     async def _change(self, command: Command, client: TitanClient) -> None:
         console = self.console
         match command:
-            case SubmitCommand(spec=spec):
+            case SubmitCommand(spec=spec, warning=warning):
+                if warning:
+                    console.print(Text(f"warning: {warning}", style="yellow"))
                 submitted = await client.submit_info(attach_inline(spec))
                 self.known_ids.add(submitted.job_id)
                 console.print(Text.assemble("submitted ", (submitted.job_id, "bold green")))

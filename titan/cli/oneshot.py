@@ -33,7 +33,7 @@ from .jsonview import job_json, stats_json, worker_json
 from .listing import list_some
 from .logview import LogPiece, log_note, read_log
 from .output import print_table
-from .parse import JOB_STATES, parse_dag, parse_submit
+from .parse import JOB_STATES, parse_dag, parse_submit, shell_fields_warning
 from .progress import follow_jobs
 from .render import job_detail, job_table, state_text, stats_view, workers_table
 from .rewait import through_restarts
@@ -101,6 +101,9 @@ def _submit_spec(args: argparse.Namespace) -> JobSpec:
         raise UsageError("submit expects 'TYPE|DATA[|PRIORITY[|DELAY_MS]]' or --file PATH")
     else:
         spec = attach_inline(parse_submit(args.job))
+        warning = shell_fields_warning(spec)
+        if warning:
+            sys.stderr.write(f"titan: warning: {warning}\n")
     changes = _job_options(args)
     if args.skills is not None:
         skills = [skill.strip().upper() for skill in args.skills.split(",") if skill.strip()]

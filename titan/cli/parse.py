@@ -76,9 +76,10 @@ _WORKER_ARTIFACTS: Final = frozenset({"worker", "worker.jar"})
 
 @dataclass(frozen=True)
 class SubmitCommand:
-    """``SUBMIT TYPE|DATA[|PRIORITY[|DELAY_MS]]``."""
+    """``SUBMIT TYPE|DATA[|PRIORITY[|DELAY_MS]]``; ``warning``: what the line may not mean as written."""
 
     spec: JobSpec
+    warning: str = ""
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,24 @@ def parse_submit(text: str, *, command: str = "SUBMIT") -> JobSpec:
     return JobSpec(type=job_type, data=data, args=args, priority=priority, delay_ms=delay_ms, port=port)
 
 
+def shell_fields_warning(spec: JobSpec) -> str:
+    """A SHELL command line that reads like a mistyped PRIORITY or DELAY_MS: ``true|1|x``.
+
+    Only trailing integers are taken as PRIORITY and DELAY_MS, so ``true|1|x`` runs the command
+    ``true|1|x``. Nobody pipes into a one-word command named like that after a number, though,
+    so say how it was read.
+    """
+    if spec.type != "SHELL":
+        return ""
+    *_, before, last = ["", *spec.data.split("|")]
+    if before.strip().lstrip("-").isdigit() and last.strip() and " " not in last.strip() and not _is_int(last.strip()):
+        return (
+            f"'{last.strip()}' is not a number, so the whole '{spec.data}' is the command line "
+            "(only trailing integers are taken as PRIORITY and DELAY_MS)"
+        )
+    return ""
+
+
 def _file_and_args(where: str, job_type: str, data: str) -> tuple[str, list[str]]:
     """A RUN or DEPLOY names a file and may give it arguments: ``calc.py 200000`` (quoted as in a shell).
 
@@ -419,6 +438,10 @@ def _parse_list(rest: str) -> Command:
     return ListCommand(state, dag)
 
 
+def _submit_command(spec: JobSpec) -> SubmitCommand:
+    return SubmitCommand(spec, shell_fields_warning(spec))
+
+
 def _parse_logs(rest: str) -> Command:
     words = rest.split()
     follow = False
@@ -457,7 +480,7 @@ def _parse_help(rest: str) -> Command:
 
 
 _PARSERS: Final[dict[str, Callable[[str], Command]]] = {
-    "SUBMIT": lambda rest: SubmitCommand(parse_submit(rest)),
+    "SUBMIT": lambda rest: _submit_command(parse_submit(rest)),
     "SUBMIT_DAG": lambda rest: SubmitDagCommand(parse_dag(rest)),
     "STATS": lambda rest: _no_args("STATS", rest, StatsCommand()),
     "STATUS": lambda rest: _one_id("STATUS", rest, StatusCommand),
