@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from titan.cli.up import ChildSpec, ClusterStartError, LocalCluster, cluster_specs
+from titan.cli.up import MASTER_ADDRESS, ChildSpec, ClusterStartError, LocalCluster, cluster_specs
 from titan.workspace import WorkspaceLock
 
 # prints its readiness line (argv[1]) and then lives until signalled
@@ -49,12 +49,24 @@ def test_cluster_specs_use_the_documented_flags(tmp_path: Path) -> None:
     )
     assert master.ready_marker == "titan master listening on"
     assert first.argv == (
-        *("py", "-m", "titan.worker", "--master", "127.0.0.1:9191", "--port", "8081", "--capacity", "3"),
+        *("py", "-m", "titan.worker", "--master", MASTER_ADDRESS, "--port", "8081", "--capacity", "3"),
         *("--workspace", str(tmp_path / "worker-8081")),  # its own folder: never the master's
     )
     assert first.ready_marker == "titan worker [8081] registered with"
     assert second.log_path == tmp_path / "logs" / "worker-8082.log"
     assert master.log_path == tmp_path / "logs" / "master.log"
+
+
+async def test_a_master_on_port_0_gets_its_workers_dialling_the_port_it_took(tmp_path: Path) -> None:
+    cluster = LocalCluster(
+        cluster_specs(workers=1, port=0, capacity=1, workspace=tmp_path / "ws", first_worker_port=18391),
+        ready_timeout_s=60,
+        grace_s=10,
+    )
+    async with cluster:  # the worker's ready line is its registration with the master
+        assert cluster.master_address is not None and cluster.master_address[1] != 0
+    log = (tmp_path / "ws" / "logs" / "worker-18391.log").read_text()
+    assert f"registered with 127.0.0.1:{cluster.master_address[1]}" in log
 
 
 async def test_start_waits_for_readiness_logs_to_files_and_stops_everything(tmp_path: Path) -> None:

@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = command("up", "start a local master and workers as child processes, with the REPL attached")
     up.add_argument("--workers", type=int, default=2, help="number of workers (default 2)")
-    up.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"master port (default {DEFAULT_PORT})")
+    up.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"master port; 0 picks a free one (default {DEFAULT_PORT})"
+    )
     up.add_argument("--capacity", type=int, default=4, help="task slots per worker (default 4)")
     up.add_argument("--host", default="127.0.0.1", help="master host (default 127.0.0.1)")
     up.add_argument(

@@ -74,6 +74,10 @@ class ClusterStartError(TitanError):
     code = "CLUSTER_START"
 
 
+#: in a child's argv, the master's address as it reported it ready (with --port 0, its port is known only then)
+MASTER_ADDRESS: Final = "{master}"
+
+
 @dataclass(frozen=True)
 class ChildSpec:
     """One process of the local cluster and how to know it is ready."""
@@ -118,7 +122,7 @@ def cluster_specs(
     ]
     for worker_port in range(first_worker_port, first_worker_port + workers):
         argv = (
-            python, "-m", "titan.worker", "--master", f"{host}:{port}",
+            python, "-m", "titan.worker", "--master", MASTER_ADDRESS,
             "--port", str(worker_port), "--capacity", str(capacity),
             "--workspace", str(workspace / f"worker-{worker_port}"),
         )  # fmt: skip
@@ -252,9 +256,13 @@ class LocalCluster:
     async def _spawn(self, spec: ChildSpec) -> RunningChild:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = spec.log_path.open("ab")
+        address = self.master_address
+        argv = [
+            f"{address[0]}:{address[1]}" if arg == MASTER_ADDRESS and address is not None else arg for arg in spec.argv
+        ]
         try:
             process = await asyncio.create_subprocess_exec(
-                *spec.argv,
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
@@ -328,8 +336,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--workers must not be negative, got {args.workers}")
     if args.capacity < 1:
         raise UsageError(f"--capacity must be at least 1, got {args.capacity}")
-    if not 0 < args.port <= 65535:
-        raise UsageError(f"--port must be 1..65535, got {args.port}")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be 0..65535 (0: any free port), got {args.port}")
     if not 0 < args.first_worker_port <= 65535 - args.workers:
         raise UsageError(f"--first-worker-port must leave room for {args.workers} ports, got {args.first_worker_port}")
     if args.ready_timeout <= 0:
