@@ -115,6 +115,16 @@ def test_dlq_table_shows_the_last_error_and_detail_shows_attempts() -> None:
     assert "Attempts" in detail and "1.25s" in detail and "[8082]" in detail and "DAG-1" in detail
 
 
+def test_a_job_waiting_to_run_again_is_shown_on_no_worker() -> None:
+    requeued = info("R", "PENDING", worker="[8081]", started_at=NOW - 5, error="worker [8081] lost")
+    running = info("S", "RUNNING", worker="[8082]", started_at=NOW - 1)
+    table = text_of(job_table([requeued, running], now=NOW))
+    assert "[8081]" not in table and "[8082]" in table
+    detail = text_of(job_detail(requeued, now=NOW))
+    assert "[8081]" not in detail.split("Error")[0] and "worker [8081] lost" in detail
+    assert "on [8081]" not in text_of(dag_tree([requeued]))
+
+
 def test_status_says_where_an_affinity_job_runs() -> None:
     assert "runs where A ran" in text_of(job_detail(info("B", "PENDING", "A", affinity=True), now=NOW))
     assert "Affinity" not in text_of(job_detail(info("C", "PENDING", "A"), now=NOW))

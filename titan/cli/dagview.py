@@ -18,7 +18,7 @@ from rich.tree import Tree
 
 from protocol import JobInfo
 
-from .render import STATE_STYLES, state_text
+from .render import STATE_STYLES, current_worker, state_text
 from .safe import for_terminal
 
 __all__ = ["STATE_ORDER", "dag_tree", "job_line", "state_summary"]
@@ -55,8 +55,9 @@ def job_line(job: JobInfo, outside: Sequence[str] = ()) -> Text:
     """``ID  STATE  on <worker>  attempt 2/3  error``: one job in a tree or a list."""
     job = for_terminal(job)
     text = Text.assemble((job.id, "bold"), "  ", state_text(job.state))
-    if job.worker:
-        text.append(f"  on {job.worker}", style="dim")  # a worker's name is "[8081]" already
+    worker = current_worker(job)
+    if worker:
+        text.append(f"  on {worker}", style="dim")  # a worker's name is "[8081]" already
     if job.tries > 1 or job.state in ("DEAD", "FAILED"):
         text.append(f"  attempt {job.tries}/{job.max_attempts}", style="dim")
     if outside:

@@ -161,6 +161,15 @@ def _plain_table(title: str | None = None, *, justify: JustifyMethod = "left") -
     return Table(title=title, title_justify=justify, header_style="bold", box=None, pad_edge=False)
 
 
+#: states of a job that waits to (re)start: it runs nowhere, whatever its last attempt ran on
+_WAITING_STATES: Final = frozenset({"PENDING", "BLOCKED", "DELAYED"})
+
+
+def current_worker(job: JobInfo) -> str | None:
+    """Where the job is or was last: None while it waits to start again (its attempts say where it ran)."""
+    return None if job.state in _WAITING_STATES else job.worker
+
+
 def job_table(jobs: Sequence[JobInfo], *, now: float | None = None, title: str | None = None) -> Table:
     """One row per job: id, type, data, state (coloured), attempts, worker, exit code, age.
 
@@ -183,7 +192,7 @@ def job_table(jobs: Sequence[JobInfo], *, now: float | None = None, title: str |
             Text(_shortened(command_line(job), _LIST_DATA_CHARS)),
             state_text(job.state),
             f"{job.tries}/{job.max_attempts}",
-            _dash(job.worker),
+            _dash(current_worker(job)),
             _dash(job.exit_code),
             format_age(now - job.submitted_at),
         ]
@@ -216,7 +225,7 @@ def job_detail(job: JobInfo, *, now: float | None = None) -> Panel:
         ("Args", Text(" ".join(job.args)) if job.args else "-"),
         ("Priority", str(job.priority)),
         ("Attempts", _attempts(job)),
-        ("Worker", _dash(job.worker)),
+        ("Worker", _dash(current_worker(job))),
         ("Exit code", _dash(job.exit_code)),
         ("Error", Text(job.error, style="red") if job.error else "-"),
         ("Depends on", Text(", ".join(job.deps)) if job.deps else "-"),
@@ -227,8 +236,8 @@ def job_detail(job: JobInfo, *, now: float | None = None) -> Panel:
         ("Timeout", "-" if job.timeout_s is None else f"{job.timeout_s:g} s"),
         *([("Memory", f"{job.memory_mb} MiB reserved")] if job.memory_mb is not None else []),
         ("Submitted", f"{_clock(job.submitted_at)} ({format_age(now - job.submitted_at)} ago)"),
-        ("Started", _clock(job.started_at)),
-        ("Finished", _clock(job.finished_at)),
+        ("Started", _clock(job.started_at if current_worker(job) else None)),
+        ("Finished", _clock(job.finished_at if current_worker(job) else None)),
     ]
     for name, value in rows:
         fields.add_row(name, value)
