@@ -22,7 +22,7 @@ from .dagview import dag_tree
 from .inline import attach_inline
 from .link import MasterLink
 from .listing import DEFAULT_LIMIT, list_some
-from .logview import LogPiece, log_note, read_log
+from .logview import LogPiece, ended_badly, log_note, read_log
 from .output import print_table
 from .parse import (
     CancelCommand,
@@ -191,10 +191,10 @@ class CommandRunner:
             self.console.print(text, end="", soft_wrap=True, highlight=False)
 
         job = await read_log(await self.link.client(), job_id, follow=follow, show=show, attempt=attempt)
-        note = log_note(job) if attempt is None else ""
+        note = log_note(job, attempt)
         if note:
             self.console.print(Text(note, style="yellow"))
-        if follow and (attempt is None or attempt == job.attempts) and job.state != "COMPLETED":
+        if ended_badly(job, follow=follow, attempt=attempt):
             job = for_terminal(job)
             ended = Text.assemble(("✗ ", "bold red"), f"{job.id} ended ", state_text(job.state))
             if job.error:

@@ -24,7 +24,7 @@ from titan.errors import RemoteError, TitanError
 
 from .rewait import through_restarts
 
-__all__ = ["LogCursor", "LogPiece", "LogsUnavailable", "log_note", "logs_refusal", "read_log"]
+__all__ = ["LogCursor", "LogPiece", "LogsUnavailable", "ended_badly", "log_note", "logs_refusal", "read_log"]
 
 # codes with which a master that does not (yet) serve logs refuses LOGS_SUBSCRIBE
 _NO_LOGS_CODES: Final = frozenset({"UNKNOWN_OPCODE", "UNEXPECTED", "NOT_IMPLEMENTED", "UNSUPPORTED"})
@@ -131,10 +131,16 @@ async def read_log(
     return await through_restarts(client, subscription, None, doing="following the log")
 
 
-def log_note(job: JobInfo) -> str:
-    """What to say after a job's log: the stored log was cut, or the live view missed datagrams."""
+def ended_badly(job: JobInfo, *, follow: bool, attempt: int | None) -> bool:
+    """Was the job's latest attempt followed to a job's end other than COMPLETED (exit as ``titan wait``)?"""
+    return follow and (attempt is None or attempt == job.attempts) and job.state != "COMPLETED"
+
+
+def log_note(job: JobInfo, attempt: int | None = None) -> str:
+    """What to say after a job's latest log (``attempt`` None): the stored log was cut, or the live
+    view missed datagrams; nothing after an earlier attempt's."""
     run = job.runs[-1] if job.runs else None
-    if run is None:
+    if run is None or attempt is not None:
         return ""
     notes = []
     if run.truncated:

@@ -31,7 +31,7 @@ from .executor import cancel_dag
 from .inline import FILE_KINDS, attach_inline, inline_spec
 from .jsonview import job_json, stats_json, worker_json
 from .listing import list_some
-from .logview import LogPiece, log_note, read_log
+from .logview import LogPiece, ended_badly, log_note, read_log
 from .output import print_table
 from .parse import JOB_STATES, parse_dag, parse_submit, shell_fields_warning
 from .progress import follow_jobs
@@ -349,11 +349,10 @@ async def _logs(client: TitanClient, args: argparse.Namespace, out: Console) -> 
         target.buffer.flush()
 
     job = await read_log(client, args.id, follow=args.follow, show=show, attempt=args.attempt)
-    note = log_note(job) if args.attempt is None else ""
+    note = log_note(job, args.attempt)
     if note:
         sys.stderr.write(note + "\n")
-    followed = args.follow and (args.attempt is None or args.attempt == job.attempts)
-    if followed and job.state != "COMPLETED":  # followed to its end: exit as `titan wait` would
+    if ended_badly(job, follow=args.follow, attempt=args.attempt):
         job = for_terminal(job)
         sys.stderr.write(f"titan: {job.id} ended {job.state}" + (f": {job.error}" if job.error else "") + "\n")
         return 1
