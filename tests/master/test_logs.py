@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -194,3 +195,32 @@ async def test_the_stored_log_of_an_ended_attempt_starts_at_zero(hub: LogHub) ->
     peer = FakePeer()
     ended.subscribe(peer, job(final=True), follow=False)  # type: ignore[arg-type]
     assert [(m.offset, m.data, m.eof) for m in peer.sent] == [(0, b"out\n", False), (None, b"", True)]
+
+
+class EndingPeer(FakePeer):
+    """A peer whose ``ended`` is set by the eof frame."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = asyncio.Event()
+
+    def send(self, message: Any, **kw: Any) -> bool:
+        if message.eof:
+            self.ended.set()
+        return super().send(message, **kw)
+
+
+async def test_following_a_job_whose_worker_was_lost_ends_at_the_linger(tmp_path: Path) -> None:
+    running = {"J": True}
+    hub = LogHub(LogStore(tmp_path), lambda job_id, attempt: running[job_id], linger_s=0.05)
+    hub.datagram(record(0, b"last words\n", 0))
+    running["J"] = False  # its worker was lost and the job went DEAD: no report will come
+    hub.job_final("J")
+    early = EndingPeer()
+    hub.subscribe(early, job(final=True), follow=True)  # type: ignore[arg-type]
+    await asyncio.wait_for(early.ended.wait(), 5)
+    assert early.text("stdout") == b"last words\n"
+    late = EndingPeer()
+    hub.subscribe(late, job(final=True), follow=True)  # type: ignore[arg-type]
+    assert late.ended.is_set() and late.text("stdout") == b"last words\n"  # the live copy, then eof at once
+    assert hub.extra()["log_followers"] == 0

@@ -31,7 +31,8 @@ The exact logs replace the live copy, followers get the part of the exact log
 they have not been shown, and ``log_datagrams - received`` is the number of
 datagrams that were lost. When the job itself is final its followers get
 ``eof`` (at once, or once an attempt still being reported has ended, at most
-``linger_s`` later).
+``linger_s`` later). An attempt whose report never comes (its worker was lost)
+stops being live at the end of that linger; its live copy stays as its log.
 
 A follower whose connection's write buffer is over ``follower_buffer_bytes``
 is cut off: its last LOG_DATA carries ``eof`` and an ``error`` saying why, and
@@ -361,9 +362,9 @@ class LogHub:
 
     def job_final(self, job_id: str) -> None:
         """The job reached a final state: end its followers (once its attempts are reported)."""
-        if job_id not in self._followers:
-            return
         if self._has_live(job_id):
+            # an attempt still live is being reported, or its worker was lost and never will be:
+            # either way its live state ends at the linger's end, followers or not
             if job_id not in self._lingering:
                 self._lingering[job_id] = self._loop.call_later(self.linger_s, self._linger_over, job_id)
             return
@@ -371,6 +372,8 @@ class LogHub:
 
     def _linger_over(self, job_id: str) -> None:
         self._lingering.pop(job_id, None)
+        for key in [key for key in self._live if key[0] == job_id]:
+            self._live.pop(key).close()  # no report came: the live copy is the attempt's stored log
         self._end_followers(job_id)
 
     def _has_live(self, job_id: str) -> bool:
@@ -399,7 +402,7 @@ class LogHub:
             # a running attempt with no live state here has, at most, the copy kept before a restart
             self._queue_stored(follower, job.id, attempt, exact=not self._is_current(job.id, attempt))
         self._send_pending(follower)
-        if follow and (live is not None or not job.is_final):
+        if follow and (not job.is_final or job.id in self._lingering):
             self._followers.setdefault(job.id, []).append(follower)
         else:
             self._send(follower, LogData(job_id=job.id, attempt=attempt, stream="stdout", data=b"", eof=True))
