@@ -28,11 +28,25 @@ def test_a_first_reader_sees_everything_and_a_header_for_each_new_attempt() -> N
     ]
 
 
-def test_a_hole_in_a_live_log_is_not_announced_without_a_reconnect() -> None:
-    cursor = LogCursor("J")
+def test_a_hole_in_a_live_log_is_announced_where_it_is() -> None:
+    cursor = LogCursor("J", reread="LOGS J")
     cursor.subscribed(1)
-    (first, later) = shown(cursor, frame(b"one\n", 0), frame(b"three\n", 8))  # a lost datagram
-    assert first is not None and later is not None and later.data == b"three\n" and later.note == ""
+    (first, later, after) = shown(cursor, frame(b"one\n", 0), frame(b"three\n", 8), frame(b"four\n", 14))
+    assert first is not None and first.note == ""
+    assert later is not None and later.data == b"three\n"  # "two\n" was a lost datagram
+    assert (
+        later.note
+        == "[4 byte(s) of stdout are missing from the live log here; once the attempt has ended, LOGS J shows them]"
+    )
+    assert after is not None and after.note == ""
+
+
+def test_a_job_followed_before_it_started_gets_no_header_for_its_first_attempt() -> None:
+    cursor = LogCursor("J")
+    cursor.subscribed(0)
+    first, retry = shown(cursor, frame(b"a\n", 0), frame(b"b\n", 0, attempt=2))
+    assert first is not None and first.new_attempt is None
+    assert retry is not None and retry.new_attempt == 2
 
 
 def test_after_a_reconnect_nothing_is_shown_twice() -> None:
@@ -58,7 +72,7 @@ def test_the_hole_an_outage_left_is_said_once() -> None:
     hole, later = shown(cursor, frame(b"xyz", 20), frame(b"!", 30))  # then a lost datagram's hole
     assert hole is not None and hole.data == b"xyz"
     assert hole.note.startswith("[10 byte(s) of stdout went by while the master was away")
-    assert later is not None and later.data == b"!" and later.note == ""
+    assert later is not None and later.data == b"!" and later.note.startswith("[7 byte(s) of stdout are missing")
 
 
 def test_a_copy_without_positions_is_shown_to_a_new_reader() -> None:
@@ -66,7 +80,8 @@ def test_a_copy_without_positions_is_shown_to_a_new_reader() -> None:
     cursor.subscribed(1)
     (copy, live) = shown(cursor, frame(b"early\n", None), frame(b"later\n", 40))
     assert copy is not None and copy.data == b"early\n"
-    assert live is not None and live.data == b"later\n" and live.note == ""
+    assert live is not None and live.data == b"later\n"
+    assert live.note.startswith("[34 byte(s) of stdout are missing from the live log here;")  # the restart's hole
 
 
 def test_a_stream_first_seen_after_a_reconnect_is_shown_whole() -> None:

@@ -409,5 +409,27 @@ async def test_a_followed_log_rides_out_a_master_restart_showing_no_byte_twice(
     assert "lost the master" in err and "following the log again" in err
 
 
+async def test_a_reader_who_comes_after_a_master_restart_gets_the_log_from_its_start() -> None:
+    async with LocalCluster(workers=1, capacity=1, **PATIENT) as cluster:
+        async with await connect(cluster) as client:
+            job_id = await client.submit(JobSpec(type="RUN", data="ticker.py", payload=TICKER, args=["300"]))
+            first: list[LogPiece] = []
+            following = asyncio.ensure_future(read_log(client, job_id, follow=True, show=first.append))
+            await wait_until(lambda: sum(p.data.count(b"\n") for p in first) >= 20, timeout_s=30, what="20 lines")
+            await cluster.kill_master()
+            await cluster.start_master()
+            async with await connect(cluster) as reader:
+                assert await job_running(reader, job_id)  # 300 lines take 6 s: it has far to go
+                late: list[LogPiece] = []
+                job = await read_log(reader, job_id, follow=True, show=late.append)
+            await asyncio.wait_for(following, 60)
+    assert job.state == "COMPLETED"
+    shown = b"".join(piece.data for piece in late)
+    assert shown.startswith(b"line 0000\n")  # the restarted master's copy from before it started
+    assert shown.endswith(b"line 0299\n")
+    assert all("missing" in piece.note for piece in late if piece.note)  # a restart's hole is said, not hidden
+    assert job.runs[-1].log_lost == 0  # datagrams sent before the restart are not counted as lost
+
+
 async def job_running(client: TitanClient, job_id: str) -> bool:
     return (await client.status(job_id)).state == "RUNNING"

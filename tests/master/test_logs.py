@@ -224,3 +224,26 @@ async def test_following_a_job_whose_worker_was_lost_ends_at_the_linger(tmp_path
     hub.subscribe(late, job(final=True), follow=True)  # type: ignore[arg-type]
     assert late.ended.is_set() and late.text("stdout") == b"last words\n"  # the live copy, then eof at once
     assert hub.extra()["log_followers"] == 0
+
+
+async def test_a_new_reader_after_a_restart_gets_the_old_copy_then_the_live_log(tmp_path: Path) -> None:
+    before = LogHub(LogStore(tmp_path), lambda job_id, attempt: True)
+    before.datagram(record(0, b"early\n", 0))
+    before.close()
+    after = LogHub(LogStore(tmp_path), lambda job_id, attempt: True)
+    after.inherit([("J", 1)])
+    after.datagram(record(5, b"later\n", 20))  # seqs 1-4 went by while no master listened
+    after.datagram(record(7, b"last\n", 30))  # seq 6 is lost on the way
+    after._flush()
+    peer = FakePeer()
+    after.subscribe(peer, job(), follow=False)  # type: ignore[arg-type]
+    assert [(m.offset, m.data) for m in peer.sent if m.data] == [(None, b"early\n"), (20, b"later\n"), (30, b"last\n")]
+    status = TaskStatus("J", 1, "COMPLETED", exit_code=0, stdout=b"x" * 35, stderr=b"", log_datagrams=8)
+    assert after.attempt_ended(status, job(final=True)).log_lost == 1  # type: ignore[arg-type]
+
+
+async def test_an_attempt_inherited_and_silent_since_counts_nothing_lost(tmp_path: Path) -> None:
+    hub = LogHub(LogStore(tmp_path), lambda job_id, attempt: True)
+    hub.inherit([("J", 1)])
+    status = TaskStatus("J", 1, "COMPLETED", exit_code=0, stdout=b"old\n", stderr=b"", log_datagrams=3)
+    assert hub.attempt_ended(status, job(final=True)).log_lost == 0  # type: ignore[arg-type]

@@ -41,6 +41,7 @@ from protocol import (
 from titan.config import MasterSettings
 from titan.errors import PeerClosed, RemoteError, WorkspaceInUse
 from titan.master import Master
+from titan.master.client_handlers import attempts_held
 from titan.net import Peer, dial
 
 from .helpers import wait_until
@@ -391,3 +392,18 @@ async def test_a_missing_perm_files_folder_is_warned_of_at_start(
         assert f"no folder {missing}: RUN jobs that name a file in it are refused" in caplog.text
     finally:
         await master.aclose()
+
+
+@pytest.mark.parametrize(
+    ("numbers", "said"),
+    [
+        ([], "no attempt yet"),
+        ([1], "attempt 1"),
+        ([1, 2, 3], "attempts 1 to 3"),
+        ([1, 3], "attempts 1 and 3"),  # a master restart skipped attempt 2
+        ([1, 3, 4], "attempts 1, 3 and 4"),
+        (list(range(1, 30, 2)), "attempts …, 13, 15, 17, 19, 21, 23, 25, 27 and 29"),
+    ],
+)
+def test_a_refused_attempt_number_is_answered_with_the_ones_the_job_has(numbers: list[int], said: str) -> None:
+    assert attempts_held(numbers) == said

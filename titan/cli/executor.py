@@ -190,7 +190,8 @@ class CommandRunner:
                 text.stylize("red")
             self.console.print(text, end="", soft_wrap=True, highlight=False)
 
-        job = await read_log(await self.link.client(), job_id, follow=follow, show=show, attempt=attempt)
+        client = await self.link.client()
+        job = await read_log(client, job_id, follow=follow, show=show, attempt=attempt, reread=f"LOGS {job_id}")
         note = log_note(job, attempt)
         if note:
             self.console.print(Text(note, style="yellow"))

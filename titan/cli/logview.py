@@ -10,6 +10,8 @@ to a master that was not there -- is a hole in the live log: the cursor says
 how many bytes, once, and the stored log has them once the attempt has ended.
 A frame whose position the master cannot tell (its copy, from before the
 restart, of a running attempt's live log) is shown only to a new reader.
+A hole in a live log the cursor was shown from its start (datagrams lost on
+the way, or sent while a restarted master was away) is announced the same way.
 """
 
 from __future__ import annotations
@@ -49,20 +51,22 @@ class LogPiece:
 class LogCursor:
     """How much of each (attempt, stream) has been shown; see the module docstring."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, reread: str = "") -> None:
+        """``reread``: the command that shows an ended attempt's whole log (`titan logs ID` by default)."""
         self.job_id = job_id
+        self.reread = reread or f"`titan logs {job_id}`"
         self.attempt: int | None = None  # the attempt shown last
         self._shown: dict[tuple[int, str], int] = {}
         self._rejoined: set[tuple[int, str]] = set()  # shown before the last reconnect, not since
         self._subscriptions = 0
 
     def subscribed(self, attempt: int) -> None:
-        """A (new) subscription began; ``attempt`` is the one the master sends first."""
+        """A (new) subscription began; ``attempt`` is the one the master sends first (0: none yet)."""
         self._subscriptions += 1
         if self._subscriptions > 1:
             self._rejoined = set(self._shown)
         if self.attempt is None:
-            self.attempt = attempt
+            self.attempt = attempt or 1  # a job not started yet: its first attempt needs no header
 
     def take(self, chunk: LogData) -> LogPiece | None:
         """The part of ``chunk`` not shown yet (None: nothing new)."""
@@ -78,12 +82,8 @@ class LogCursor:
             if shown is not None:
                 if end <= shown:
                     return None
-                if chunk.offset > shown and key in self._rejoined:
-                    missed = chunk.offset - shown
-                    note = (
-                        f"[{missed} byte(s) of {chunk.stream} went by while the master was away; "
-                        f"once the attempt has ended, `titan logs {self.job_id}` shows them]"
-                    )
+                if chunk.offset > shown:
+                    note = self._hole_note(chunk.stream, chunk.offset - shown, key in self._rejoined)
                 data = data[max(0, shown - chunk.offset) :]
             self._shown[key] = end
             self._rejoined.discard(key)
@@ -94,6 +94,10 @@ class LogCursor:
             self.attempt = new_attempt = chunk.attempt
         return LogPiece(chunk.stream, data, new_attempt, note)
 
+    def _hole_note(self, stream: str, missed: int, rejoined: bool) -> str:
+        why = "went by while the master was away" if rejoined else "are missing from the live log here"
+        return f"[{missed} byte(s) of {stream} {why}; once the attempt has ended, {self.reread} shows them]"
+
 
 async def read_log(
     client: TitanClient,
@@ -102,10 +106,12 @@ async def read_log(
     follow: bool,
     show: Callable[[LogPiece], None],
     attempt: int | None = None,
+    reread: str = "",
 ) -> JobInfo:
     """Show the job's log (to the job's end with ``follow``), subscribing again after a drop.
 
-    ``attempt``: an earlier attempt's stored log instead of the latest one's.
+    ``attempt``: an earlier attempt's stored log instead of the latest one's. ``reread``: see
+    :class:`LogCursor`.
 
     Returns the job as it stands once its log has been shown (for :func:`log_note`).
 
@@ -114,7 +120,7 @@ async def read_log(
         LogsUnavailable: the master does not serve logs.
         RemoteError: the master refused (an unknown job, say).
     """
-    cursor = LogCursor(job_id)
+    cursor = LogCursor(job_id, reread)
 
     async def subscription(current: TitanClient, _left: float | None) -> JobInfo:
         try:

@@ -221,15 +221,9 @@ class ClientHandlers:
         assert self.logs is not None
         if job.is_final and collected(job) and not (self.log_store.jobs_dir / job.id).exists():
             raise ValidationError(f"the logs of {job.id} were removed by titan gc")
-        if msg.attempt is not None and not 1 <= msg.attempt <= job.attempts:
-            have = (
-                f"attempts 1 to {job.attempts}"
-                if job.attempts > 1
-                else "attempt 1"
-                if job.attempts
-                else "no attempt yet"
-            )
-            raise ValidationError(f"{job.id} has no attempt {msg.attempt}: it has {have}")
+        numbers = [run.attempt for run in job.runs]
+        if msg.attempt is not None and msg.attempt not in numbers:
+            raise ValidationError(f"{job.id} has no attempt {msg.attempt}: it has {attempts_held(numbers)}")
         attempt = self.logs.subscribe(peer, job, msg.follow, msg.attempt)
         peer.reply(frame, LogsSubscribed(job_id=job.id, attempt=attempt))
 
@@ -372,3 +366,15 @@ def _mtime(folder: Path, name: str) -> float:
         return os.stat(folder / name).st_mtime
     except OSError:
         return float("inf")  # gone already: nothing to remove
+
+
+def attempts_held(numbers: list[int]) -> str:
+    """ "attempts 1 to 4", "attempts 1 and 3" (a restart skipped 2), "attempt 1", "no attempt yet"."""
+    if not numbers:
+        return "no attempt yet"
+    if len(numbers) == 1:
+        return f"attempt {numbers[0]}"
+    if numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"attempts {numbers[0]} to {numbers[-1]}"
+    listed = ", ".join(map(str, numbers[:-1][-8:]))
+    return f"attempts {'…, ' if len(numbers) > 9 else ''}{listed} and {numbers[-1]}"

@@ -47,7 +47,7 @@ import logging
 import os
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -83,16 +83,22 @@ IsCurrent = Callable[[str, int], bool]
 class _Seen:
     """The sequence numbers seen on one stream: all below ``low``, and those in ``ahead``."""
 
-    __slots__ = ("ahead", "low")
+    __slots__ = ("ahead", "first", "low", "top")
 
     def __init__(self) -> None:
         self.low = 0
         self.ahead: set[int] = set()
+        self.first = -1  # the first seq seen (-1: none yet)
+        self.top = 0  # one past the highest seq seen
 
     def add(self, seq: int) -> bool:
         """Record ``seq``; False if it was seen already (a replay)."""
         if seq < self.low or seq in self.ahead:
             return False
+        if self.first < 0:
+            self.first = seq
+        if seq >= self.top:
+            self.top = seq + 1
         if seq != self.low:
             self.ahead.add(seq)
             if len(self.ahead) > _WINDOW:  # give up on the oldest hole: it counts as lost
@@ -122,6 +128,11 @@ class _Live:
     chunks: deque[tuple[Stream, int, bytes]] = field(default_factory=deque)  # (stream, offset, bytes)
     chunk_bytes: int = 0
     received: int = 0
+    prior: dict[Stream, int] = field(default_factory=dict)  # bytes of its live copy a master before this one kept
+
+    def span(self) -> int:
+        """Sequence numbers from each stream's first seen to its highest (those a restarted master could see)."""
+        return sum(seen.top - seen.first for seen in self.seen.values() if seen.first >= 0)
 
     def close(self) -> None:
         for fd in self.fds.values():
@@ -203,6 +214,7 @@ class LogHub:
         self._followers: dict[str, list[_Follower]] = {}
         self._dirty: set[_Follower] = set()
         self._lingering: dict[str, asyncio.TimerHandle] = {}
+        self._inherited: set[tuple[str, int]] = set()
 
     # ------------------------------------------------------------------ lifetime
     def bind(self, host: str, port: int) -> None:
@@ -300,7 +312,10 @@ class LogHub:
     def _start_live(self, job_id: str, attempt: int) -> _Live:
         for older in [k for k in self._live if k[0] == job_id and k[1] < attempt]:
             self._live.pop(older).close()  # its worker was lost: its live copy is all there is
+            self._inherited.discard(older)
         live = self._live[(job_id, attempt)] = _Live(job_id, attempt)
+        if (job_id, attempt) in self._inherited:
+            live.prior = {stream: self.store.size(job_id, attempt, stream) for stream in STREAMS}
         return live
 
     def _take(self, live: _Live, record: LogRecord) -> None:
@@ -332,17 +347,28 @@ class LogHub:
             log.debug("%s attempt %d: live copy of %s: %s", live.job_id, live.attempt, stream, exc)
 
     # ------------------------------------------------------------------ attempts and jobs
+    def inherit(self, attempts: Iterable[tuple[str, int]]) -> None:
+        """(job id, attempt) pairs a master before this one had running: they began logging to it.
+
+        Their log so far is that master's live copy; a datagram sent before this master listened is
+        neither received nor lost, so only holes between the datagrams received count as lost.
+        """
+        self._inherited.update(attempts)
+
     def attempt_ended(self, status: TaskStatus, job: Job | None) -> AttemptLogStats:
         """Store an ended attempt's exact logs and result; catch its followers up."""
         key = (status.job_id, status.attempt)
         if status.log_datagrams or key in self._live:
             self._drain(1 << 30)  # records sent before the report are in the socket already
         live = self._live.pop(key, None)
-        received = 0
+        lost = status.log_datagrams
+        if key in self._inherited:
+            self._inherited.discard(key)
+            lost = live.span() if live is not None else 0
         if live is not None:
             live.close()
-            received = live.received
-        stats = AttemptLogStats(max(0, status.log_datagrams - received), status.truncated)
+            lost -= live.received
+        stats = AttemptLogStats(max(0, lost), status.truncated)
         self.store.store_ended(status, job, stats)
         if live is not None and not status.truncated:
             exact: tuple[tuple[Stream, bytes | None], ...] = (("stdout", status.stdout), ("stderr", status.stderr))
@@ -374,6 +400,7 @@ class LogHub:
         self._lingering.pop(job_id, None)
         for key in [key for key in self._live if key[0] == job_id]:
             self._live.pop(key).close()  # no report came: the live copy is the attempt's stored log
+        self._inherited -= {key for key in self._inherited if key[0] == job_id}
         self._end_followers(job_id)
 
     def _has_live(self, job_id: str) -> bool:
@@ -396,6 +423,9 @@ class LogHub:
         follower = _Follower(peer, job.id, follow, attempt)
         live = self._live.get((job.id, attempt))
         if live is not None:
+            for stream, kept in live.prior.items():
+                if kept:  # what came before this master's first datagram: positions unknown
+                    self._queue(follower, attempt, stream, self.store.read(job.id, attempt, stream)[:kept], None)
             for stream, offset, data in live.chunks:
                 self._queue(follower, attempt, stream, data, offset)
         elif attempt:

@@ -81,6 +81,13 @@ class LogStore:
         return self.jobs_dir / job_id / f"attempt-{attempt}"
 
     # ------------------------------------------------------------------ live copies
+    def size(self, job_id: str, attempt: int, stream: Stream) -> int:
+        """The bytes of a stored log or live copy on disk (0 if there is none)."""
+        try:
+            return (self.attempt_dir(job_id, attempt) / stream).stat().st_size
+        except OSError:
+            return 0
+
     def open_live(self, job_id: str, attempt: int, stream: Stream) -> int:
         """An fd appending to the attempt's live copy of ``stream`` (folders made as needed).
 

@@ -209,6 +209,11 @@ class Master(ClientHandlers):
         try:
             self._lock.record(server.sockets[0].getsockname()[1])
             effects = self.wal.recover(self.clock())
+            self.logs.inherit(
+                (job.id, job.attempts)
+                for job in self.state.jobs.values()
+                if job.state in ACTIVE_STATES and job.attempts
+            )
             await self.wal.start()
         except BaseException:
             server.close()
