@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -296,3 +298,22 @@ async def test_submit_warns_of_a_shell_line_that_reads_like_a_mistyped_priority(
 ) -> None:
     assert await titan("--master", fake_master.address, "submit", "SHELL|true|1|x") == 0
     assert capsys.readouterr().err.startswith("titan: warning: 'x' is not a number, so the whole 'true|1|x'")
+
+
+@pytest.mark.parametrize("argv", [["status", "A"], ["list", "--json"], ["stats"]])
+async def test_a_reader_that_went_away_ends_the_command_quietly_with_sigpipes_status(
+    fake_master: FakeMaster, argv: list[str]
+) -> None:
+    fake_master.add_job("A")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `titan ... | head` once head has exited: every write fails with EPIPE
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "titan.cli", "--master", fake_master.address, *argv,
+            stdout=write_end, stderr=subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 128 + signal.SIGPIPE
+    assert err == b""

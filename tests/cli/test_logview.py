@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from protocol import LogData
-from titan.cli.logview import LogCursor, LogPiece
+import pytest
+
+from protocol import AttemptInfo, JobInfo, LogData
+from titan.cli.logview import LogCursor, LogPiece, log_note
 
 
 def frame(data: bytes, offset: int | None, stream: str = "stdout", attempt: int = 1) -> LogData:
@@ -91,3 +93,24 @@ def test_a_stream_first_seen_after_a_reconnect_is_shown_whole() -> None:
     cursor.subscribed(1)
     (err,) = shown(cursor, frame(b"err\n", 100, "stderr"))
     assert err is not None and err.data == b"err\n" and err.note == ""
+
+
+@pytest.mark.parametrize(
+    ("run", "note"),
+    [
+        (AttemptInfo(1, "COMPLETED"), ""),
+        (
+            AttemptInfo(1, "COMPLETED", log_lost=3),
+            "[attempt 1: 3 live datagram(s) were lost on the way (the stored log is exact)]",
+        ),
+        (
+            AttemptInfo(2, "FAILED", log_lost=1, truncated=True),
+            "[attempt 2: the log was over the size limit: only its tail is kept; "
+            "1 live datagram(s) were lost on the way (the stored tail is exact)]",
+        ),
+    ],
+)
+def test_the_note_after_a_log_says_what_it_lacks(run: AttemptInfo, note: str) -> None:
+    job = JobInfo("J", "SHELL", "x", run.state, 0, run.attempt, 3, 0.0, runs=[run])
+    assert log_note(job) == note
+    assert log_note(job, attempt=1) == ""  # an earlier attempt's stored log: nothing to add

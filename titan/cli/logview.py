@@ -152,7 +152,8 @@ def log_note(job: JobInfo, attempt: int | None = None) -> str:
     if run.truncated:
         notes.append("the log was over the size limit: only its tail is kept")
     if run.log_lost:
-        notes.append(f"{run.log_lost} live datagram(s) were lost on the way (the stored log is exact)")
+        kept = "tail" if run.truncated else "log"
+        notes.append(f"{run.log_lost} live datagram(s) were lost on the way (the stored {kept} is exact)")
     return f"[attempt {run.attempt}: {'; '.join(notes)}]" if notes else ""
 
 

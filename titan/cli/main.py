@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -230,6 +232,15 @@ def _fail(exc: BaseException, debug: bool) -> None:
     sys.stderr.write(f"titan: error: {message}\n")
 
 
+def _reader_gone() -> int:
+    """Whoever read our output stopped (``titan logs ID | head``): end quietly, as a shell tool killed by
+    SIGPIPE would, with stdout pointed at /dev/null so the interpreter's last flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``titan`` console script; returns the exit status."""
     parser = build_parser()
@@ -247,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("titan: interrupted\n")
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
     except Exception as exc:
         _fail(exc, args.debug)
         return 1

@@ -22,14 +22,23 @@ __all__ = ["PIPE_WIDTH", "TrimmedStdout", "print_table", "stdout_console"]
 PIPE_WIDTH: Final = 1000
 
 
+class PipeAwareConsole(Console):
+    """A console whose reader going away (``| head``) is a BrokenPipeError for ``main`` to end on
+    with SIGPIPE's status, as every other write's is; rich would exit 1 on its own."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(32, "the reader of the output went away")
+
+
 def stdout_console() -> Console:
     """A console on stdout: the terminal's width, or :data:`PIPE_WIDTH` when stdout is not a terminal."""
     if sys.stdout is not None and sys.stdout.isatty():
-        return Console()
+        return PipeAwareConsole()
     trimmed = cast(IO[str], TrimmedStdout())  # it writes as a text file does
     if "COLUMNS" in os.environ:
-        return Console(file=trimmed)  # rich takes the width from COLUMNS
-    return Console(width=PIPE_WIDTH, file=trimmed)
+        return PipeAwareConsole(file=trimmed)  # rich takes the width from COLUMNS
+    return PipeAwareConsole(width=PIPE_WIDTH, file=trimmed)
 
 
 class TrimmedStdout:
