@@ -317,3 +317,11 @@ async def test_a_reader_that_went_away_ends_the_command_quietly_with_sigpipes_st
     _, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 128 + signal.SIGPIPE
     assert err == b""
+
+
+async def test_a_one_shot_error_quoting_what_was_typed_escapes_its_control_characters(
+    fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await titan("--master", fake_master.address, "submit", "RUN|calc.py|9|\x1b[2J") == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "got '\\x1b[2J'" in err and err.count("\n") == 1

@@ -225,3 +225,18 @@ async def test_titan_reads_commands_from_a_pipe_without_prompt_or_warning(fake_m
     assert process.returncode == 1  # one line failed
     assert stdout.decode().splitlines() == ["submitted TSK-00000001", "error: no job with id 'nope'"]
     assert b"not a terminal" not in stderr and b"titan>" not in stdout
+
+
+async def test_an_error_quoting_what_was_typed_escapes_its_control_characters(fake_master: FakeMaster) -> None:
+    out = io.StringIO()
+    repl = Repl(
+        ClientSettings(host="127.0.0.1", port=fake_master.port, connect_timeout_s=2.0),
+        console=Console(file=out, width=200, color_system=None),
+        history_path=None,
+    )
+    script = io.StringIO("SUBMIT RUN|calc.py|9|\x1b[2J\nLIST \x1b]0;owned\x07\nCANCEL \x1b[31mX\n")
+    assert await repl.run_script(script) == 1
+    errors = [line for line in out.getvalue().splitlines() if line.startswith("error:")]
+    assert len(errors) == 3
+    assert "\x1b" not in out.getvalue() and "\x07" not in out.getvalue()
+    assert all("\\x1b" in line for line in errors)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from protocol import ProtocolError
+from protocol.text import printable
 from titan.config import DEFAULT_PORT, ClientSettings, tls_from_env
 from titan.errors import TitanError, UsageError
 from titan.runtime import configure_logging, run
@@ -226,7 +227,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
 def _fail(exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
-    message = " ".join(str(exc).split()) or type(exc).__name__
+    # printable: a message may quote what was typed or sent, escape sequences and all
+    message = printable(" ".join(str(exc).split())) or type(exc).__name__
     if not isinstance(exc, TitanError | ProtocolError):
         message = f"internal error: {type(exc).__name__}: {message}"
     sys.stderr.write(f"titan: error: {message}\n")

@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.text import Text
 
 from protocol import ProtocolError, StatsReply
+from protocol.text import printable
 from titan.config import ClientSettings
 from titan.errors import TitanError, UsageError
 from titan.jobs import DAG_ID_PREFIX
@@ -234,7 +235,8 @@ class Repl:
         if self.debug:
             self.console.print(Text("".join(traceback.format_exception(exc)), style="dim"))
         self.failures += 1
-        message = " ".join(str(exc).split()) or type(exc).__name__
+        # printable: a message may quote what was typed or sent, escape sequences and all
+        message = printable(" ".join(str(exc).split())) or type(exc).__name__
         if not isinstance(exc, TitanError | ProtocolError):
             message = f"internal error: {type(exc).__name__}: {message}"
         self.console.print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
