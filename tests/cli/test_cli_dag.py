@@ -14,6 +14,7 @@ from rich.console import Console
 
 from protocol import AttemptInfo, Cancel, JobInfo, ListJobs
 from titan.cli.dagview import dag_tree, state_summary
+from titan.cli.listing import Listing
 from titan.cli.main import main
 from titan.cli.parse import CancelDagCommand, WatchCommand, parse_dag, parse_line
 from titan.cli.progress import follow_jobs
@@ -87,7 +88,7 @@ def test_dag_tree_is_cut_for_huge_dags() -> None:
 def test_a_long_chain_is_drawn_no_deeper_than_the_limit() -> None:
     chain = [info("C0"), *(info(f"C{i}", "COMPLETED", f"C{i - 1}") for i in range(1, 300))]
     text = text_of(dag_tree(chain, max_depth=10))
-    assert "… deeper than 10 levels (titan list --dag C9 lists every job)" in text
+    assert "… deeper than 10 levels (titan list --dag DAG-1 lists every job)" in text
     assert "… 290 more jobs not shown" in text
     assert max(len(line) for line in text.splitlines()) < 120
 
@@ -96,10 +97,13 @@ def test_the_job_status_was_asked_about_is_always_in_the_tree() -> None:
     chain = [info("C0"), *(info(f"C{i}", "COMPLETED", f"C{i - 1}") for i in range(1, 300))]
     text = text_of(dag_tree(chain, max_depth=10, focus="C250"))
     assert "C250  COMPLETED" in text
-    assert "… the jobs above C245 are not shown (STATUS C245 draws them)" in text
-    assert "C244" not in text and "… deeper than 10 levels (titan list --dag C254" in text
+    assert "… 245 jobs above C245 not shown (titan list --dag DAG-1 lists every job)" in text
+    assert "C244" not in text and "… deeper than 10 levels (titan list --dag DAG-1 lists every job)" in text
+    assert "… 45 more jobs not shown" in text  # C255 to C299: those above C245 are not counted twice
     assert "C5  COMPLETED" in text_of(dag_tree(chain, max_depth=10, focus="C5"))  # drawn from the roots already
-    assert "the jobs above" not in text_of(dag_tree(chain, max_depth=10, focus="C5"))
+    assert "above" not in text_of(dag_tree(chain, max_depth=10, focus="C5"))
+    in_the_repl = text_of(dag_tree(chain, max_depth=10, focus="C250", list_command="LIST --dag"))
+    assert "(LIST --dag DAG-1 lists every job)" in in_the_repl and "titan list" not in in_the_repl
 
 
 def test_dlq_table_shows_the_last_error_and_detail_shows_attempts() -> None:
@@ -286,3 +290,12 @@ async def test_cli_status_and_wait_take_a_dag_id(fake_master: FakeMaster, capsys
     assert capsys.readouterr().out.splitlines() == ["A COMPLETED", "B DEAD", "SOLO COMPLETED"]
     assert await asyncio.to_thread(main, [*address, "wait", "DAG-404"]) == 1
     assert capsys.readouterr().err == "titan: error: no job with id 'DAG-404'\n"
+
+
+def test_a_cut_dag_listing_says_which_jobs_it_shows() -> None:
+    listing = Listing(jobs=[], more=True)
+    assert listing.note(200, dag=True, flag=True) == (
+        "more jobs match than the 200 shown (the first submitted): raise --limit to see them"
+    )
+    assert "(newest first)" in listing.note(200, dag=False, flag=False)
+    assert Listing(jobs=[], more=False).note(200, dag=True, flag=True) == ""

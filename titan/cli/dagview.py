@@ -74,13 +74,15 @@ def dag_tree(
     max_lines: int = 200,
     max_depth: int = 20,
     focus: str | None = None,
+    list_command: str = "titan list --dag",
 ) -> Tree:
     """The DAG as a tree from its roots to its sinks, each job with its state.
 
     At most ``max_lines`` jobs and ``max_depth`` levels are drawn (a long chain would otherwise
     indent off any screen); a last line counts the jobs left out. ``focus`` (the job STATUS was
     asked about) is always in the picture: if the tree from the roots would leave it out, the tree
-    is drawn from an ancestor of it instead, half the depth above it.
+    is drawn from an ancestor of it instead, half the depth above it. ``list_command`` (followed by
+    the DAG's id) is the command the notes offer to list every job: the REPL's is ``LIST --dag``.
     """
     jobs = [for_terminal(job) for job in jobs]
     by_id = {job.id: job for job in jobs}
@@ -98,7 +100,7 @@ def dag_tree(
     )
     label.append_text(state_summary(jobs))
     tree = Tree(label, guide_style="dim")
-    drawn = _draw(tree, roots, by_id, children, max_lines, max_depth)
+    drawn = _draw(tree, roots, by_id, children, max_lines, max_depth, list_command)
     if focus is not None and focus in by_id and focus not in drawn:
         anchor, above = focus, 0
         while above < max_depth // 2:
@@ -107,13 +109,38 @@ def dag_tree(
                 break
             anchor, above = parents[0], above + 1
         tree = Tree(label, guide_style="dim")
-        if by_id[anchor] not in roots:
-            tree.add(Text(f"… the jobs above {anchor} are not shown (STATUS {anchor} draws them)", style="dim"))
-        drawn = _draw(tree, [by_id[anchor]], by_id, children, max_lines, max_depth)
-    hidden = len(by_id) - len(drawn)
+        above_anchor = _ancestors(anchor, by_id)
+        if above_anchor:
+            tree.add(
+                Text(
+                    f"… {_jobs(len(above_anchor))} above {anchor} not shown "
+                    f"({list_command} {dag_id or anchor} lists every job)",
+                    style="dim",
+                )
+            )
+        drawn = _draw(tree, [by_id[anchor]], by_id, children, max_lines, max_depth, list_command)
+        hidden = len(by_id) - len(drawn) - len(above_anchor)  # those above were counted on their own line
+    else:
+        hidden = len(by_id) - len(drawn)
     if hidden:
-        tree.add(Text(f"… {hidden} more job{'s' if hidden != 1 else ''} not shown", style="dim"))
+        tree.add(Text(f"… {hidden} more {_jobs(hidden)[len(str(hidden)) + 1 :]} not shown", style="dim"))
     return tree
+
+
+def _jobs(count: int) -> str:
+    return f"{count} job{'s' if count != 1 else ''}"
+
+
+def _ancestors(job_id: str, by_id: dict[str, JobInfo]) -> set[str]:
+    """Every job ``job_id`` depends on, directly or not, within the DAG."""
+    found: set[str] = set()
+    stack = [job_id]
+    while stack:
+        for dep in by_id[stack.pop()].deps:
+            if dep in by_id and dep not in found:
+                found.add(dep)
+                stack.append(dep)
+    return found
 
 
 def _draw(
@@ -123,6 +150,7 @@ def _draw(
     children: dict[str, list[JobInfo]],
     max_lines: int,
     max_depth: int,
+    list_command: str = "titan list --dag",
 ) -> set[str]:
     """Add ``roots`` and what depends on them to ``tree``; returns the ids drawn in full."""
     drawn: set[str] = set()
@@ -141,7 +169,10 @@ def _draw(
         below = children.get(job.id, [])
         if below and depth >= max_depth:
             branch.add(
-                Text(f"… deeper than {max_depth} levels (titan list --dag {job.id} lists every job)", style="dim")
+                Text(
+                    f"… deeper than {max_depth} levels ({list_command} {job.dag or job.id} lists every job)",
+                    style="dim",
+                )
             )
             continue
         stack.extend((branch, child, depth + 1) for child in reversed(below))

@@ -112,7 +112,7 @@ class CommandRunner:
                     self.console.print(job_detail(subject.job))
                 if subject.dag:
                     focus = subject.job.id if subject.job is not None else None
-                    self.console.print(dag_tree(subject.members, focus=focus))
+                    self.console.print(dag_tree(subject.members, focus=focus, list_command="LIST --dag"))
             case ListCommand(state=state, dag=dag):
                 listing = await list_some(client, state, DEFAULT_LIMIT, dag=dag)
                 self._remember(listing.jobs)
@@ -161,7 +161,7 @@ class CommandRunner:
             case CancelDagCommand(ref=ref):
                 cancelled = await cancel_dag(client, ref)
                 console.print(cancelled.summary)
-                console.print(dag_tree(cancelled.jobs))
+                console.print(dag_tree(cancelled.jobs, list_command="LIST --dag"))
             case RetryCommand(job_id=job_id):
                 job = await client.retry(job_id)
                 console.print(Text.assemble(f"{job.id} requeued: ", state_text(job.state)))
@@ -175,7 +175,7 @@ class CommandRunner:
         title = f"DAG {subject.dag}" if subject.dag else job_id
         jobs = await follow_jobs(client, [member.id for member in subject.members], self.console, title=title)
         if subject.dag:
-            self.console.print(dag_tree(jobs))
+            self.console.print(dag_tree(jobs, list_command="LIST --dag"))
         else:
             print_table(self.console, job_table(jobs))
 

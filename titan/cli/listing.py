@@ -22,9 +22,9 @@ class Listing:
         """One line for a listing that was cut, or "" ("--limit N" is offered where the command has it)."""
         if not self.more:
             return ""
-        which = "first" if dag else "newest"
+        which = "the first submitted" if dag else "newest first"
         hint = "raise --limit to see them" if flag else "`titan list --limit N` shows them"
-        return f"more jobs match than the {limit} shown ({which} first): {hint}"
+        return f"more jobs match than the {limit} shown ({which}): {hint}"
 
 
 async def list_some(client: TitanClient, state: str | None, limit: int, dag: str | None = None) -> Listing:
