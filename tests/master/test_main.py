@@ -186,8 +186,24 @@ def test_the_autoscalers_bounds_and_the_clusters_are_separate_flags() -> None:
         ["--max-depth", "-1"],
     ],
 )
-def test_bad_flags_exit_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_flags_exit_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         parse_args(argv, environ={})
     assert info.value.code == 2
-    assert "Traceback" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("python -m titan.master: error: ") and err.endswith(" (see --help)\n")
+    assert err.count("\n") == 1
+
+
+def test_a_longer_heartbeat_interval_alone_stretches_the_default_timeout() -> None:
+    assert parse_args(["--heartbeat-interval", "40"], environ={})[0].heartbeat_timeout_s == 120
+    assert parse_args(["--heartbeat-interval", "2"], environ={})[0].heartbeat_timeout_s == 30  # never below 30 s
+    assert parse_args([], environ={})[0].heartbeat_timeout_s == 30
+
+
+def test_a_timeout_under_the_default_interval_says_the_interval_is_the_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--heartbeat-timeout", "5"], environ={})
+    assert "longer than the heartbeat interval, 10 (the default)" in capsys.readouterr().err

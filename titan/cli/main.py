@@ -16,10 +16,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from protocol import ProtocolError
 from protocol.text import printable
+from titan.args import OneLineParser
 from titan.config import DEFAULT_PORT, ClientSettings, tls_from_env
 from titan.errors import TitanError, UsageError
 from titan.runtime import configure_logging, run
@@ -31,13 +31,6 @@ from .output import stdout_console
 from .repl import Repl
 
 __all__ = ["build_parser", "main"]
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit status 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -60,9 +53,9 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="titan", description="Titan: a lightweight distributed job orchestrator.")
+    parser = OneLineParser(prog="titan", description="Titan: a lightweight distributed job orchestrator.")
     _global_options(parser, suppress=False)
-    common = _Parser(add_help=False)
+    common = OneLineParser(add_help=False)
     _global_options(common, suppress=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 

@@ -6,15 +6,14 @@ once it listens, then serves until SIGINT/SIGTERM.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from typing import NoReturn
 
+from titan.args import OneLineParser
 from titan.config import ClientSettings, tls_from_env
 from titan.runtime import configure_logging, run
 
@@ -23,17 +22,12 @@ from .server import Dashboard, DashboardSettings
 __all__ = ["main", "parse_args", "serve"]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None, *, prog: str = "titan dashboard"
 ) -> tuple[DashboardSettings, ClientSettings]:
     """Flags (and ``TITAN_MASTER``/``TITAN_TOKEN``) -> settings; a bad flag exits 2 with one line."""
     env = os.environ if environ is None else environ
-    parser = _Parser(prog=prog, description="Serve the Titan dashboard, a web page that shows the cluster.")
+    parser = OneLineParser(prog=prog, description="Serve the Titan dashboard, a web page that shows the cluster.")
     parser.add_argument(
         "--port", type=int, default=DashboardSettings.port, help="HTTP port; 0 picks one (default 8050)"
     )

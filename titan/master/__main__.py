@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
+from titan.args import OneLineParser
 from titan.config import DEFAULT_PORT, AutoscaleSettings, MasterSettings
 from titan.errors import WorkspaceError
 from titan.net.loglimit import LogLimit
@@ -67,12 +68,17 @@ def _port(text: str) -> int:
     return value
 
 
+_DEFAULT_INTERVAL_S: Final = MasterSettings.heartbeat_interval_s
+_DEFAULT_TIMEOUT_S: Final = MasterSettings.heartbeat_timeout_s
+_TIMEOUT_INTERVALS: Final = 3  # a worker is lost after missing about this many heartbeats
+
+
 def parse_args(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> tuple[MasterSettings, str]:
     """Command line (and ``TITAN_TOKEN``) -> settings and the log level."""
     env = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(prog="python -m titan.master", description="Run a Titan master.")
+    parser = OneLineParser(prog="python -m titan.master", description="Run a Titan master.")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument(
         "--port", type=_port, default=DEFAULT_PORT, help=f"TCP port; 0 picks one (default {DEFAULT_PORT})"
@@ -80,9 +86,18 @@ def parse_args(
     parser.add_argument("--workspace", type=Path, default=Path("titan_workspace"), help="state and job records")
     parser.add_argument("--perm-files", type=Path, default=Path("perm_files"), help="scripts and binaries jobs may run")
     parser.add_argument(
-        "--heartbeat-timeout", type=_positive, default=30.0, help="seconds of silence before a worker is lost"
+        "--heartbeat-timeout",
+        type=_positive,
+        default=None,
+        help=f"seconds of silence before a worker is lost (default {_DEFAULT_TIMEOUT_S:g}, or "
+        f"{_TIMEOUT_INTERVALS} heartbeat intervals where that is longer)",
     )
-    parser.add_argument("--heartbeat-interval", type=_positive, default=10.0, help="seconds between worker heartbeats")
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=_positive,
+        default=None,
+        help=f"seconds between worker heartbeats (default {_DEFAULT_INTERVAL_S:g})",
+    )
     parser.add_argument("--token", default=None, help="cluster token (default: $TITAN_TOKEN)")
     parser.add_argument(
         "--tls-cert",
@@ -132,10 +147,16 @@ def parse_args(
     args = parser.parse_args(argv)
     if args.tls_key is not None and args.tls_cert is None:
         parser.error("--tls-key needs --tls-cert")
-    if args.heartbeat_timeout <= args.heartbeat_interval:
+    interval_given = args.heartbeat_interval is not None
+    if not interval_given:
+        args.heartbeat_interval = _DEFAULT_INTERVAL_S
+    if args.heartbeat_timeout is None:
+        args.heartbeat_timeout = max(_DEFAULT_TIMEOUT_S, _TIMEOUT_INTERVALS * args.heartbeat_interval)
+    elif args.heartbeat_timeout <= args.heartbeat_interval:
+        interval = f"{args.heartbeat_interval:g}" + ("" if interval_given else " (the default)")
         parser.error(
-            f"--heartbeat-timeout {args.heartbeat_timeout:g} must be longer than --heartbeat-interval "
-            f"{args.heartbeat_interval:g}: workers heartbeat every interval and are lost after a timeout of silence"
+            f"--heartbeat-timeout {args.heartbeat_timeout:g} must be longer than the heartbeat interval, "
+            f"{interval}: workers heartbeat every interval and are lost after a timeout of silence"
         )
     settings = MasterSettings(
         host=args.host,

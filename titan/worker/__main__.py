@@ -6,7 +6,6 @@ first registered) so that scripts can wait for that line.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -14,8 +13,8 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
 
+from titan.args import OneLineParser
 from titan.config import DEFAULT_MASTER, WorkerSettings, parse_address, tls_from_env
 from titan.durations import parse_duration
 from titan.errors import AuthRefused, UsageError, WorkspaceError
@@ -32,15 +31,8 @@ log = logging.getLogger("titan.worker")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line on stderr, not the whole usage."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _build_parser(environ: Mapping[str, str]) -> _Parser:
-    parser = _Parser(prog="python -m titan.worker", description="Run a Titan worker.")
+def _build_parser(environ: Mapping[str, str]) -> OneLineParser:
+    parser = OneLineParser(prog="python -m titan.worker", description="Run a Titan worker.")
     parser.add_argument("--master", default=environ.get("TITAN_MASTER") or DEFAULT_MASTER, help="HOST:PORT")
     parser.add_argument("--port", type=int, default=8080, help="this worker's port, its id and name (default 8080)")
     parser.add_argument("--capacity", type=int, default=4, help="slots (default 4)")
