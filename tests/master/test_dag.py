@@ -118,8 +118,10 @@ def test_a_job_id_that_would_read_as_a_dag_id_is_refused() -> None:
 
 def test_a_deploy_takes_no_timeout() -> None:
     state = make_state()
-    with pytest.raises(ValidationError, match="a DEPLOY is a service.*takes no timeout"):
-        state.submit(JobSpec(type="DEPLOY", data="app.py", timeout_s=2.0), now=1.0)
+    with pytest.raises(ValidationError, match="^the job: a DEPLOY is a service.*takes no timeout"):
+        state.submit(JobSpec(type="DEPLOY", data="app.py", timeout_s=2.0), now=1.0)  # no made-up id is named
+    with pytest.raises(ValidationError, match="^job 'web': a DEPLOY is a service"):
+        state.submit(JobSpec(type="DEPLOY", data="app.py", timeout_s=2.0, id="web"), now=1.0)
     assert state.jobs == {}
 
 

@@ -63,14 +63,14 @@ class Admission:
             ValidationError: the spec is refused; nothing was stored.
         """
         job_id = self._job_id(spec, taken)
+        # an id the master made up means nothing to the one refused: name only ids they gave
+        who = f"job '{job_id}'" if spec.id is not None else "the job"
         if spec.timeout_s is not None and spec.type.strip().upper() == "DEPLOY":
-            raise ValidationError(
-                f"job '{job_id}': a DEPLOY is a service, which runs until STOP or CANCEL: it takes no timeout"
-            )
+            raise ValidationError(f"{who}: a DEPLOY is a service, which runs until STOP or CANCEL: it takes no timeout")
         run_kind, run_data, run_args = self.resolve(spec)
         if spec.id is not None and spec.id in spec.deps:
             raise ValidationError(f"job '{job_id}' depends on itself")
-        backoff = self._backoff(job_id, spec)
+        backoff = self._backoff(who, spec)
         if spec.deps:
             state = JobState.BLOCKED
         elif spec.delay_ms > 0:
@@ -96,21 +96,21 @@ class Admission:
             job.due = now + spec.delay_ms / 1000
         return job
 
-    def _backoff(self, job_id: str, spec: JobSpec) -> tuple[float, float, float]:
+    def _backoff(self, who: str, spec: JobSpec) -> tuple[float, float, float]:
         if spec.backoff_base_s is None and spec.backoff_factor is None and spec.backoff_cap_s is None:
             return self.backoff
         base, factor, cap = self.backoff
         if spec.backoff_base_s is not None:
             if not spec.backoff_base_s > 0:
-                raise ValidationError(f"job '{job_id}': backoff base must be positive, got {spec.backoff_base_s:g}")
+                raise ValidationError(f"{who}: backoff base must be positive, got {spec.backoff_base_s:g}")
             base = spec.backoff_base_s
         if spec.backoff_factor is not None:
             if not spec.backoff_factor >= 1:
-                raise ValidationError(f"job '{job_id}': backoff factor must be at least 1, got {spec.backoff_factor:g}")
+                raise ValidationError(f"{who}: backoff factor must be at least 1, got {spec.backoff_factor:g}")
             factor = spec.backoff_factor
         if spec.backoff_cap_s is not None:
             if not spec.backoff_cap_s > 0:
-                raise ValidationError(f"job '{job_id}': backoff cap must be positive, got {spec.backoff_cap_s:g}")
+                raise ValidationError(f"{who}: backoff cap must be positive, got {spec.backoff_cap_s:g}")
             cap = spec.backoff_cap_s
         return base, factor, cap
 
