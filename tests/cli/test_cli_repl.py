@@ -17,6 +17,7 @@ from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
 from protocol import Stats, StatsReply
+from titan.cli.parse import LogsCommand, parse_line
 from titan.cli.repl import JobIdCompleter, Repl, build_completer, job_types, open_history
 from titan.client.testing import FakeMaster, worker_info
 from titan.config import ClientSettings
@@ -174,6 +175,17 @@ def test_completion_of_commands_and_job_ids() -> None:
     assert complete("STATUS D") == ["DAG-0000abcd"]  # STATUS, WATCH and CANCEL_DAG take a DAG id
     assert complete("CANCEL_DAG D") == ["DAG-0000abcd"]
     assert complete("LOGS D") == [] and complete("RETRY D") == []  # these take a job's id only
+    assert complete("LOGS RUN_CALC ") == ["-f", "--attempt"]  # once the id is there, the options
+    assert complete("LOGS RUN_CALC -f --") == ["--attempt"]
+    assert complete("LOGS RUN_CALC --attempt ") == []  # a number
+    assert complete("LIST --dag D") == ["DAG-0000abcd"]
+    assert complete("LIST RUNNING ") == ["--dag"] and complete("LIST --") == ["--dag"]
+    assert complete("STOP RUN") == ["RUN_CALC"]
+
+
+def test_logs_takes_attempt_joined_to_its_number() -> None:
+    assert parse_line("LOGS J --attempt=2 -f") == LogsCommand("J", True, 2)
+    assert parse_line("LOGS J --attempt 2") == LogsCommand("J", False, 2)
 
 
 def test_submit_completes_the_handler_types_of_perm_files_here(tmp_path: Path) -> None:

@@ -451,10 +451,13 @@ def _parse_logs(rest: str) -> Command:
         word = words.pop(0)
         if word in ("-f", "--follow"):
             follow = True
-        elif word == "--attempt":
-            if not words:
-                raise UsageError(f"{_LOGS_FORM}; --attempt needs a number")
-            attempt = _int_field("LOGS", "LOGS <id> [-f] [--attempt N]", "N", words.pop(0), minimum=1)
+        elif word == "--attempt" or word.startswith("--attempt="):
+            _, joined, number = word.partition("=")  # --attempt=2 as well as --attempt 2, as argparse takes
+            if not joined:
+                if not words:
+                    raise UsageError(f"{_LOGS_FORM}; --attempt needs a number")
+                number = words.pop(0)
+            attempt = _int_field("LOGS", "LOGS <id> [-f] [--attempt N]", "N", number, minimum=1)
         elif word.startswith("-"):
             raise UsageError(f"{_LOGS_FORM}; unknown option '{word}'")
         else:

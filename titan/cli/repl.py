@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final, TextIO
 
@@ -80,6 +80,39 @@ class JobIdCompleter(Completer):
                 yield Completion(job_id, start_position=-len(word))
 
 
+class ThenOptions(Completer):
+    """``first`` for a command's one positional argument; the command's options once it is typed
+    (or when the word begun starts with ``-``).
+
+    ``takes``: options followed by an argument, with its completer (None: nothing to offer, a number).
+    """
+
+    def __init__(self, first: Completer, options: Sequence[str], *, takes: Mapping[str, Completer | None]) -> None:
+        self.first = first
+        self.options = list(options)
+        self.takes = dict(takes)
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
+        text = document.text_before_cursor
+        words = text.split()
+        done = words if not text or text[-1].isspace() else words[:-1]  # the last word may be in progress
+        word = document.get_word_before_cursor(WORD=True)
+        if done and done[-1] in self.takes:
+            argument = self.takes[done[-1]]
+            if argument is not None:
+                yield from argument.get_completions(document, complete_event)
+            return
+        positional = [
+            w for i, w in enumerate(done) if not w.startswith("-") and (i == 0 or done[i - 1] not in self.takes)
+        ]
+        if not positional and not word.startswith("-"):
+            yield from self.first.get_completions(document, complete_event)
+        if positional or word.startswith("-"):
+            for option in self.options:
+                if option not in done and option.startswith(word):
+                    yield Completion(option, start_position=-len(word))
+
+
 def job_types(perm_files: Path = Path("perm_files")) -> list[str]:
     """RUN, SHELL, DEPLOY, and the handler types of the ``perm_files/handlers/`` here (``titan up``'s)."""
     try:
@@ -125,17 +158,19 @@ def build_completer(ids: set[str]) -> CommandCompleter:
     """Command words, then job ids, states or help topics where they fit."""
     job_ids = JobIdCompleter(ids)
     jobs_only = JobIdCompleter(ids, dags=False)  # commands about one job: a DAG id is refused there
+    states = WordCompleter(list(JOB_STATES), ignore_case=True)
     tree: dict[str, Completer | None] = {name: None for name, _, _ in HELP_ENTRIES}
     tree.update(
         {
             "SUBMIT": WordCompleter(job_types(), ignore_case=True, WORD=True),
             "STATUS": job_ids,
-            "LOGS": jobs_only,
+            "LOGS": ThenOptions(jobs_only, ["-f", "--attempt"], takes={"--attempt": None}),
             "CANCEL": jobs_only,
             "CANCEL_DAG": job_ids,
             "WATCH": job_ids,
             "RETRY": jobs_only,
-            "LIST": WordCompleter(list(JOB_STATES), ignore_case=True),
+            "LIST": ThenOptions(states, ["--dag"], takes={"--dag": job_ids}),
+            "STOP": jobs_only,
             "HELP": WordCompleter([name for name, _, _ in HELP_ENTRIES], ignore_case=True),
         }
     )
