@@ -244,7 +244,11 @@ def test_a_shell_line_that_reads_like_a_mistyped_priority_is_run_as_written_with
         "'x' is not a number, so the whole 'true|1|x' is the command line "
         "(only trailing integers are taken as PRIORITY and DELAY_MS)",
     )
+    empty_field = parse_line("SUBMIT SHELL|true|")
+    assert isinstance(empty_field, SubmitCommand) and empty_field.spec.data == "true|"
+    assert empty_field.warning.startswith("the command line 'true|' ends with '|': an empty field is not a PRIORITY")
     for quiet in (
+        "SUBMIT SHELL|a || b",
         "SUBMIT SHELL|ls | wc -l|2",
         "SUBMIT SHELL|true|1|2",
         "SUBMIT SHELL|sort | uniq -c",

@@ -278,6 +278,11 @@ def shell_fields_warning(spec: JobSpec) -> str:
     """
     if spec.type != "SHELL":
         return ""
+    if spec.data.rstrip().endswith("|") and not spec.data.rstrip().endswith("||"):
+        return (
+            f"the command line '{spec.data}' ends with '|': an empty field is not a PRIORITY or DELAY_MS, so it is "
+            "part of the command, and a shell refuses a pipe into nothing"
+        )
     *_, before, last = ["", *spec.data.split("|")]
     if before.strip().lstrip("-").isdigit() and last.strip() and " " not in last.strip() and not _is_int(last.strip()):
         return (
