@@ -33,7 +33,7 @@ async def start_master(workspace: Path, *args: str) -> asyncio.subprocess.Proces
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 async def test_prints_one_readiness_line_and_stops_cleanly_on_a_signal(signum: int, tmp_path: Path) -> None:
-    proc = await start_master(tmp_path, "--port", "0", "--log-level", "WARNING")
+    proc = await start_master(tmp_path, "--port", "0", "--log-level", "INFO")
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 20)
     match = re.fullmatch(rb"titan master listening on 127\.0\.0\.1:(\d+)\n", line)
@@ -42,6 +42,7 @@ async def test_prints_one_readiness_line_and_stops_cleanly_on_a_signal(signum: i
     out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0, err
     assert out == b"" and b"Traceback" not in err
+    assert f"shutting down ({signal.Signals(signum).name})".encode() in err and b"stopped; the WAL is closed" in err
 
 
 async def test_serves_a_client_under_its_real_event_loop(tmp_path: Path) -> None:

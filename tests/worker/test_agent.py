@@ -331,11 +331,13 @@ async def test_retries_with_backoff_until_a_master_appears(
     with socket.socket() as probe:  # a port with nobody listening
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    caplog.set_level(logging.WARNING, logger="titan.worker")
+    caplog.set_level(logging.DEBUG, logger="titan.worker")
     worker = await make_worker(master_port=port)
-    await wait_until(lambda: "retry 3 " in caplog.text, what="three retries")
+    await wait_until(lambda: "retry 5 " in caplog.text, what="five retries")
     lines = [r.getMessage() for r in caplog.records if "cannot reach the master" in r.getMessage()]
     assert all("\n" not in line for line in lines) and not any(r.exc_info for r in caplog.records)
+    warned = [r.getMessage().split("; ")[-1].split()[1] for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned[:3] == ["1", "2", "4"]  # retries 3 and 5 are DEBUG: a long outage stays a few lines
     late = await FakeMaster(port=port).start()
     try:
         await registered(worker)

@@ -27,6 +27,8 @@ from .server import Master
 
 __all__ = ["main", "parse_args"]
 
+log = logging.getLogger("titan.master")
+
 
 def _positive(text: str) -> float:
     try:
@@ -218,7 +220,7 @@ def _accept_errors_logged(loop: asyncio.AbstractEventLoop) -> None:
     handler; uvloop never does (libuv accepts and closes the connection itself), which is why the
     master also warns when its connections near the open-file limit (server.py).
     """
-    limit = LogLimit(logging.getLogger("titan.master"), burst=3, period_s=60.0)
+    limit = LogLimit(log, burst=3, period_s=60.0)
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
         if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
@@ -245,8 +247,14 @@ async def serve(settings: MasterSettings) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM)
+    asked_by: list[str] = []
+
+    def on_signal(signum: int) -> None:
+        asked_by.append(signal.Signals(signum).name)
+        stop.set()
+
     for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     if not settings.fsync:
         print(
             "titan master: WARNING: --fsync off: acknowledged jobs can be lost if the machine crashes",
@@ -264,7 +272,11 @@ async def serve(settings: MasterSettings) -> int:
             loop.remove_signal_handler(signum)
         for waiting in (stopped, asked):
             waiting.cancel()
+        if asked_by:
+            log.info("shutting down (%s)", asked_by[0])
         await master.aclose()
+        if asked_by:
+            log.info("stopped; the WAL is closed")
     if master.failure is not None:
         print(f"titan master: stopped: {master.failure}", file=sys.stderr)
         return 1

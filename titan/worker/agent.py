@@ -316,7 +316,7 @@ class Worker:
             except ConnectError as exc:
                 failures += 1
                 delay = self._backoff_s(failures)
-                log.warning("%s %s; retry %d in %.2fs", self.name, exc, failures, delay)
+                log.log(_retry_level(failures), "%s %s; retry %d in %.2fs", self.name, exc, failures, delay)
                 await asyncio.sleep(delay)
                 continue
             try:
@@ -324,7 +324,9 @@ class Worker:
             except (TitanError, ProtocolError) as exc:
                 failures += 1
                 delay = self._backoff_s(failures)
-                log.warning("%s REGISTER failed: %s; retry %d in %.2fs", self.name, exc, failures, delay)
+                log.log(
+                    _retry_level(failures), "%s REGISTER failed: %s; retry %d in %.2fs", self.name, exc, failures, delay
+                )
             else:
                 failures = 0
                 self._ever_registered = True
@@ -660,3 +662,9 @@ class Worker:
 def _handed_back(task: TaskStart) -> TaskStatus:
     """The report of a task the worker received while shutting down and never started."""
     return TaskStatus(task.job_id, task.attempt, "FAILED", error="stopped: worker shutting down", handed_back=True)
+
+
+def _retry_level(failures: int) -> int:
+    """WARNING for retries 1, 2, 4, 8, ... and DEBUG between: a master away for an hour is a dozen
+    lines in the worker's log, not one per backoff."""
+    return logging.WARNING if failures & (failures - 1) == 0 else logging.DEBUG
