@@ -41,6 +41,24 @@ async def test_registers_with_its_identity(master: FakeMaster, make_worker: Make
     assert (register.running, register.finished) == ([], [])
 
 
+async def test_a_task_the_worker_fails_to_start_is_reported_failed_not_left_scheduled(
+    master: FakeMaster, make_worker: MakeWorker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = await registered(await make_worker())
+    assert worker._runner is not None
+
+    def broken(task: object) -> None:
+        raise RuntimeError("a bug in the runner")
+
+    monkeypatch.setattr(worker._runner, "start", broken)
+    master.send(shell("true", job_id="J1"))
+    await wait_until(lambda: bool(master.statuses_of("J1")), what="J1 reported")
+    assert master.statuses_of("J1") == [
+        ("FAILED", None, "the worker could not start it: RuntimeError: a bug in the runner")
+    ]
+    assert "J1#1 could not be started" in caplog.text and worker.load == 0
+
+
 async def test_configured_worker_id_wins(master: FakeMaster, make_worker: MakeWorker) -> None:
     worker = await registered(await make_worker(worker_id="w-fixed"))
     assert master.registers[0].worker_id == worker.worker_id == "w-fixed"

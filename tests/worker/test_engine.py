@@ -157,6 +157,12 @@ async def test_unknown_program_in_shell_exits_127_through_sh(runner: ProcessRunn
     assert b"not found" in outputs(runner)[1]
 
 
+async def test_an_unclosed_quote_fails_in_the_shell_with_its_message(runner: ProcessRunner) -> None:
+    result = await run(runner, shell("echo it's here"))
+    assert (result.state, result.exit_code) == ("FAILED", 2)
+    assert b"unexpected EOF" in outputs(runner)[1] or b"quote" in outputs(runner)[1]
+
+
 async def test_shell_pipeline_gets_default_sigpipe(runner: ProcessRunner) -> None:
     # with SIGPIPE left ignored (Python's setting) `yes` would loop on EPIPE forever
     result = await run(runner, shell("yes | head -n 2", timeout_s=10))

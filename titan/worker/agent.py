@@ -514,7 +514,13 @@ class Worker:
         if task.kind == "DEPLOY":
             self._deploy(task)
             return
-        attempt = self._runner.start(task)
+        try:
+            attempt = self._runner.start(task)
+        except Exception as exc:  # a bug of ours, not the job's: still end the attempt, never leave it SCHEDULED
+            log.exception("%s %s#%d could not be started", self.name, task.job_id, task.attempt)
+            error = f"the worker could not start it: {type(exc).__name__}: {exc}"
+            self._send_final(TaskStatus(task.job_id, task.attempt, "FAILED", error=error))
+            return
         if attempt.result.done():  # it could not start: the result is the error
             self._on_attempt_done(attempt)
             return

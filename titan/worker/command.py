@@ -101,7 +101,10 @@ class CommandBuilder:
             return None
         # Without backslashes, ``$`` or backquotes, quotes mean the same to shlex
         # as to sh; without any quotes a plain split is shlex's answer, only faster.
-        words = shlex.split(command) if ("'" in command or '"' in command) else command.split()
+        try:
+            words = shlex.split(command) if ("'" in command or '"' in command) else command.split()
+        except ValueError:
+            return None  # an unclosed quote: the shell reports it in the job's stderr, exit 2
         first = words[0]
         if "=" in first or first in _SHELL_WORDS:
             return None
