@@ -14,7 +14,7 @@ import pytest
 
 from protocol import JobSpec, Submit, SubmitReply
 from titan.client import TitanClient
-from titan.master.__main__ import parse_args
+from titan.master.__main__ import _loopback_only, parse_args
 from titan.net import dial
 
 from .helpers import write_wal_of_two_masters
@@ -43,6 +43,15 @@ async def test_prints_one_readiness_line_and_stops_cleanly_on_a_signal(signum: i
     assert proc.returncode == 0, err
     assert out == b"" and b"Traceback" not in err
     assert f"shutting down ({signal.Signals(signum).name})".encode() in err and b"stopped; the WAL is closed" in err
+    assert b"workers heartbeat every 10s and are lost after 30s of silence" in err
+    assert b"without a token" not in err  # on 127.0.0.1 only this machine can reach it
+
+
+@pytest.mark.parametrize(
+    ("host", "local"), [("127.0.0.1", True), ("::1", True), ("localhost", True), ("0.0.0.0", False), ("", False)]
+)
+def test_a_master_reachable_from_other_machines_is_told_apart(host: str, local: bool) -> None:
+    assert _loopback_only(host) is local
 
 
 async def test_serves_a_client_under_its_real_event_loop(tmp_path: Path) -> None:
@@ -179,6 +188,8 @@ def test_the_autoscalers_bounds_and_the_clusters_are_separate_flags() -> None:
         ["--heartbeat-timeout", "-1"],
         ["--heartbeat-timeout", "1", "--heartbeat-interval", "5"],  # every worker would be lost between beats
         ["--heartbeat-timeout", "10"],  # no longer than the default interval
+        ["--heartbeat-interval", "inf"],  # no worker could ever be told when to beat
+        ["--heartbeat-timeout", "nan"],
         ["--port", "x"],
         ["--wal-commit-delay", "-1"],
         ["--wal-commit-delay", "soon"],

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
+import math
 import os
 import signal
 import sys
@@ -35,8 +37,8 @@ def _positive(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got '{text}'") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got '{text}'")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, got '{text}'")
     return value
 
 
@@ -231,6 +233,16 @@ def _accept_errors_logged(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
+def _loopback_only(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (``localhost``, ``127.x``, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any address
+
+
 async def serve(settings: MasterSettings) -> int:
     """Start, announce readiness, wait for a signal, shut down. Returns the exit status."""
     _accept_errors_logged(asyncio.get_running_loop())
@@ -255,6 +267,18 @@ async def serve(settings: MasterSettings) -> int:
 
     for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
+    log.info(
+        "workers heartbeat every %gs and are lost after %gs of silence",
+        settings.heartbeat_interval_s,
+        settings.heartbeat_timeout_s,
+    )
+    if settings.token is None and not _loopback_only(settings.host):
+        print(
+            f"titan master: WARNING: listening on {settings.host or 'every address'} without a token: anyone who "
+            "can reach this port can run commands here (set --token or TITAN_TOKEN)",
+            file=sys.stderr,
+            flush=True,
+        )
     if not settings.fsync:
         print(
             "titan master: WARNING: --fsync off: acknowledged jobs can be lost if the machine crashes",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
@@ -49,7 +50,13 @@ def _build_parser(environ: Mapping[str, str]) -> OneLineParser:
         default=WorkerSettings.workspace,
         help="this worker's own folder; {port} is replaced by --port (default titan_workspace/worker-{port})",
     )
-    parser.add_argument("--heartbeat-interval", type=float, default=10.0, metavar="SECONDS")
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="most seconds between heartbeats; the master's interval wins where it is shorter (default 10)",
+    )
     parser.add_argument("--token", default=environ.get("TITAN_TOKEN") or None, help="cluster token (or TITAN_TOKEN)")
     parser.add_argument("--tls", action="store_true", help="dial the master over TLS, trusting the system's CAs")
     parser.add_argument(
@@ -93,8 +100,10 @@ def parse_args(
         parser.error(f"--port {args.port} is out of range")
     if args.capacity < 1:
         parser.error(f"--capacity must be at least 1, got {args.capacity}")
-    if not args.heartbeat_interval > 0:
-        parser.error(f"--heartbeat-interval must be positive, got {args.heartbeat_interval}")
+    if not 0 < args.heartbeat_interval < math.inf:
+        parser.error(
+            f"--heartbeat-interval must be a positive, finite number of seconds, got {args.heartbeat_interval}"
+        )
     if not skills:
         parser.error("--skills needs at least one skill")
     if args.memory is not None and args.memory < 1:
