@@ -325,3 +325,39 @@ async def test_a_one_shot_error_quoting_what_was_typed_escapes_its_control_chara
     assert await titan("--master", fake_master.address, "submit", "RUN|calc.py|9|\x1b[2J") == 2
     err = capsys.readouterr().err
     assert "\x1b" not in err and "got '\\x1b[2J'" in err and err.count("\n") == 1
+
+
+async def test_logs_to_a_reader_that_leaves_mid_write_ends_with_sigpipes_status(fake_master: FakeMaster) -> None:
+    fake_master.add_job("A")
+    fake_master.logs["A"] = [("stdout", b"".join(b"%d\n" % i for i in range(300_000)))]  # far over a pipe's buffer
+    read_end, write_end = os.pipe()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "titan.cli", "--master", fake_master.address, "logs", "A",
+            stdout=write_end, stderr=subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    first = await asyncio.to_thread(os.read, read_end, 10)  # as `| head -1` reads, then leaves
+    os.close(read_end)
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert first.startswith(b"0\n")
+    assert process.returncode == 128 + signal.SIGPIPE  # the short write is not taken for the whole
+    assert err == b""
+
+
+async def test_a_script_whose_reader_leaves_ends_with_sigpipes_status(fake_master: FakeMaster) -> None:
+    for n in range(30):
+        fake_master.add_job(f"J{n}")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "titan.cli", "--master", fake_master.address,
+            stdin=subprocess.PIPE, stdout=write_end, stderr=subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    _, err = await asyncio.wait_for(process.communicate(b"LIST\nLIST\nLIST\nEXIT\n"), 30)
+    assert process.returncode == 128 + signal.SIGPIPE
+    assert err == b""

@@ -32,7 +32,7 @@ from .inline import FILE_KINDS, attach_inline, inline_spec
 from .jsonview import job_json, stats_json, worker_json
 from .listing import list_some
 from .logview import LogPiece, ended_badly, log_note, read_log
-from .output import print_table
+from .output import print_table, write_all
 from .parse import JOB_STATES, parse_dag, parse_submit, shell_fields_warning
 from .progress import follow_jobs
 from .render import job_detail, job_table, state_text, stats_view, workers_table
@@ -345,7 +345,7 @@ async def _logs(client: TitanClient, args: argparse.Namespace, out: Console) -> 
             sys.stderr.write(piece.note + "\n")
         target = sys.stderr if piece.stream == "stderr" else sys.stdout
         target.flush()
-        target.buffer.write(piece.data)  # the bytes as the job wrote them
+        write_all(target.buffer, piece.data)  # the bytes as the job wrote them
         target.buffer.flush()
 
     job = await read_log(client, args.id, follow=args.follow, show=show, attempt=args.attempt)

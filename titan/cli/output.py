@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import IO, Any, Final, cast
+from typing import IO, Any, BinaryIO, Final, cast
 
 from rich.console import Console, RenderableType
 from rich.measure import Measurement
 
-__all__ = ["PIPE_WIDTH", "TrimmedStdout", "print_table", "stdout_console"]
+__all__ = ["PIPE_WIDTH", "PipeAwareConsole", "TrimmedStdout", "print_table", "stdout_console", "write_all"]
 
 # wide enough for any row a table of jobs or workers prints; a panel sizes itself to its content
 PIPE_WIDTH: Final = 1000
+
+
+def write_all(stream: BinaryIO, data: bytes) -> None:
+    """Write every byte of ``data``: a buffered writer returns short, without an error, when the
+    reader of a pipe leaves in the middle of a large write; the next write raises BrokenPipeError."""
+    view = memoryview(data)
+    while view:
+        view = view[stream.write(view) :]
 
 
 class PipeAwareConsole(Console):

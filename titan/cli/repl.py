@@ -293,6 +293,8 @@ class Repl:
                 if current is not None and current.cancelling():
                     raise
                 self.console.print(Text("interrupted", style="yellow"))
+            except BrokenPipeError:
+                raise  # whoever read our output left (`titan < script | head`): nothing more to show anyone
             except (TitanError, ProtocolError) as exc:
                 self.error(exc)
             except Exception as exc:  # a bug must not end the session; show it in one line
