@@ -83,16 +83,27 @@ def test_a_copy_without_positions_is_shown_to_a_new_reader() -> None:
     (copy, live) = shown(cursor, frame(b"early\n", None), frame(b"later\n", 40))
     assert copy is not None and copy.data == b"early\n"
     assert live is not None and live.data == b"later\n"
-    assert live.note.startswith("[34 byte(s) of stdout are missing from the live log here;")  # the restart's hole
+    assert live.note.startswith("[34 byte(s) of stdout before this point are missing from the live log;")
 
 
-def test_a_stream_first_seen_after_a_reconnect_is_shown_whole() -> None:
+def test_a_stream_first_seen_after_a_reconnect_is_shown_whole_and_its_head_said_missing() -> None:
     cursor = LogCursor("J")
     cursor.subscribed(1)
     shown(cursor, frame(b"out\n", 0))
     cursor.subscribed(1)
     (err,) = shown(cursor, frame(b"err\n", 100, "stderr"))
-    assert err is not None and err.data == b"err\n" and err.note == ""
+    assert err is not None and err.data == b"err\n"
+    assert err.note.startswith("[the first 100 byte(s) of stderr are not in the live log;")
+
+
+def test_a_log_whose_start_never_reached_the_reader_says_so_first() -> None:
+    cursor = LogCursor("J", reread="LOGS J")
+    cursor.subscribed(1)
+    (first, err) = shown(cursor, frame(b"16\n132317\n", 815104), frame(b"e\n", 0, "stderr"))
+    assert first is not None and first.note == (
+        "[the first 815104 byte(s) of stdout are not in the live log; once the attempt has ended, LOGS J shows them]"
+    )
+    assert err is not None and err.note == ""
 
 
 @pytest.mark.parametrize(

@@ -247,3 +247,37 @@ async def test_an_attempt_inherited_and_silent_since_counts_nothing_lost(tmp_pat
     hub.inherit([("J", 1)])
     status = TaskStatus("J", 1, "COMPLETED", exit_code=0, stdout=b"old\n", stderr=b"", log_datagrams=3)
     assert hub.attempt_ended(status, job(final=True)).log_lost == 0  # type: ignore[arg-type]
+
+
+async def test_a_new_reader_of_a_long_running_attempt_gets_its_log_from_the_start(tmp_path: Path) -> None:
+    hub = LogHub(LogStore(tmp_path), lambda job_id, attempt: True, live_log_bytes=8, follower_buffer_bytes=1000)
+    lines = [b"line %d\n" % i for i in range(20)]
+    offset = 0
+    for seq, line in enumerate(lines):
+        hub.datagram(record(seq, line, offset))
+        offset += len(line)
+    hub.datagram(record(0, b"warning\n", 0, stream="stderr"))
+    peer = FakePeer()
+    hub.subscribe(peer, job(), follow=False)  # type: ignore[arg-type]
+    assert peer.text("stdout") == b"".join(lines)  # memory kept only the last line; the disk copy the rest
+    assert peer.text("stderr") == b"warning\n"
+    assert [m.offset for m in peer.sent if m.data and m.stream == "stdout"][0] == 0
+
+
+async def test_a_reader_gets_no_disk_copy_where_a_datagram_was_missed(tmp_path: Path) -> None:
+    hub = LogHub(LogStore(tmp_path), lambda job_id, attempt: True, live_log_bytes=8)
+    hub.datagram(record(0, b"one\n", 0))
+    hub.datagram(record(2, b"three\n", 8))  # "two\n" lost: the copy on disk has no place for it
+    hub.datagram(record(3, b"four\n", 14))
+    peer = FakePeer()
+    hub.subscribe(peer, job(), follow=False)  # type: ignore[arg-type]
+    assert [(m.offset, m.data) for m in peer.sent if m.data] == [(14, b"four\n")]  # the client says what is missing
+
+
+async def test_a_head_larger_than_half_a_followers_buffer_is_sent_from_its_latest_part(tmp_path: Path) -> None:
+    hub = LogHub(LogStore(tmp_path), lambda job_id, attempt: True, live_log_bytes=8, follower_buffer_bytes=40)
+    hub.datagram(record(0, b"x" * 100, 0))
+    hub.datagram(record(1, b"tail\n", 100))
+    peer = FakePeer()
+    hub.subscribe(peer, job(), follow=False)  # type: ignore[arg-type]
+    assert [(m.offset, len(m.data)) for m in peer.sent if m.data] == [(80, 25)]  # 20 from disk, then the chunk

@@ -58,6 +58,7 @@ class LogCursor:
         self.attempt: int | None = None  # the attempt shown last
         self._shown: dict[tuple[int, str], int] = {}
         self._rejoined: set[tuple[int, str]] = set()  # shown before the last reconnect, not since
+        self._positionless: set[tuple[int, str]] = set()  # shown in part from a copy without positions
         self._subscriptions = 0
 
     def subscribed(self, attempt: int) -> None:
@@ -77,13 +78,16 @@ class LogCursor:
             if shown is not None and key in self._rejoined:
                 return None  # the master's copy from before its restart: older than what was shown
             self._shown[key] = (shown or 0) + len(data)
+            self._positionless.add(key)
         else:
             end = chunk.offset + len(data)
-            if shown is not None:
+            if shown is None and chunk.offset > 0:
+                note = f"[the first {chunk.offset} byte(s) of {chunk.stream} are not in the live log{self._then}]"
+            elif shown is not None:
                 if end <= shown:
                     return None
                 if chunk.offset > shown:
-                    note = self._hole_note(chunk.stream, chunk.offset - shown, key in self._rejoined)
+                    note = self._hole_note(chunk.stream, chunk.offset - shown, key)
                 data = data[max(0, shown - chunk.offset) :]
             self._shown[key] = end
             self._rejoined.discard(key)
@@ -94,9 +98,18 @@ class LogCursor:
             self.attempt = new_attempt = chunk.attempt
         return LogPiece(chunk.stream, data, new_attempt, note)
 
-    def _hole_note(self, stream: str, missed: int, rejoined: bool) -> str:
-        why = "went by while the master was away" if rejoined else "are missing from the live log here"
-        return f"[{missed} byte(s) of {stream} {why}; once the attempt has ended, {self.reread} shows them]"
+    @property
+    def _then(self) -> str:
+        return f"; once the attempt has ended, {self.reread} shows them"
+
+    def _hole_note(self, stream: str, missed: int, key: tuple[int, str]) -> str:
+        if key in self._rejoined:
+            why = "went by while the master was away"
+        elif key in self._positionless:  # the copy closed its holes: where they were is not known
+            why = "before this point are missing from the live log"
+        else:
+            why = "are missing from the live log here"
+        return f"[{missed} byte(s) of {stream} {why}{self._then}]"
 
 
 async def read_log(

@@ -129,6 +129,8 @@ class _Live:
     chunk_bytes: int = 0
     received: int = 0
     prior: dict[Stream, int] = field(default_factory=dict)  # bytes of its live copy a master before this one kept
+    # streams whose live copy on disk is every byte from 0 to ``end`` (no datagram missed so far)
+    whole: set[Stream] = field(default_factory=lambda: {"stdout", "stderr"})
 
     def span(self) -> int:
         """Sequence numbers from each stream's first seen to its highest (those a restarted master could see)."""
@@ -328,6 +330,8 @@ class LogHub:
         if start < shown:
             data = data[shown - start :]
             start = shown
+        elif start > shown:
+            live.whole.discard(stream)  # a hole: the copy on disk no longer matches positions
         live.end[stream] = record.offset + len(record.data)
         self._append_live_copy(live, stream, data)
         live.chunks.append((stream, start, data))
@@ -426,6 +430,7 @@ class LogHub:
             for stream, kept in live.prior.items():
                 if kept:  # what came before this master's first datagram: positions unknown
                     self._queue(follower, attempt, stream, self.store.read(job.id, attempt, stream)[:kept], None)
+            self._queue_head(follower, live)
             for stream, offset, data in live.chunks:
                 self._queue(follower, attempt, stream, data, offset)
         elif attempt:
@@ -437,6 +442,23 @@ class LogHub:
         else:
             self._send(follower, LogData(job_id=job.id, attempt=attempt, stream="stdout", data=b"", eof=True))
         return attempt
+
+    def _queue_head(self, follower: _Follower, live: _Live) -> None:
+        """What the in-memory chunks no longer hold of a stream, from the copy on disk where it is
+        whole: a new reader of a long-running attempt sees its log from the start (at most half a
+        follower's buffer of it, the latest, so the catch-up itself cannot cut the reader off)."""
+        first: dict[Stream, int] = {}
+        for stream, offset, _ in live.chunks:
+            first.setdefault(stream, offset)
+        for stream in STREAMS:
+            if stream not in live.whole or live.prior.get(stream):
+                continue
+            end = first.get(stream, live.end[stream])
+            start = max(0, end - self.follower_buffer_bytes // 2)
+            if end > start:
+                head = self.store.read_range(live.job_id, live.attempt, stream, start, end)
+                if len(head) == end - start:
+                    self._queue(follower, live.attempt, stream, head, start)
 
     def forget_peer(self, peer: Peer) -> None:
         """A connection closed: drop its subscriptions."""
