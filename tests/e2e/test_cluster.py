@@ -131,10 +131,12 @@ async def test_priority_orders_the_queue(make_cluster: ClusterFactory) -> None:
 # ---------------------------------------------------------------- bad input on the wire
 
 
-async def _raw_exchange(port: int, payload: bytes) -> tuple[list, bool]:
+async def _raw_exchange(port: int, payload: bytes, *, half_close: bool = False) -> tuple[list, bool]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(payload)
     await writer.drain()
+    if half_close:
+        writer.write_eof()  # as `printf garbage | nc` does: done sending, still listening
     data = await asyncio.wait_for(reader.read(), timeout=5)  # until the master closes
     writer.close()
     await writer.wait_closed()
@@ -160,6 +162,14 @@ async def test_bad_frames_get_an_error_and_close_while_others_carry_on(cluster: 
     job_id = await submit_shell(cluster, "true")
     (job,) = await cluster.client.wait([job_id], timeout_s=10)
     assert job.state == "COMPLETED"
+
+
+@pytest.mark.parametrize("payload", [b"garbage", struct.pack(">BBBBI", VERSION, Opcode.HELLO, 0, 0, 40) + b"\x80"])
+async def test_a_stream_that_ends_inside_a_frame_gets_truncated_frame(cluster: Cluster, payload: bytes) -> None:
+    frames, closed = await _raw_exchange(cluster.master.port, payload, half_close=True)
+    assert closed
+    assert [frame.body["code"] for frame in frames] == ["TRUNCATED_FRAME"]
+    assert "left over" in frames[0].body["message"]
 
 
 async def test_skipping_the_handshake_is_refused(cluster: Cluster) -> None:

@@ -124,6 +124,8 @@ class Peer(asyncio.Protocol):
             self._dispatch(frame)
 
     def eof_received(self) -> bool | None:
+        if self.decoder.buffered:
+            self.data_received(b"")  # the end of the stream: what is left is TRUNCATED_FRAME, answered
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
