@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import socket
@@ -209,18 +210,22 @@ def test_the_demo_on_its_own_local_cluster_keeps_master_and_workers_apart(tmp_pa
 @pytest.mark.slow
 def test_titan_up_reading_a_pipe_that_never_ends_still_stops_on_sigterm(tmp_path: Path) -> None:
     reader, writer = os.pipe()  # stdin: open, and never a line
-    master_port, worker_port = _free_port(), _free_port()
+    worker_port = _free_port()
     up = subprocess.Popen(
-        [sys.executable, "-m", "titan.cli", "up", "--port", str(master_port), "--workers", "1",
+        [sys.executable, "-m", "titan.cli", "up", "--port", "0", "--workers", "1",
          "--first-worker-port", str(worker_port), "--workspace", str(tmp_path / "ws")],
         stdin=reader, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     os.close(reader)
     try:
         assert up.stdout is not None
+        seen = []
         for line in up.stdout:  # until the cluster is up and the script reader waits on the pipe
+            seen.append(line)
             if line.startswith("ready") and "worker" in line:
                 break
+        assert seen[0].startswith("starting a master on 127.0.0.1 (a free port) and 1 worker(s)")
+        assert re.match(r"ready master on 127\.0\.0\.1:[1-9]\d* ", seen[1]), seen  # the port it took
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=30) == 128 + signal.SIGTERM
     finally:

@@ -380,7 +380,9 @@ async def run_up(args: argparse.Namespace, *, token: str | None = None, console:
     env.pop("TITAN_TLS", None)
 
     def announce(spec: ChildSpec, line: str) -> None:
-        console.print(f"[green]ready[/green] {spec.name}  [dim](log: {spec.log_path})[/dim]")
+        address = _ADDRESS.search(line) if _MASTER_READY in line else None
+        where = f" on {address.group(1)}:{address.group(2)}" if address else ""  # --port 0: known only now
+        console.print(f"[green]ready[/green] {spec.name}{where}  [dim](log: {spec.log_path})[/dim]")
 
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -399,7 +401,8 @@ async def run_up(args: argparse.Namespace, *, token: str | None = None, console:
             installed.append(sig)
         except (ValueError, RuntimeError, NotImplementedError):
             pass
-    console.print(f"starting a master on {args.host}:{args.port} and {args.workers} worker(s)...")
+    where = f"{args.host} (a free port)" if args.port == 0 else f"{args.host}:{args.port}"
+    console.print(f"starting a master on {where} and {args.workers} worker(s)...")
     try:
         cluster = LocalCluster(specs, ready_timeout_s=args.ready_timeout, env=env, on_ready=announce)
         async with cluster:
