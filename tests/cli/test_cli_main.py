@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -361,3 +362,8 @@ async def test_a_script_whose_reader_leaves_ends_with_sigpipes_status(fake_maste
     _, err = await asyncio.wait_for(process.communicate(b"LIST\nLIST\nLIST\nEXIT\n"), 30)
     assert process.returncode == 128 + signal.SIGPIPE
     assert err == b""
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert re.fullmatch(r"titan \d+\.\d+\.\d+\n", capsys.readouterr().out)

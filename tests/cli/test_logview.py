@@ -125,3 +125,18 @@ def test_the_note_after_a_log_says_what_it_lacks(run: AttemptInfo, note: str) ->
     job = JobInfo("J", "SHELL", "x", run.state, 0, run.attempt, 3, 0.0, runs=[run])
     assert log_note(job) == note
     assert log_note(job, attempt=1) == ""  # an earlier attempt's stored log: nothing to add
+
+
+def test_a_reader_who_joins_at_a_later_attempt_is_told_which() -> None:
+    cursor = LogCursor("J")
+    cursor.subscribed(3)
+    (piece,) = shown(cursor, frame(b"x\n", 0, attempt=3))
+    assert piece is not None and piece.new_attempt == 3
+
+
+@pytest.mark.parametrize(
+    ("state", "note"),
+    [("DELAYED", "[J has not run: it is DELAYED]"), ("SKIPPED", "[J has not run: it ended SKIPPED]")],
+)
+def test_the_log_of_a_job_that_never_ran_says_so(state: str, note: str) -> None:
+    assert log_note(JobInfo("J", "SHELL", "x", state, 0, 0, 3, 0.0)) == note

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from protocol import JobInfo, LogData
-from titan.client import TitanClient
+from titan.client import FINAL_STATES, TitanClient
 from titan.errors import RemoteError, TitanError
 
 from .rewait import through_restarts
@@ -67,7 +67,8 @@ class LogCursor:
         if self._subscriptions > 1:
             self._rejoined = set(self._shown)
         if self.attempt is None:
-            self.attempt = attempt or 1  # a job not started yet: its first attempt needs no header
+            # a first attempt needs no header (nor does a job not started yet); a later one is named
+            self.attempt = 1
 
     def take(self, chunk: LogData) -> LogPiece | None:
         """The part of ``chunk`` not shown yet (None: nothing new)."""
@@ -159,6 +160,9 @@ def log_note(job: JobInfo, attempt: int | None = None) -> str:
     """What to say after a job's latest log (``attempt`` None): the stored log was cut, or the live
     view missed datagrams; nothing after an earlier attempt's."""
     run = job.runs[-1] if job.runs else None
+    if run is None and attempt is None:
+        ended = "it ended" if job.state in FINAL_STATES else "it is"
+        return f"[{job.id} has not run: {ended} {job.state}]"
     if run is None or attempt is not None:
         return ""
     notes = []

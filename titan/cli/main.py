@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import os
 import signal
 import sys
@@ -52,8 +53,16 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument("--debug", action="store_true", default=default(False), help="show tracebacks and debug logs")
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("titan-orchestrator")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"  # run from a source tree without pip install
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="titan", description="Titan: a lightweight distributed job orchestrator.")
+    parser.add_argument("--version", action="version", version=f"titan {_version()}")
     _global_options(parser, suppress=False)
     common = OneLineParser(add_help=False)
     _global_options(common, suppress=True)

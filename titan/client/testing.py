@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 from protocol import (
     DEFAULT_MAX_BODY,
     REQUESTS,
+    AttemptInfo,
     Cancel,
     Frame,
     Hello,
@@ -364,7 +365,11 @@ class FakeMaster:
         raise RemoteError("USAGE", f"no worker '{ref}'")
 
     def _logs(self, request: LogsSubscribe) -> LogsSubscribed:
-        self._job(request.job_id)
+        job = self._job(request.job_id)
         if request.job_id not in self.logs:
             raise RemoteError("UNKNOWN_OPCODE", "opcode LOGS_SUBSCRIBE is not accepted here")
+        if not job.runs:  # a job with a log has run: as a real master would, it has an attempt on record
+            self.jobs[job.id] = dataclasses.replace(
+                job, attempts=max(1, job.attempts), runs=[AttemptInfo(attempt=1, state=job.state)]
+            )
         return LogsSubscribed(job_id=request.job_id, attempt=1)

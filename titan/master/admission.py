@@ -141,7 +141,7 @@ class Admission:
         if kind == "DEPLOY":
             if spec.data in WORKER_ARTIFACTS:
                 if spec.port is None or not 0 <= spec.port <= 65535:
-                    raise ValidationError(f"DEPLOY of {spec.data} needs a port between 1 and 65535 (0: any free one)")
+                    raise ValidationError(f"DEPLOY of {spec.data} needs a PORT: 1 to 65535, or 0 for any free one")
                 return "DEPLOY", WORKER_ARTIFACT, (str(spec.port), *spec.args)
             if spec.port is not None and not 1 <= spec.port <= 65535:
                 raise ValidationError(f"DEPLOY of {spec.data}: port must be between 1 and 65535, got {spec.port}")
