@@ -51,7 +51,7 @@ def state(perm: Path) -> MasterState:
         (JobSpec(type="RUN", data=""), "RUN needs a file name"),
         (JobSpec(type="RUN", data="a\x00b"), "NUL"),
         (JobSpec(type="SHELL", data="   "), "SHELL needs a command"),
-        (JobSpec(type="DEPLOY", data="Worker.jar"), "DEPLOY of Worker.jar needs a port"),
+        (JobSpec(type="DEPLOY", data="Worker.jar"), "DEPLOY of Worker.jar needs a PORT: 1 to 65535, or 0"),
         (JobSpec(type="DEPLOY", data="nope.py"), "no file 'nope.py'"),
         (JobSpec(type="SHELL", data="true", id="../x"), "job id '../x' is not allowed"),
         (JobSpec(type="SHELL", data="true", id="two\nlines"), "job id 'two\\nlines' is not allowed"),
