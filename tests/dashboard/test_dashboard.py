@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import shutil
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,3 +117,61 @@ def test_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(["--port", "70000"], {})
     assert capsys.readouterr().err.count("\n") == 1
+
+
+# the page's script run in node against a stub DOM: what it shows for one /api/cluster answer
+_RUN_PAGE = r"""
+const fs = require("fs"), vm = require("vm");
+const [script, answer] = [fs.readFileSync(process.argv[2], "utf8"), fs.readFileSync(process.argv[3], "utf8")];
+function node() {
+  return {textContent: "", className: "", children: [],
+          appendChild(c) { this.children.push(c); return c; }, replaceChildren() { this.children = []; }};
+}
+const byId = {};
+const document = {createElement: node, getElementById: (id) => byId[id] || (byId[id] = node())};
+const text = (n) => n.textContent + n.children.map(text).join(" ");
+vm.runInNewContext(script, {document, setTimeout: () => {}, console,
+  fetch: async () => ({json: async () => JSON.parse(answer)})});
+setImmediate(() => setImmediate(() => console.log(JSON.stringify(
+  {status: byId.status.textContent, autoscaler: text(byId.autoscaler), jobs: text(byId.jobs)}))));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
+@pytest.mark.parametrize(
+    ("autoscaler", "shown"),
+    [
+        ({"enabled": False}, "off"),  # a master without --autoscale
+        (
+            {"enabled": True, "pending_spawns": 0, "decisions": [],
+             "limits": {"max_workers": 8, "max_children": 4, "max_depth": 2}},
+            "limits: 8 workers, 4 children each, depth 2; pending spawns: 0",
+        ),
+    ],
+)  # fmt: skip
+async def test_the_page_draws_a_snapshot_with_the_autoscaler_on_or_off(
+    fake_master: FakeMaster, tmp_path: Path, autoscaler: dict[str, Any], shown: str
+) -> None:
+    fake_master.workers = [worker_info(8081)]
+    fake_master.stats_extra = {"autoscaler": autoscaler}
+    fake_master.add_job("A", "SHELL", "true", state="COMPLETED")
+    dashboard = Dashboard(DashboardSettings(port=0), ClientSettings(port=fake_master.port))
+    await dashboard.start()
+    try:
+        _, page = await get(dashboard.port, "/")
+        _, answer = await get(dashboard.port, "/api/cluster")
+    finally:
+        await dashboard.aclose()
+    script = page.decode().split("<script>", 1)[1].split("</script>", 1)[0]
+    (tmp_path / "page.js").write_text(script)
+    (tmp_path / "answer.json").write_bytes(answer)
+    (tmp_path / "run.js").write_text(_RUN_PAGE)
+    node = await asyncio.create_subprocess_exec(
+        "node", str(tmp_path / "run.js"), str(tmp_path / "page.js"), str(tmp_path / "answer.json"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(node.communicate(), 30)
+    drawn = json.loads(out.decode().strip().splitlines()[-1])
+    assert drawn["status"].startswith("master "), drawn  # not "dashboard unreachable: TypeError ..."
+    assert drawn["autoscaler"].strip() == shown
+    assert "A" in drawn["jobs"] and "COMPLETED" in drawn["jobs"]

@@ -121,6 +121,8 @@ class FakeMaster:
         self.workers: list[WorkerInfo] = []
         #: stored logs served to LOGS_SUBSCRIBE; a job without one gets an UNKNOWN_OPCODE error
         self.logs: dict[str, list[tuple[Stream, bytes]]] = {}
+        #: STATS ``extra`` (a real master's has the WAL, recovery, live-log and autoscaler figures)
+        self.stats_extra: dict[str, Any] = {}
         #: every request received, in order
         self.received: list[Message] = []
         self.peers: set[Peer] = set()
@@ -318,6 +320,7 @@ class FakeMaster:
             failed=0,
             cancelled=states.count("CANCELLED"),
             workers=list(self.workers),
+            extra=dict(self.stats_extra),
         )
 
     def _cancel(self, request: Cancel) -> JobReply:

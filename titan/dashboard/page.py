@@ -92,7 +92,7 @@ function draw(data) {
   if (!s.workers.length) tree.appendChild(el("li", "no workers registered", "dim"));
   const auto = document.getElementById("autoscaler"); auto.replaceChildren();
   const a = (s.extra || {}).autoscaler;
-  if (a) {
+  if (a && a.enabled) {  // a master without --autoscale says {"enabled": false} and nothing more
     auto.className = "";
     const l = a.limits;
     auto.appendChild(el("div", "limits: " + l.max_workers + " workers, " + l.max_children + " children each, depth "
