@@ -288,6 +288,7 @@ class ListJobs(Message):
     state: str | None = None
     limit: int = 1000
     dag: str | None = None
+    offset: int = 0  # skip this many matching jobs first: a long listing is read in pages
 
 
 @dataclass(frozen=True, slots=True)

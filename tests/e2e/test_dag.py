@@ -199,3 +199,31 @@ async def test_titan_outputs_writes_the_files_and_a_bad_destination_is_one_line(
     assert await asyncio.to_thread(main, ["--master", master, "outputs", job_id, "--dest", str(blocked)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot write" in err and "Not a directory" in err
+
+
+async def test_a_dag_longer_than_a_page_is_listed_and_awaited_whole(make_cluster: ClusterFactory) -> None:
+    cluster = await make_cluster(n_workers=0)  # nothing runs: every job waits, PENDING
+    client = cluster.client
+    jobs = [shell(f"P{i:04d}", "true") for i in range(2_600)]
+    reply = await client.submit_dag_info(jobs)
+    listed = await client.dag_jobs(reply.dag_id)
+    assert [job.id for job in listed] == [job.id for job in jobs]  # every page, in submission order, once
+    assert [job.id for job in await client.list_jobs("PENDING", limit=1_500)] == [
+        f"P{i:04d}" for i in range(2_599, 1_099, -1)
+    ]  # newest first, over two pages
+    await client.cancel(reply.dag_id, dag=True)
+    waited = await client.wait([job.id for job in jobs], timeout_s=30)
+    assert len(waited) == 2_600 and {job.state for job in waited} == {"CANCELLED"}
+
+
+async def test_an_answer_over_the_frame_limit_is_refused_with_a_reason(
+    make_cluster: ClusterFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from titan.master import client_handlers
+
+    cluster = await make_cluster(n_workers=0)
+    await cluster.client.submit_dag([shell(f"Q{i}", "true") for i in range(200)])
+    monkeypatch.setattr(client_handlers, "DEFAULT_MAX_BODY", 10_000)  # 200 jobs are more than that
+    with pytest.raises(RemoteError, match=r"the answer of 200 jobs would be \d+ bytes, over the 10000-byte"):
+        await cluster.client.list_jobs(limit=200)
+    assert len(await cluster.client.list_jobs(limit=20)) == 20  # the connection is still good

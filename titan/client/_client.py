@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Final, TypeVar
@@ -57,13 +58,15 @@ from titan.errors import PeerClosed, RemoteError, RequestTimeout, UsageError
 from titan.net import Peer, dial
 from titan.runtime import paused_gc
 
-__all__ = ["DAG_PART_JOBS", "FINAL_STATES", "LogStream", "TitanClient", "WaitTimeout"]
+__all__ = ["DAG_PART_JOBS", "FINAL_STATES", "LIST_PAGE", "LogStream", "TitanClient", "WaitTimeout"]
 
 # a DAG with more jobs than this is sent in parts of this many (see TitanClient.submit_dag_info)
 DAG_PART_JOBS: Final = 10_000
 
 #: states a job never leaves (DESIGN §3)
 FINAL_STATES: Final = frozenset({"COMPLETED", "DEAD", "CANCELLED", "SKIPPED", "STOPPED"})
+#: jobs asked for in one LIST_JOBS or WAIT: an answer of a thousand jobs stays far under a frame's 16 MiB
+LIST_PAGE: Final = 1000
 
 R = TypeVar("R", bound=Message)
 
@@ -77,7 +80,8 @@ _DEFAULT_TIMEOUT: Final = _Default.TIMEOUT
 
 
 class WaitTimeout(RequestTimeout):
-    """``wait`` ran out of time; ``jobs`` holds the last known state of every job."""
+    """``wait`` ran out of time; ``jobs`` holds the last known state of every job (of more than
+    :data:`LIST_PAGE`, those of the pages it reached; ``pending`` names all the others)."""
 
     def __init__(self, pending: list[str], jobs: list[JobInfo]) -> None:
         super().__init__("timed out waiting for " + ", ".join(pending))
@@ -350,9 +354,23 @@ class TitanClient:
         return reply.job
 
     async def list_jobs(self, state: str | None = None, limit: int = 1000, *, dag: str | None = None) -> list[JobInfo]:
-        """Jobs, optionally only those in ``state``, or only those of a DAG (a DAG id or any of its job ids)."""
-        reply = await self._call(ListJobs(state=state, limit=limit, dag=dag), JobListReply)
-        return reply.jobs
+        """Jobs, optionally only those in ``state``, or only those of a DAG (a DAG id or any of its job ids).
+
+        Read :data:`LIST_PAGE` at a time, so that no answer outgrows a frame however many match.
+        """
+        found: list[JobInfo] = []
+        seen: set[str] = set()
+        offset = 0
+        while len(found) < limit:
+            ask = min(LIST_PAGE, limit - len(found))
+            page = (await self._call(ListJobs(state=state, limit=ask, dag=dag, offset=offset), JobListReply)).jobs
+            offset += len(page)
+            # newest first moves as jobs arrive: a job pushed into the next page is not listed twice
+            found.extend(job for job in page if job.id not in seen)
+            seen.update(job.id for job in page)
+            if len(page) < ask:
+                break
+        return found
 
     async def dag_jobs(self, ref: str) -> list[JobInfo]:
         """Every job of a DAG, in submission order; ``ref`` is the DAG id or the id of one of its jobs."""
@@ -384,6 +402,8 @@ class TitanClient:
                 ``timeout_s`` passed first; names the unfinished ids.
         """
         ids = list(job_ids)
+        if len(ids) > LIST_PAGE:  # a whole DAG's answer could outgrow a frame: wait for it a page at a time
+            return await self._wait_in_pages(ids, timeout_s)
         # the master enforces timeout_s; our own limit only guards against a silent master
         guard = None if timeout_s is None else timeout_s + self.settings.request_timeout_s
         reply = await self._call(Wait(job_ids=ids, timeout_s=timeout_s), JobListReply, timeout_s=guard)
@@ -391,6 +411,19 @@ class TitanClient:
             pending = [job.id for job in reply.jobs if job.state not in FINAL_STATES]
             raise WaitTimeout(pending or ids, reply.jobs)
         return reply.jobs
+
+    async def _wait_in_pages(self, ids: list[str], timeout_s: float | None) -> list[JobInfo]:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        done: list[JobInfo] = []
+        for start in range(0, len(ids), LIST_PAGE):
+            page = ids[start : start + LIST_PAGE]
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                done.extend(await self.wait(page, left))
+            except WaitTimeout as exc:
+                rest = ids[start + LIST_PAGE :]
+                raise WaitTimeout([*exc.pending, *rest], [*done, *exc.jobs]) from None
+        return done
 
     async def outputs(self, job_id: str, attempt: int | None = None) -> JobOutputsReply:
         """The files an attempt wrote under ``TITAN_OUTPUT_DIR`` (default: its latest attempt that has any)."""

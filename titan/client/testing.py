@@ -301,7 +301,7 @@ class FakeMaster:
         ]
         if request.dag is not None and jobs and jobs[0].dag is not None:
             jobs = [job for job in self.jobs.values() if job.dag == jobs[0].dag]
-        return JobListReply(jobs=jobs[: request.limit])
+        return JobListReply(jobs=jobs[request.offset : request.offset + request.limit])
 
     def _stats(self, request: Stats) -> StatsReply:
         count = {state: 0 for state in ("PENDING", "DELAYED", "BLOCKED", "DEAD", "RUNNING", "SCHEDULED")}

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from protocol import (
+    DEFAULT_MAX_BODY,
+    HEADER_SIZE,
     Cancel,
     Frame,
     Gc,
@@ -46,6 +48,7 @@ from protocol import (
     SubmitReply,
     Wait,
     WorkerInfo,
+    encode_error,
     encode_reply_body,
 )
 from titan.errors import ValidationError
@@ -254,7 +257,9 @@ class ClientHandlers:
 
     def _on_list_jobs(self, peer: Peer, frame: Frame) -> None:
         msg = ListJobs.from_wire(frame.body)
-        jobs = self.state.list_jobs(msg.state, msg.limit, msg.dag)
+        if msg.offset < 0:
+            raise ValidationError(f"offset must not be negative, got {msg.offset}")
+        jobs = self.state.list_jobs(msg.state, msg.limit, msg.dag, msg.offset)
         self._reply_jobs(peer, frame, jobs)
 
     def _on_stats(self, peer: Peer, frame: Frame) -> None:
@@ -344,6 +349,15 @@ class ClientHandlers:
             body["timed_out"] = True
         self.wal.commit()
         frame = encode_reply_body(JobListReply, body, rid=request.rid, reply_to=Opcode(request.opcode))
+        if len(frame) > HEADER_SIZE + DEFAULT_MAX_BODY:
+            # no reader would take it (the limit is enforced from the header): say why instead
+            size, count = len(frame) - HEADER_SIZE, len(body["jobs"])
+            frame = encode_error(
+                "FRAME_TOO_LARGE",
+                f"the answer of {count} jobs would be {size} bytes, over the {DEFAULT_MAX_BODY}-byte frame limit: "
+                "ask for fewer at a time (LIST_JOBS limit and offset, WAIT on fewer ids)",
+                rid=request.rid,
+            )
         self.wal.send(peer, frame)
 
     def _drop_waiter(self, waiter: _Waiter) -> None:

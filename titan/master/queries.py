@@ -9,6 +9,7 @@ before it stores anything a report carries. Nothing here changes the state.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from protocol import StatsReply, TaskStatus
@@ -76,8 +77,11 @@ class StateQueries:
             raise ValidationError(f"job '{ref}' was not submitted as part of a DAG")
         return self.dags[job.dag]
 
-    def list_jobs(self, state: str | None = None, limit: int = 1000, dag: str | None = None) -> list[Job]:
-        """Most recent first (a DAG's jobs: in submission order), optionally only jobs in ``state``."""
+    def list_jobs(
+        self, state: str | None = None, limit: int = 1000, dag: str | None = None, offset: int = 0
+    ) -> list[Job]:
+        """Most recent first (a DAG's jobs: in submission order), optionally only jobs in ``state``,
+        after the first ``offset`` of them."""
         wanted: JobState | None = None
         if state:
             try:
@@ -87,8 +91,15 @@ class StateQueries:
         found: list[Job] = []
         if limit <= 0:
             return found
-        for job in self.dag_jobs(dag) if dag else reversed(self.jobs.values()):
+        jobs: Iterable[Job] = self.dag_jobs(dag) if dag else reversed(self.jobs.values())
+        if offset > 0 and wanted is None and isinstance(jobs, list):
+            jobs, offset = jobs[offset:], 0  # a DAG's list: no need to walk what is skipped
+        skipped = 0
+        for job in jobs:
             if wanted is None or job.state is wanted:
+                if skipped < offset:
+                    skipped += 1
+                    continue
                 found.append(job)
                 if len(found) >= limit:
                     break
