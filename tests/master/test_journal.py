@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from titan.jobs import Job, JobState
 from titan.master import MasterState
 from titan.master.durable import DurableLog
 from titan.master.journal import (
+    RESTART_FIELDS,
+    RESTARTED,
     RUNTIME_FIELDS,
     SPEC_FIELDS,
     TRANSIENT_FIELDS,
@@ -46,8 +49,10 @@ def take(state: MasterState, records: list[dict[str, Any]]) -> None:
 
 
 def rebuilt(records: list[dict[str, Any]], now: float, **overrides: Any) -> MasterState:
+    """The state a master restarted on ``records`` has, its own start logged (``RESTARTED``) as it does."""
+    records.append(dict(RESTARTED))
     replay = Replay({}, story_limit=50)
-    for record in records:
+    for record in copy.deepcopy(records):  # replay takes rows over, as it may a freshly decoded record's
         apply(replay, record)
     state = make_state(**overrides)
     state.restore(replay.jobs, failed_attempts=replay.failed_attempts, now=now)
@@ -67,7 +72,7 @@ def same_jobs(a: MasterState, b: MasterState) -> None:
 
 def test_every_job_field_is_either_persisted_or_deliberately_transient() -> None:
     fields = {f.name for f in dataclasses.fields(Job)}
-    assert fields == set(PERSISTED) | set(TRANSIENT_FIELDS), "a new Job field must be added to journal.py"
+    assert fields == set(PERSISTED) | set(TRANSIENT_FIELDS) | set(RESTART_FIELDS), "add a new Job field to journal.py"
 
 
 def test_acceptance_rows_follow_the_field_order_replay_builds_jobs_with() -> None:
@@ -298,3 +303,29 @@ def test_a_job_still_skipped_after_a_retry_keeps_its_new_reason_across_a_restart
     take(live, records)
     again = rebuilt(records, now=10.0)
     assert again.jobs["B"].state is S.SKIPPED and again.jobs["B"].error == "dependency X is DEAD"
+
+
+def test_two_crashes_in_a_row_never_hand_out_an_attempt_number_twice() -> None:
+    # The second master dispatches attempt 2 (1 skipped after the first crash) and dies before
+    # logging it; the third must not give that number out again.
+    live = journaled()
+    records: list[dict[str, Any]] = []
+    x, _ = live.submit(shell("x"), 1.0)
+    take(live, records)  # x PENDING, attempt 0, durable
+    second = rebuilt(records, now=10.0)
+    register(second, "w1", now=11.0)
+    assert second.jobs[x.id].attempts == 2  # dispatched as 2; its record is lost with the crash
+    third = rebuilt(records, now=20.0)  # the records hold two starts now, no dispatch
+    assert third.jobs[x.id].skip_attempts == 2
+    register(third, "w1", now=21.0)
+    assert third.jobs[x.id].attempts == 3 and third.jobs[x.id].attempts_left == 2  # skips cost no retry
+
+
+def test_a_snapshot_keeps_the_numbers_a_job_skips() -> None:
+    live = journaled()
+    records: list[dict[str, Any]] = []
+    x, _ = live.submit(shell("x"), 1.0)
+    take(live, records)
+    state = rebuilt(records, now=10.0)
+    snapshot = load_snapshot(dump(state.jobs.values(), failed_attempts=0), story_limit=50, now=11.0)
+    assert snapshot.jobs[x.id].skip_attempts == 1

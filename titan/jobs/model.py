@@ -113,10 +113,11 @@ class Job:
     # DEPLOY: the current attempt's service is up (its dependants were released), and its restarts
     service_up: bool = False
     restarts: int = 0
-    # Set for every unfinished job when the master restarts: its next attempt skips a number,
-    # because a TASK_START leaves before its dispatch is durable and the number after the last
-    # durable attempt may belong to an attempt started just before the crash (see durable.py).
-    skip_attempt: bool = False
+    # Numbers its next attempt skips: one for each master start since its last dispatch, because a
+    # TASK_START leaves before its dispatch is durable and the number after the last durable attempt
+    # may belong to an attempt started just before a crash (see durable.py). Kept in the WAL (the
+    # "restarted" record) and in snapshots: two crashes in a row must skip two numbers.
+    skip_attempts: int = 0
 
     @classmethod
     def from_spec(

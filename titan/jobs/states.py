@@ -148,11 +148,11 @@ def _delay(job: Job, change: Change) -> list[Effect]:
 def _schedule(job: Job, change: Change) -> list[Effect]:
     if change.worker is None:
         raise ValueError(f"scheduling job '{job.id}' needs a worker")
-    if job.skip_attempt:
-        # the skipped number is not an attempt the job used: it keeps its retry budget
-        job.attempts += 1
-        job.retry_base += 1
-        job.skip_attempt = False
+    if job.skip_attempts:
+        # the skipped numbers are not attempts the job used: it keeps its retry budget
+        job.attempts += job.skip_attempts
+        job.retry_base += job.skip_attempts
+        job.skip_attempts = 0
     job.attempts += 1
     job.worker = change.worker
     job.worker_name = change.worker_name or change.worker

@@ -35,7 +35,6 @@ from titan.errors import InvalidTransition, ValidationError
 from titan.jobs import (
     ACTIVE_STATES,
     DAG_ID_PREFIX,
-    FINAL_STATES,
     Assign,
     CloseWorker,
     Delay,
@@ -302,8 +301,6 @@ class MasterState(ServiceStimuli, StateQueries):
             counts[state] += 1
             if job.seq > last_seq:
                 last_seq = job.seq
-            if state not in FINAL_STATES:
-                job.skip_attempt = True  # see Job.skip_attempt
             if job.dag is not None:
                 self.dags.setdefault(job.dag, []).append(job)
             if state is S.PENDING:

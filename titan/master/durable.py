@@ -32,8 +32,10 @@ slot, which halved throughput. The window is made safe after a crash rather
 than closed: the restarted master has never heard of such an attempt, so when
 its worker reconnects and reports it running the master has it killed, and a
 result it finished is ignored (``worker_registered`` fences both); the job
-runs again. Its number is never reused: at restart every unfinished job's
-next attempt skips one number (``Job.skip_attempt``). At-least-once, as
+runs again. Its number is never reused: at each start, before it dispatches
+anything, the master durably logs that every unfinished job's next attempt
+skips one more number (``Job.skip_attempts``; two crashes in a row skip two,
+since the second master's own unlogged dispatch may have used the first). At-least-once, as
 always: such a job may run twice, and one accepted and dispatched in the same
 unsynced batch may even run although its client never got the acceptance
 (the client, having no answer, submits again).
@@ -66,7 +68,7 @@ from titan.wal import DEFAULT_SEGMENT_BYTES, WalError, WalWriter, load
 from titan.wal import files as wal_files
 
 from .core import MasterState
-from .journal import Journal, Replay, apply_all, dump, load_snapshot
+from .journal import RESTARTED, Journal, Replay, apply_all, dump, load_snapshot, restart_skips
 
 __all__ = ["DurableLog", "RecoveryReport"]
 
@@ -212,6 +214,11 @@ class DurableLog:
         )
         await writer.start()
         self._writer = writer
+        # Before anything is dispatched: every unfinished job's next attempt skips a number, durably,
+        # so that a crash soon after this start cannot hand out a number twice (see the module doc).
+        restart_skips(self.state.jobs.values())
+        self._appended += 1
+        await writer.append(RESTARTED)
 
     async def aclose(self) -> None:
         """Wait for a snapshot in progress, write and sync what is committed, stop. Idempotent."""

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from titan.jobs import ACTIVE_STATES, Job, JobState, Step
+from titan.jobs import ACTIVE_STATES, FINAL_STATES, Job, JobState, Step
 from titan.jobs.attempts import AttemptRecord
 
 __all__ = [
@@ -46,6 +46,9 @@ __all__ = [
     "SPEC_FIELDS",
     "STATE_FIELDS",
     "TRANSIENT_FIELDS",
+    "RESTART_FIELDS",
+    "RESTARTED",
+    "restart_skips",
     "Journal",
     "Replay",
     "apply",
@@ -100,8 +103,12 @@ RUNTIME_FIELDS: Final = (
 STATE_FIELDS: Final = ("id", "state", *RUNTIME_FIELDS[:-2], "due", "run", "outputs", "stimulus", "t")
 #: fields rebuilt on restore, never written: queue tickets and the story (replayed from state rows), and
 #: a service's live status (its worker reports it again after the master restarts; a child worker re-registers),
-#: and the attempt-number skip every unfinished job gets at each restart
-TRANSIENT_FIELDS: Final = ("ticket", "steps", "story_limit", "service_up", "restarts", "skip_attempt")
+TRANSIENT_FIELDS: Final = ("ticket", "steps", "story_limit", "service_up", "restarts")
+#: kept by RESTARTED records (one per master start: every unfinished job's next attempt skips a number)
+#: and in snapshots (a row's last cell)
+RESTART_FIELDS: Final = ("skip_attempts",)
+#: the record a master appends, durably, when it starts and before it dispatches anything
+RESTARTED: Final[Mapping[str, Any]] = {"r": 1}
 
 SNAPSHOT_VERSION: Final = 1
 
@@ -360,6 +367,8 @@ def apply(replay: Replay, record: Mapping[str, Any]) -> None:
     """Apply one record to ``replay.jobs``."""
     jobs = replay.jobs
     replay.records += 1
+    if record.get("r"):
+        restart_skips(jobs.values())
     accepted = record.get("a")
     if accepted:
         limit = replay.story_limit
@@ -368,30 +377,7 @@ def apply(replay: Replay, record: Mapping[str, Any]) -> None:
             jobs[job.id] = job
     changed = record.get("s")
     if changed:
-        for row in changed:
-            (job_id, state_name, attempts, retry_base, worker, worker_name,
-             exit_code, error, started, finished, due, run, outputs, stimulus, t) = row  # fmt: skip
-            found = jobs.get(job_id)
-            if found is None:
-                replay.orphans += 1
-                continue
-            job = found
-            start, finish = job.state, _STATES[state_name]
-            if finish in _FAILED_ATTEMPT_STATES or (start in ACTIVE_STATES and finish is JobState.PENDING):
-                replay.failed_attempts += 1
-            job.state = finish
-            job.attempts, job.retry_base = attempts, retry_base
-            job.worker, job.worker_name = worker, worker_name
-            job.exit_code, job.error = exit_code, error
-            job.started_at, job.finished_at, job.due = started, finished, due
-            job.outputs = tuple(outputs) if outputs else ()
-            if run is not None:
-                runs = job.runs
-                if runs and runs[-1].attempt == run[0]:
-                    job.runs = (*runs[:-1], _run_from_row(run))
-                else:
-                    job.runs = (*runs, _run_from_row(run))
-            job.add_step(start, finish, stimulus, t)
+        _apply_state_rows(replay, changed)
     notes = record.get("n")
     if notes:
         for job_id, note, t in notes:
@@ -400,7 +386,44 @@ def apply(replay: Replay, record: Mapping[str, Any]) -> None:
                 noted.note(note, t)
 
 
+def _apply_state_rows(replay: Replay, rows: Iterable[list[Any]]) -> None:
+    jobs = replay.jobs
+    for row in rows:
+        (job_id, state_name, attempts, retry_base, worker, worker_name,
+         exit_code, error, started, finished, due, run, outputs, stimulus, t) = row  # fmt: skip
+        found = jobs.get(job_id)
+        if found is None:
+            replay.orphans += 1
+            continue
+        job = found
+        start, finish = job.state, _STATES[state_name]
+        if finish in _FAILED_ATTEMPT_STATES or (start in ACTIVE_STATES and finish is JobState.PENDING):
+            replay.failed_attempts += 1
+        if attempts > job.attempts:
+            job.skip_attempts = 0  # a dispatch: it took its skipped numbers up
+        job.state = finish
+        job.attempts, job.retry_base = attempts, retry_base
+        job.worker, job.worker_name = worker, worker_name
+        job.exit_code, job.error = exit_code, error
+        job.started_at, job.finished_at, job.due = started, finished, due
+        job.outputs = tuple(outputs) if outputs else ()
+        if run is not None:
+            runs = job.runs
+            if runs and runs[-1].attempt == run[0]:
+                job.runs = (*runs[:-1], _run_from_row(run))
+            else:
+                job.runs = (*runs, _run_from_row(run))
+        job.add_step(start, finish, stimulus, t)
+
+
 # ---------------------------------------------------------------------- snapshots
+
+
+def restart_skips(jobs: Iterable[Job]) -> None:
+    """A master started: every unfinished job's next attempt skips one more number."""
+    for job in jobs:
+        if job.state not in FINAL_STATES:
+            job.skip_attempts += 1
 
 
 def dump(jobs: Iterable[Job], *, failed_attempts: int) -> dict[str, Any]:
@@ -421,6 +444,7 @@ def dump(jobs: Iterable[Job], *, failed_attempts: int) -> dict[str, Any]:
                 job.finished_at,
                 [_run_row(run) for run in job.runs],
                 job.outputs,
+                job.skip_attempts,
             ]
             for job in jobs
         ],
@@ -451,7 +475,9 @@ def load_snapshot(state: Mapping[str, Any], *, story_limit: int, now: float) -> 
             job.finished_at,
             runs,
             outputs,
+            *restart,
         ) = row[width:]
+        job.skip_attempts = restart[0] if restart else 0  # a snapshot from before skips were kept: none
         job.runs = tuple(_run_from_row(run) for run in runs)
         job.outputs = tuple(outputs) if outputs else ()
         job.steps = [Step(None, job.state, "restored from a snapshot", now)]
