@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from protocol.errors import ProtocolError
+from protocol.errors import ProtocolError, SchemaError
 
 __all__ = [
     "AuthRefused",
+    "UnsendableRequest",
     "ConnectError",
     "CycleError",
     "InvalidTransition",
@@ -76,6 +77,13 @@ class CycleError(ValidationError):
     def __init__(self, ids: list[str]) -> None:
         super().__init__("the DAG has a cycle: " + " -> ".join([*ids, ids[0]] if ids else ids))
         self.ids = ids
+
+
+class UnsendableRequest(SchemaError, TitanError):
+    """A request holding a value the wire cannot carry (an integer over 64 bits, a frame over the
+    limit): nothing was sent. Both the protocol's :class:`~protocol.SchemaError` and a TitanError."""
+
+    code = "BAD_MESSAGE"
 
 
 class TransportError(TitanError):

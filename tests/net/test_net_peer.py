@@ -27,7 +27,7 @@ from protocol import (
     pack_header,
 )
 from tests.net._net_harness import RawClient, TitanTestServer, job_info
-from titan.errors import PeerClosed, RemoteError, RequestTimeout
+from titan.errors import PeerClosed, RemoteError, RequestTimeout, TitanError, UnsendableRequest
 from titan.net import Peer
 
 Connect = Callable[..., Awaitable[Peer]]
@@ -67,8 +67,9 @@ async def test_a_request_the_wire_cannot_carry_raises_at_once_and_leaves_nothing
     server: TitanTestServer, connect: Connect
 ) -> None:
     client = await connect(server.port)
-    with pytest.raises(SchemaError, match="Submit: cannot be encoded"):
+    with pytest.raises(SchemaError, match="Submit: cannot be encoded") as raised:
         await client.request(Submit(job=JobSpec(type="SHELL", data="true", priority=2**70)), timeout_s=5)
+    assert isinstance(raised.value, TitanError)  # `except TitanError` catches every error of the client
     assert not client._pending  # closing later has no orphaned future to fail
     reply = await client.request(JobStatus(job_id="TSK-1"), timeout_s=5)  # and the connection is fine
     assert reply == JobReply(job=job_info("TSK-1"))
@@ -79,7 +80,7 @@ async def test_a_request_over_the_frame_limit_raises_at_once_and_the_connection_
 ) -> None:
     client = await connect(server.port)
     too_big = JobStatus(job_id="x" * (client.decoder.max_body + 1))
-    with pytest.raises(SchemaError, match="over the 16777216-byte limit of a frame"):
+    with pytest.raises(UnsendableRequest, match="over the 16777216-byte limit of a frame"):
         await client.request(too_big, timeout_s=5)
     assert not client._pending
     reply = await client.request(JobStatus(job_id="TSK-1"), timeout_s=5)  # not FRAME_TOO_LARGE and a close

@@ -38,7 +38,7 @@ from protocol import (
     encode_message,
     parse_reply,
 )
-from titan.errors import PeerClosed, RemoteError, RequestTimeout, TitanError
+from titan.errors import PeerClosed, RemoteError, RequestTimeout, TitanError, UnsendableRequest
 
 from .loglimit import LogLimit
 
@@ -284,14 +284,18 @@ class Peer(asyncio.Protocol):
             RemoteError: the other end answered with an ERROR.
             PeerClosed: the connection dropped first.
             RequestTimeout: no answer within ``timeout_s``.
-            SchemaError: ``message`` holds a value the wire cannot carry (nothing was sent).
+            UnsendableRequest: (a SchemaError and a TitanError) ``message`` holds a value the wire
+                cannot carry; nothing was sent.
         """
         rid = self._next_rid
         self._next_rid += 1
-        data = encode_message(message, rid=rid)  # a body that cannot be encoded raises here, nothing pending
+        try:
+            data = encode_message(message, rid=rid)  # a body that cannot be encoded raises here, nothing pending
+        except SchemaError as exc:
+            raise UnsendableRequest(exc.message) from None
         if len(data) - HEADER_SIZE > self.decoder.max_body:
             # the other end would answer FRAME_TOO_LARGE and close the connection: say so instead
-            raise SchemaError(
+            raise UnsendableRequest(
                 f"{type(message).__name__}: the request takes {len(data) - HEADER_SIZE} bytes, over the"
                 f" {self.decoder.max_body}-byte limit of a frame"
             )
