@@ -10,11 +10,12 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from protocol import AttemptInfo, Submit
+from protocol import AttemptInfo, Submit, SubmitDag
 from titan.cli.executor import CommandRunner
 from titan.cli.link import MasterLink
 from titan.cli.main import main
@@ -68,6 +69,24 @@ async def test_submit_dag_json(fake_master: FakeMaster, capsys: pytest.CaptureFi
     dag = "A|RUN|a.py|1|0|[] ; W|DEPLOY|Worker.jar|8081|1|2|[A]"
     assert await titan("--master", fake_master.address, "submit-dag", dag, "--json") == 0
     assert json.loads(capsys.readouterr().out) == {"ids": ["A", "W"], "dag": "DAG-00000001"}
+
+
+async def test_submit_dag_reads_a_file_or_stdin_one_job_per_line(
+    fake_master: FakeMaster, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = [f"J{i:04d}|SHELL|echo {i}\\; true|1|0|[{f'J{i - 1:04d}' if i else ''}]" for i in range(4_000)]
+    dag_file = tmp_path / "dag.txt"
+    dag_file.write_text("# a chain of 4 000 jobs: far over the kernel's limit on one argument\n\n" + "\n".join(lines))
+    assert await titan("--master", fake_master.address, "submit-dag", f"@{dag_file}", "--json") == 0
+    ids = json.loads(capsys.readouterr().out)["ids"]
+    assert len(ids) == 4_000 and ids[0] == "J0000"
+    submitted = [r for r in fake_master.received if isinstance(r, SubmitDag)]
+    assert submitted[0].jobs[1].data == "echo 1; true" and submitted[0].jobs[1].deps == ["J0000"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("S1|SHELL|true|1|0|[]\nS2|SHELL|true|1|0|[S1]\n"))
+    assert await titan("--master", fake_master.address, "submit-dag", "-", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["ids"] == ["S1", "S2"]
+    assert await titan("--master", fake_master.address, "submit-dag", f"@{tmp_path / 'none.txt'}") == 2
+    assert "submit-dag: cannot read" in capsys.readouterr().err
 
 
 async def test_status_json_has_the_job_keys(fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]) -> None:

@@ -106,8 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     _wait_options(submit, "the job")
     submit.add_argument("--json", action="store_true", help='print {"id": ...} (with --wait: the final job)')
 
-    dag = command("submit-dag", "submit a DAG (accepted whole or not at all); prints the ids")
-    dag.add_argument("dag", metavar="'ID|TYPE|DATA[|PORT]|PRIORITY|DELAY_MS|[DEPS] ; ...'")
+    dag = command("submit-dag", "submit a DAG (accepted whole or not at all); prints its DAG id")
+    dag.add_argument(
+        "dag",
+        metavar="'ID|TYPE|DATA[|PORT]|PRIORITY|DELAY_MS|[DEPS] ; ...' | @FILE | -",
+        help="the jobs inline, or read from FILE or stdin (-), one job per line",
+    )
     _job_options(dag, every=" of every job")
     _wait_options(dag, "every job")
     dag.add_argument(

@@ -113,6 +113,27 @@ def _submit_spec(args: argparse.Namespace) -> JobSpec:
     return dataclasses.replace(spec, **changes)
 
 
+def dag_text(argument: str) -> str:
+    """A DAG as given: inline, ``-`` (read stdin) or ``@FILE``. Read, its lines are jobs too (a DAG of
+    thousands of jobs is over the kernel's limit on one argument); blank lines and ``#`` comments are
+    skipped.
+
+    Raises:
+        UsageError: the file cannot be read.
+    """
+    if argument == "-":
+        text = sys.stdin.read()
+    elif argument.startswith("@"):
+        try:
+            text = Path(argument[1:]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise UsageError(f"submit-dag: cannot read {argument[1:]}: {reason}") from None
+    else:
+        return argument
+    return " ; ".join(line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """Refuse malformed input before touching the network; stores what it parsed on ``args``."""
     if args.command in ("submit", "submit-dag") and args.wait_timeout is not None:
@@ -123,7 +144,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         args.spec = _submit_spec(args)
     elif args.command == "submit-dag":
         options = _job_options(args)
-        args.specs = [dataclasses.replace(spec, **options) for spec in parse_dag(args.dag)]
+        args.specs = [dataclasses.replace(spec, **options) for spec in parse_dag(dag_text(args.dag))]
     elif args.command == "list" and not 1 <= args.limit < 2**31:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
     elif args.command == "logs" and args.attempt is not None and not 1 <= args.attempt < 2**63:
