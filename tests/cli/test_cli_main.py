@@ -386,3 +386,21 @@ async def test_a_script_whose_reader_leaves_ends_with_sigpipes_status(fake_maste
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert re.fullmatch(r"titan \d+\.\d+\.\d+\n", capsys.readouterr().out)
+
+
+async def test_a_deployed_script_takes_its_port_from_a_flag(
+    fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await titan("--master", fake_master.address, "submit", "DEPLOY|server_dashboard.py", "--port", "8050") == 0
+    (sent,) = [r for r in fake_master.received if isinstance(r, Submit)]
+    assert (sent.job.type, sent.job.data, sent.job.port, sent.job.priority) == (
+        "DEPLOY",
+        "server_dashboard.py",
+        8050,
+        1,
+    )
+    capsys.readouterr()
+    assert await titan("--master", fake_master.address, "submit", "RUN|calc.py", "--port", "8050") == 2
+    assert "--port is for a DEPLOY" in capsys.readouterr().err
+    assert await titan("--master", fake_master.address, "submit", "DEPLOY|Worker.jar|8081", "--port", "8082") == 2
+    assert "the port is given twice" in capsys.readouterr().err

@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _job_options(submit)
     submit.add_argument("--skills", metavar="A,B", help="required worker skills (default GENERAL)")
+    submit.add_argument(
+        "--port",
+        type=int,
+        metavar="P",
+        help="a DEPLOY'd service's port: it is up once it listens there (the service reads TITAN_SERVICE_PORT)",
+    )
     _wait_options(submit, "the job")
     submit.add_argument("--json", action="store_true", help='print {"id": ...} (with --wait: the final job)')
 

@@ -110,6 +110,14 @@ def _submit_spec(args: argparse.Namespace) -> JobSpec:
         if not skills:
             raise UsageError("--skills expects A,B")
         changes["skills"] = skills
+    if args.port is not None:
+        if spec.type.upper() != "DEPLOY":
+            raise UsageError(f"--port is for a DEPLOY (a service's port), not {spec.type}")
+        if spec.port is not None:
+            raise UsageError(f"the port is given twice: {spec.port} in the job and --port {args.port}")
+        if not 1 <= args.port <= 65535:
+            raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
+        changes["port"] = args.port
     return dataclasses.replace(spec, **changes)
 
 
