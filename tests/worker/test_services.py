@@ -180,3 +180,14 @@ def test_a_child_keeps_left_folders_as_long_as_its_parent(tmp_path: Path) -> Non
 
     assert keep_flag(3600.0) == "3600.0"
     assert keep_flag(None) == "forever"
+
+
+async def test_a_crash_after_a_long_healthy_run_starts_the_restart_count_afresh(tmp_path: Path) -> None:
+    # each run lasts longer than stable_s before it fails: never a crash loop, so never given up on
+    steady = ServicePolicy(settle_s=0.01, max_restarts=2, restart_backoff_s=0.01, stable_s=0.05)
+    events: list[ServiceEvent] = []
+    service = make(tmp_path, "sleep 0.1; exit 3", events, policy=steady)
+    service.start()
+    await wait_until(lambda: service.restarts >= 4, timeout_s=20, what="four restarts")
+    assert not service.ended.done()  # max_restarts is 2: only restarts in a row count against it
+    await service.aclose("done")

@@ -16,7 +16,9 @@ someone else (a child worker is up when the master has its REGISTER): those set
 An exit nobody asked for is a crash unless the code is 0 (a service that
 decides to end has ended): the service is started again after a backoff that
 doubles from ``restart_backoff_s`` up to ``restart_backoff_cap_s``, at most
-``max_restarts`` times; then it ends as failed. :meth:`Service.stop` ends it on
+``max_restarts`` times in a row; then it ends as failed. A run that lasted
+``stable_s`` (10 minutes) before its crash starts the count and the backoff
+afresh: a service that crashes once a week is not given up on the sixth week. :meth:`Service.stop` ends it on
 purpose: SIGTERM to the group (after ``patience_s``, which gives a draining child
 worker time to leave on its own), SIGKILL after ``kill_grace_s``.
 
@@ -54,6 +56,9 @@ class ServicePolicy:
     restart_backoff_s: float = 0.5
     restart_backoff_cap_s: float = 30.0
     kill_grace_s: float = 2.0
+    # a process that ran this long before it crashed was healthy: its crash starts a new streak
+    # (fresh backoff, max_restarts again), as a restart limit's window does in systemd
+    stable_s: float = 600.0
 
     def backoff_s(self, restart: int) -> float:
         """The wait before restart number ``restart`` (from 1)."""
@@ -115,7 +120,9 @@ class Service:
         self.port = port
         self.probe = probe
         self.pid: int | None = None
-        self.restarts = 0
+        self.restarts = 0  # every restart of this attempt (STATUS shows them)
+        self._streak = 0  # restarts since the last run that lasted stable_s: what max_restarts bounds
+        self._spawned_at = 0.0
         self.up = False
         self.last_error = ""
         self.next_restart_s = 0.0
@@ -189,6 +196,7 @@ class Service:
             self._finish(None, f"cannot watch the process: {exc.strerror or exc}", stopped=False)
             return False
         self.pid = pid
+        self._spawned_at = self._loop.time()
         self._loop.add_reader(self._pidfd, self._on_exit)
         if self.probe:
             if self.port:
@@ -243,11 +251,15 @@ class Service:
 
     def _crashed(self, reason: str, code: int | None) -> None:
         self.last_error = reason
-        if self.restarts >= self.policy.max_restarts:  # its last exit is the attempt's exit code
-            self._finish(code, f"{reason}; gave up after {self.restarts} restart(s)", stopped=False)
+        if self._loop.time() - self._spawned_at >= self.policy.stable_s:
+            self._streak = 0  # it ran long enough to count as healthy: not part of a crash loop
+        if self._streak >= self.policy.max_restarts:  # its last exit is the attempt's exit code
+            in_a_row = " in a row" if self._streak < self.restarts else ""
+            self._finish(code, f"{reason}; gave up after {self._streak} restart(s){in_a_row}", stopped=False)
             return
+        self._streak += 1
         self.restarts += 1
-        self.next_restart_s = self.policy.backoff_s(self.restarts)
+        self.next_restart_s = self.policy.backoff_s(self._streak)
         log.warning("service %s %s; restart %d in %.2fs", self.name, reason, self.restarts, self.next_restart_s)
         self._timers["restart"] = self._loop.call_later(self.next_restart_s, self._restart)
         self._on_event(self, ServiceEvent.RESTARTING)
