@@ -136,3 +136,17 @@ def test_cancel_of_a_worker_deploy_drains_its_child_too() -> None:
     job, effects = state.cancel("KID", now=3.0)
     assert job.state is JobState.CANCELLED and not job.service_up
     assert DrainWorker("w1/9001", "its DEPLOY job KID was cancelled") in effects
+
+
+def test_stop_of_a_worker_deploy_drains_the_workers_below_its_child_too() -> None:
+    state = make_state()
+    register(state, "w1", capacity=4)
+    state.submit(JobSpec(type="DEPLOY", data="Worker.jar", id="KID", port=9001), now=1.0)
+    state.worker_registered(child("KID"), now=2.0)
+    grandchild = Register("w1/9002", "[9002]", "127.0.0.1", 9002, 2, ["GENERAL"], parent="w1/9001", spawn_id="GRAND")
+    state.worker_registered(grandchild, now=2.5)
+    _, effects = state.stop("KID", now=3.0)
+    assert DrainWorker("w1/9001", "its DEPLOY job KID was stopped") in effects
+    assert DrainWorker("w1/9002", "its DEPLOY job KID was stopped (below it)") in effects
+    below = state.registry.get("w1/9002")
+    assert below is not None and below.health.value == "DRAINING"  # no new work while its parent waits
