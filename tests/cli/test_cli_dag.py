@@ -299,3 +299,14 @@ def test_a_cut_dag_listing_says_which_jobs_it_shows() -> None:
     )
     assert "(newest first)" in listing.note(200, dag=False, flag=False)
     assert Listing(jobs=[], more=False).note(200, dag=True, flag=True) == ""
+
+
+async def test_cli_cancel_of_a_big_dag_shows_fifty_jobs_and_counts_the_rest(
+    fake_master: FakeMaster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for n in range(120):
+        fake_master.add_job(f"J{n:03d}", dag="DAG-7")
+    assert await asyncio.to_thread(main, ["--master", fake_master.address, "cancel", "J000", "--dag"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 + 50 + 1
+    assert out[-1] == "… 70 more: titan list --dag DAG-7 lists every job (--json: all of them here)"

@@ -191,6 +191,14 @@ def test_job_detail_has_fields_and_story() -> None:
     assert "2m05s ago" in text
 
 
+def test_a_job_cancelled_before_it_ran_shows_when_it_finished_but_no_start() -> None:
+    text = text_of(job_detail(job(state="CANCELLED", attempts=0, finished_at=NOW - 5), now=NOW))
+    finished = next(line for line in text.splitlines() if "Finished" in line)
+    started = next(line for line in text.splitlines() if "Started" in line)
+    assert finished.split("Finished")[1].strip(" │").strip() not in ("", "-")
+    assert started.split("Started")[1].strip(" │").strip() == "-"
+
+
 def test_workers_table() -> None:
     text = text_of(
         workers_table([worker(8081, load=1, services=["DASH"]), worker(8082, parent="w-8081", health="LOST")])

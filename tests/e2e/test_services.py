@@ -8,6 +8,8 @@ import signal
 import socket
 import urllib.request
 
+import pytest
+
 from protocol import JobSpec, TaskRef, WorkerInfo
 from tests.conftest import Cluster, ClusterFactory
 from tests.support import pid_alive, wait_until
@@ -213,6 +215,15 @@ async def test_spawn_and_retire_a_child_worker(make_cluster: ClusterFactory) -> 
 
     assert await client.retire(info.id) == [info.id]
     await wait_until(lambda: not pid_alive(info.pid), timeout_s=15, what="the retired child to leave")
+
+    async def retired() -> bool:
+        gone = next((w for w in await workers(cluster) if w.id == info.id), None)
+        return gone is None or gone.health == "RETIRED"
+
+    await wait_until(retired, timeout_s=15, what="the child recorded as retired")
+    if any(w.id == info.id for w in await workers(cluster)):
+        with pytest.raises(RemoteError, match="is RETIRED already: nothing to drain"):
+            await client.retire(info.id)
 
 
 async def test_spawn_and_stop_refuse_bad_input_with_one_line(make_cluster: ClusterFactory) -> None:

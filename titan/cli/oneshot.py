@@ -279,9 +279,15 @@ async def _cancel_dag(client: TitanClient, args: argparse.Namespace, out: Consol
         )
         return 0
     out.print(cancelled.summary)
-    for member in cancelled.jobs:
+    for member in cancelled.jobs[:_CANCELLED_SHOWN]:
         out.print(Text.assemble(f"{member.id} ", state_text(member.state)))
+    left = len(cancelled.jobs) - _CANCELLED_SHOWN
+    if left > 0:  # a DAG of thousands: the summary says it; --json and list --dag have every job
+        out.print(f"… {left} more: titan list --dag {cancelled.dag} lists every job (--json: all of them here)")
     return 0
+
+
+_CANCELLED_SHOWN: Final = 50
 
 
 async def _wait(client: TitanClient, args: argparse.Namespace, out: Console) -> int:

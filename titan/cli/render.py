@@ -21,6 +21,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from protocol import JobInfo, StatsReply, WorkerInfo
+from titan.client import FINAL_STATES
 
 from .safe import for_terminal
 from .scaling import SCALING_HELP, autoscaler_rows
@@ -237,7 +238,8 @@ def job_detail(job: JobInfo, *, now: float | None = None) -> Panel:
         *([("Memory", f"{job.memory_mb} MiB reserved")] if job.memory_mb is not None else []),
         ("Submitted", f"{_clock(job.submitted_at)} ({format_age(now - job.submitted_at)} ago)"),
         ("Started", _clock(job.started_at if current_worker(job) else None)),
-        ("Finished", _clock(job.finished_at if current_worker(job) else None)),
+        # a job cancelled or skipped before it ran has no worker, but it did finish
+        ("Finished", _clock(job.finished_at if current_worker(job) or job.state in FINAL_STATES else None)),
     ]
     for name, value in rows:
         fields.add_row(name, value)

@@ -160,6 +160,8 @@ class Scaling:
         record = registry.find(worker)
         if record is None:
             raise UsageError(f"no worker '{worker}'")
+        if record.health in (Health.RETIRED, Health.LOST):
+            raise UsageError(f"worker {record.name} is {record.health.value} already: nothing to drain")
         subtree: list[WorkerRecord] = []
         todo = [record]
         while todo:
