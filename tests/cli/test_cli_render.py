@@ -199,6 +199,12 @@ def test_a_job_cancelled_before_it_ran_shows_when_it_finished_but_no_start() -> 
     assert started.split("Started")[1].strip(" │").strip() == "-"
 
 
+def test_a_worker_known_only_from_its_tasks_after_a_restart_shows_no_capacity() -> None:
+    awaited = dataclasses.replace(worker(8083, load=3, health="DISCONNECTED"), host="", capacity=0, skills=[])
+    row = next(line for line in text_of(workers_table([awaited])).splitlines() if "[8083]" in line)
+    assert "3/?" in row and "3/0" not in row
+
+
 def test_workers_table() -> None:
     text = text_of(
         workers_table([worker(8081, load=1, services=["DASH"]), worker(8082, parent="w-8081", health="LOST")])

@@ -420,9 +420,10 @@ def workers_table(workers: Sequence[WorkerInfo]) -> Table:
         cells: dict[str, RenderableType] = {
             "WORKER": Text(f"[{_display(worker)}]"),
             "ID": worker.id,
-            "HOST": worker.host,
+            "HOST": worker.host or "-",
             "PARENT": _dash(worker.parent),
-            "LOAD": f"{worker.load}/{worker.capacity}",
+            # a worker the restarted master knows only from its tasks: its capacity comes when it registers
+            "LOAD": f"{worker.load}/{worker.capacity}" if worker.capacity or worker.host else f"{worker.load}/?",
             "MEMORY": _memory(worker),
             "SKILLS": Text(", ".join(worker.skills)),
             "SERVICES": Text(", ".join(worker.services)) if worker.services else "-",
