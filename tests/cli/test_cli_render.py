@@ -37,7 +37,7 @@ def text_of(renderable: RenderableType) -> str:
 def stats(**fields: Any) -> StatsReply:
     counts: dict[str, Any] = {"queued": 0, "delayed": 0, "blocked": 0, "dead": 0, "running": 0, "workers": []}
     counts.update(fields)
-    return StatsReply(scheduled=0, completed=0, failed=0, cancelled=0, **counts)
+    return StatsReply(**{"scheduled": 0, "completed": 0, "failed": 0, "cancelled": 0, **counts})
 
 
 def job(job_id: str = "TSK-1a2b3c4d", **fields: Any) -> JobInfo:
@@ -78,6 +78,8 @@ def test_stats_header_counts() -> None:
         "Running:            5",
     ):
         assert line in text
+    assert "Starting" not in text  # only while dispatched jobs have not reported their start
+    assert "Starting:           4" in text_of(stats_view(stats(running=5, scheduled=4)))
 
 
 def test_stats_tree_nests_children_under_parents_with_services_and_tasks() -> None:

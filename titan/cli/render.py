@@ -387,6 +387,8 @@ def stats_view(stats: StatsReply) -> Group:
         ("Blocked (DAG)", stats.blocked),
         ("Dead Letter (DLQ)", stats.dead),
         ("Running", stats.running),
+        # dispatched, their start not yet reported: the tree lists them among its tasks already
+        *([("Starting", stats.scheduled)] if stats.scheduled else []),
     )
     for name, value in counts:
         header.add_row(f"{name}:", Text(str(value), style="bold red" if name.startswith("Dead") and value else ""))
