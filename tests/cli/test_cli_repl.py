@@ -205,13 +205,19 @@ def test_history_falls_back_to_memory(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- commands from a file or a pipe
 
 
-async def test_a_script_runs_every_line_skips_comments_and_fails_if_one_failed(fake_master: FakeMaster) -> None:
+def script_repl(port: int, width: int = 120) -> tuple[Repl, io.StringIO]:
+    """A REPL to run scripts with (no prompt input), and what it prints."""
     out = io.StringIO()
     repl = Repl(
-        ClientSettings(host="127.0.0.1", port=fake_master.port, connect_timeout_s=2.0),
-        console=Console(file=out, width=120, color_system=None),
+        ClientSettings(host="127.0.0.1", port=port, connect_timeout_s=2.0),
+        console=Console(file=out, width=width, color_system=None),
         history_path=None,
     )
+    return repl, out
+
+
+async def test_a_script_runs_every_line_skips_comments_and_fails_if_one_failed(fake_master: FakeMaster) -> None:
+    repl, out = script_repl(fake_master.port)
     script = io.StringIO(
         "# nightly jobs\nSUBMIT RUN|calc.py\n\n  # indented comment\nFROB\nLIST\nEXIT\nSUBMIT RUN|x.py\n"
     )
@@ -240,12 +246,7 @@ async def test_titan_reads_commands_from_a_pipe_without_prompt_or_warning(fake_m
 
 
 async def test_an_error_quoting_what_was_typed_escapes_its_control_characters(fake_master: FakeMaster) -> None:
-    out = io.StringIO()
-    repl = Repl(
-        ClientSettings(host="127.0.0.1", port=fake_master.port, connect_timeout_s=2.0),
-        console=Console(file=out, width=200, color_system=None),
-        history_path=None,
-    )
+    repl, out = script_repl(fake_master.port, width=200)
     script = io.StringIO("SUBMIT RUN|calc.py|9|\x1b[2J\nLIST \x1b]0;owned\x07\nCANCEL \x1b[31mX\n")
     assert await repl.run_script(script) == 1
     errors = [line for line in out.getvalue().splitlines() if line.startswith("error:")]

@@ -377,15 +377,21 @@ for i in range(int(sys.argv[1])):
 """
 
 
+async def follow_a_ticker(client: TitanClient, lines: int) -> tuple[str, list[LogPiece], asyncio.Future[JobInfo]]:
+    """Submit a job printing ``lines`` lines 20 ms apart and follow its log until 20 of them are shown."""
+    job_id = await client.submit(JobSpec(type="RUN", data="ticker.py", payload=TICKER, args=[str(lines)]))
+    pieces: list[LogPiece] = []
+    following = asyncio.ensure_future(read_log(client, job_id, follow=True, show=pieces.append))
+    await wait_until(lambda: sum(p.data.count(b"\n") for p in pieces) >= 20, timeout_s=30, what="20 lines")
+    return job_id, pieces, following
+
+
 async def test_a_followed_log_rides_out_a_master_restart_showing_no_byte_twice(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     async with LocalCluster(workers=1, capacity=1, **PATIENT) as cluster:
         async with await connect(cluster) as client:
-            job_id = await client.submit(JobSpec(type="RUN", data="ticker.py", payload=TICKER, args=["150"]))
-            pieces: list[LogPiece] = []
-            following = asyncio.ensure_future(read_log(client, job_id, follow=True, show=pieces.append))
-            await wait_until(lambda: sum(p.data.count(b"\n") for p in pieces) >= 20, timeout_s=30, what="20 lines")
+            job_id, pieces, following = await follow_a_ticker(client, lines=150)
             await cluster.kill_master()
             await asyncio.sleep(0.3)  # lines go by while the master is away
             await cluster.start_master()
@@ -412,10 +418,7 @@ async def test_a_followed_log_rides_out_a_master_restart_showing_no_byte_twice(
 async def test_a_reader_who_comes_after_a_master_restart_gets_the_log_from_its_start() -> None:
     async with LocalCluster(workers=1, capacity=1, **PATIENT) as cluster:
         async with await connect(cluster) as client:
-            job_id = await client.submit(JobSpec(type="RUN", data="ticker.py", payload=TICKER, args=["300"]))
-            first: list[LogPiece] = []
-            following = asyncio.ensure_future(read_log(client, job_id, follow=True, show=first.append))
-            await wait_until(lambda: sum(p.data.count(b"\n") for p in first) >= 20, timeout_s=30, what="20 lines")
+            job_id, _, following = await follow_a_ticker(client, lines=300)
             await cluster.kill_master()
             await cluster.start_master()
             async with await connect(cluster) as reader:
