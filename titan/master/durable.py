@@ -35,8 +35,8 @@ result it finished is ignored (``worker_registered`` fences both); the job
 runs again. Its number is never reused: at each start, before it dispatches
 anything, the master durably logs that every unfinished job's next attempt
 skips one more number (``Job.skip_attempts``; two crashes in a row skip two,
-since the second master's own unlogged dispatch may have used the first). At-least-once, as
-always: such a job may run twice, and one accepted and dispatched in the same
+since the second master's own unlogged dispatch may have used the first).
+At-least-once, as always: such a job may run twice, and one accepted and dispatched in the same
 unsynced batch may even run although its client never got the acceptance
 (the client, having no answer, submits again).
 

@@ -102,7 +102,7 @@ RUNTIME_FIELDS: Final = (
 #: a state row: the job id, its new state, every field a transition handler may set, and the story step
 STATE_FIELDS: Final = ("id", "state", *RUNTIME_FIELDS[:-2], "due", "run", "outputs", "stimulus", "t")
 #: fields rebuilt on restore, never written: queue tickets and the story (replayed from state rows), and
-#: a service's live status (its worker reports it again after the master restarts; a child worker re-registers),
+#: a service's live status (its worker reports it again after the master restarts; a child worker re-registers)
 TRANSIENT_FIELDS: Final = ("ticket", "steps", "story_limit", "service_up", "restarts")
 #: kept by RESTARTED records (one per master start: every unfinished job's next attempt skips a number)
 #: and in snapshots (a row's last cell)
