@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from titan.cli.up import MASTER_ADDRESS, ChildSpec, ClusterStartError, LocalCluster, cluster_specs
+from titan.cli.up import MASTER_ADDRESS, ChildSpec, ClusterStartError, LocalCluster, cluster_specs, perm_files_warning
 from titan.workspace import WorkspaceLock
 
 # prints its readiness line (argv[1]) and then lives until signalled
@@ -241,3 +241,9 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_titan_up_says_when_its_folder_has_no_perm_files(tmp_path: Path) -> None:
+    assert perm_files_warning(tmp_path).startswith(f"no perm_files/ folder in {tmp_path}: RUN jobs")
+    (tmp_path / "perm_files").mkdir()
+    assert perm_files_warning(tmp_path) == ""

@@ -331,6 +331,16 @@ class LocalCluster:
         await asyncio.shield(self.stop())
 
 
+def perm_files_warning(here: Path) -> str:
+    """What to say when ``here`` has no ``perm_files/``: the master would say it only in its log file."""
+    if (here / "perm_files").is_dir():
+        return ""
+    return (
+        f"no perm_files/ folder in {here}: RUN jobs that name a file are refused until it exists "
+        "(start titan up from the project's folder to run its examples)"
+    )
+
+
 def _check_args(args: argparse.Namespace) -> None:
     if args.workers < 0:
         raise UsageError(f"--workers must not be negative, got {args.workers}")
@@ -403,6 +413,9 @@ async def run_up(args: argparse.Namespace, *, token: str | None = None, console:
             pass
     where = f"{args.host} (a free port)" if args.port == 0 else f"{args.host}:{args.port}"
     console.print(f"starting a master on {where} and {args.workers} worker(s)...")
+    missing = perm_files_warning(Path.cwd())
+    if missing:
+        console.print(f"[yellow]warning:[/yellow] {missing}")
     try:
         cluster = LocalCluster(specs, ready_timeout_s=args.ready_timeout, env=env, on_ready=announce)
         async with cluster:
