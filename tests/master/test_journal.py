@@ -329,3 +329,30 @@ def test_a_snapshot_keeps_the_numbers_a_job_skips() -> None:
     state = rebuilt(records, now=10.0)
     snapshot = load_snapshot(dump(state.jobs.values(), failed_attempts=0), story_limit=50, now=11.0)
     assert snapshot.jobs[x.id].skip_attempts == 1
+
+
+def test_a_result_lost_with_the_masters_crash_reruns_the_job_without_using_a_try() -> None:
+    # The worker reported x's end; the master died before logging it. After the restart the worker
+    # neither runs x nor kept its result (it had sent it): x runs again, and its one try is not spent.
+    live = journaled()
+    records: list[dict[str, Any]] = []
+    register(live, "w1", capacity=2)
+    x, _ = live.submit(shell("x", max_attempts=1), 1.0)
+    live.task_status("w1", report(x, "RUNNING"), 2.0)
+    take(live, records)  # durable: x RUNNING on w1, attempt 1
+    again = rebuilt(records, now=10.0)
+    _, effects = register(again, "w1", capacity=2, now=11.0)  # nothing running, nothing finished
+    job = again.jobs[x.id]
+    assert job.state is S.SCHEDULED and ("w1", x.id) in sent(effects)  # not DEAD "worker lost"
+    assert job.attempts_left == 0 and job.to_info().tries == 1  # the lost attempt did not count
+    assert any("result was lost in the master's restart" in step.stimulus for step in job.story)
+
+
+def test_a_worker_that_lost_an_attempt_without_a_master_restart_spends_the_try() -> None:
+    live = journaled()
+    register(live, "w1", capacity=2)
+    x, _ = live.submit(shell("x", max_attempts=1), 1.0)
+    live.task_status("w1", report(x, "RUNNING"), 2.0)
+    live.worker_disconnected("w1", now=3.0)
+    register(live, "w1", capacity=2, now=4.0)  # back, without x: the same master saw it go
+    assert x.state is S.DEAD and x.error == "worker lost"

@@ -194,6 +194,8 @@ class MasterState(ServiceStimuli, StateQueries):
         Raises:
             DuplicateWorker: the id is registered on a live connection.
         """
+        known = self.registry.get(msg.worker_id)
+        first_since_restart = known is not None and known.inherited
         record = self.registry.register(msg, now)
         for status in msg.finished:
             ended = _ended_time(self.jobs.get(status.job_id), status, msg.sent_at, now)
@@ -212,8 +214,28 @@ class MasterState(ServiceStimuli, StateQueries):
             else:
                 stale.append(ref)
         for job in [j for j in record.active.values() if j.id not in kept]:
-            self._lose(job, now, f"worker lost: attempt {job.attempts} not running on {record.name} at reconnect")
+            if first_since_restart and not job.is_service:
+                self._result_lost_in_restart(job, record.name, now)
+            else:
+                self._lose(job, now, f"worker lost: attempt {job.attempts} not running on {record.name} at reconnect")
         return stale, self._done(now)
+
+    def _result_lost_in_restart(self, job: Job, worker_name: str, now: float) -> None:
+        """An attempt the master ran before its restart that its worker neither runs nor kept a result of.
+
+        The worker sent that result to the master before this one, which crashed before logging it:
+        the loss is the master's, not the job's, so the job runs again without using up a try.
+        """
+        job.retry_base += 1
+        self.failed_attempts += 1  # the attempt itself did fail to count: replay counts it the same way
+        self._move(
+            job,
+            S.PENDING,
+            f"attempt {job.attempts}'s result was lost in the master's restart ({worker_name} had reported it): "
+            "it runs again, no try used",
+            now,
+            error="result lost in a master restart",
+        )
 
     def worker_disconnected(self, worker_id: str, now: float) -> list[Effect]:
         """The connection dropped; its tasks wait for a reconnect until the heartbeat timeout."""

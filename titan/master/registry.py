@@ -78,6 +78,8 @@ class WorkerRecord:
     used_slots: int = 0
     spawn_id: str = ""  # a child worker: the DEPLOY job or spawn request it was started for
     memory_mb: int | None = None  # what its jobs may reserve in all; None: no limit
+    # known only from the tasks a master before this one gave it: it has not registered since the restart
+    inherited: bool = False
     used_memory_mb: int = 0  # reserved by its active jobs
     # its machine's memory, shared with the other workers there (one per host name)
     host_memory: HostMemory = field(default_factory=HostMemory)
@@ -182,6 +184,7 @@ class WorkerRegistry:
         else:
             record.name = msg.name or record.name
             record.host, record.port, record.pid = msg.host, msg.port, msg.pid
+            record.inherited = False
             record.capacity, record.skills, record.parent = msg.capacity, skills, msg.parent
             record.spawn_id, record.memory_mb = msg.spawn_id, msg.memory_mb
         self._join_host(record, msg.host_memory_mb)
@@ -208,6 +211,7 @@ class WorkerRegistry:
             connected=False,
             health=Health.DISCONNECTED,
             since=now,
+            inherited=True,
         )
         self._workers[worker_id] = record
         return record
