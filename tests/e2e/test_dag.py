@@ -16,6 +16,7 @@ from tests.conftest import ClusterFactory
 from tests.support import wait_until
 from titan.cli.demo import render_mandelbrot
 from titan.cli.main import main
+from titan.client import WaitTimeout
 from titan.errors import RemoteError
 
 
@@ -227,3 +228,13 @@ async def test_an_answer_over_the_frame_limit_is_refused_with_a_reason(
     with pytest.raises(RemoteError, match=r"the answer of 200 jobs would be \d+ bytes, over the 10000-byte"):
         await cluster.client.list_jobs(limit=200)
     assert len(await cluster.client.list_jobs(limit=20)) == 20  # the connection is still good
+
+
+async def test_a_wait_on_a_long_dag_that_times_out_says_so_in_one_short_line(make_cluster: ClusterFactory) -> None:
+    cluster = await make_cluster(n_workers=0)
+    jobs = [shell(f"W{i:04d}", "true") for i in range(2_100)]
+    await cluster.client.submit_dag(jobs)
+    with pytest.raises(WaitTimeout) as raised:
+        await cluster.client.wait([job.id for job in jobs], timeout_s=0.2)
+    assert len(raised.value.pending) == 2_100 and len(raised.value.jobs) == 2_100  # every page's state
+    assert str(raised.value).endswith("W0009 and 2090 more") and len(str(raised.value)) < 200

@@ -192,7 +192,7 @@ class CommandRunner:
 
         client = await self.link.client()
         job = await read_log(client, job_id, follow=follow, show=show, attempt=attempt, reread=f"LOGS {job_id}")
-        note = log_note(job, attempt)
+        note = log_note(job, attempt, follow=follow)
         if note:
             self.console.print(Text(note, style="yellow"))
         if ended_badly(job, follow=follow, attempt=attempt):

@@ -156,9 +156,9 @@ def ended_badly(job: JobInfo, *, follow: bool, attempt: int | None) -> bool:
     return follow and (attempt is None or attempt == job.attempts) and job.state != "COMPLETED"
 
 
-def log_note(job: JobInfo, attempt: int | None = None) -> str:
-    """What to say after a job's latest log (``attempt`` None): the stored log was cut, or the live
-    view missed datagrams; nothing after an earlier attempt's."""
+def log_note(job: JobInfo, attempt: int | None = None, *, follow: bool = False) -> str:
+    """What to say after a job's latest log (``attempt`` None): the stored log was cut, or (to one who
+    followed it live) the live view missed datagrams; nothing after an earlier attempt's."""
     run = job.runs[-1] if job.runs else None
     if run is None and attempt is None:
         ended = "it ended" if job.state in FINAL_STATES else "it is"
@@ -168,7 +168,7 @@ def log_note(job: JobInfo, attempt: int | None = None) -> str:
     notes = []
     if run.truncated:
         notes.append("the log was over the size limit: only its tail is kept")
-    if run.log_lost:
+    if run.log_lost and follow:  # a reader of the stored log got it exact: the count is nothing to them
         kept = "tail" if run.truncated else "log"
         notes.append(f"{run.log_lost} live datagram(s) were lost on the way (the stored {kept} is exact)")
     return f"[attempt {run.attempt}: {'; '.join(notes)}]" if notes else ""

@@ -384,7 +384,7 @@ async def _logs(client: TitanClient, args: argparse.Namespace, out: Console) -> 
         target.buffer.flush()
 
     job = await read_log(client, args.id, follow=args.follow, show=show, attempt=args.attempt)
-    note = log_note(job, args.attempt)
+    note = log_note(job, args.attempt, follow=args.follow)
     if note:
         sys.stderr.write(note + "\n")
     if ended_badly(job, follow=args.follow, attempt=args.attempt):

@@ -67,6 +67,7 @@ DAG_PART_JOBS: Final = 10_000
 FINAL_STATES: Final = frozenset({"COMPLETED", "DEAD", "CANCELLED", "SKIPPED", "STOPPED"})
 #: jobs asked for in one LIST_JOBS or WAIT: an answer of a thousand jobs stays far under a frame's 16 MiB
 LIST_PAGE: Final = 1000
+_NAMED_PENDING: Final = 10  # ids a WaitTimeout's message names; ``pending`` has them all
 
 R = TypeVar("R", bound=Message)
 
@@ -80,11 +81,13 @@ _DEFAULT_TIMEOUT: Final = _Default.TIMEOUT
 
 
 class WaitTimeout(RequestTimeout):
-    """``wait`` ran out of time; ``jobs`` holds the last known state of every job (of more than
-    :data:`LIST_PAGE`, those of the pages it reached; ``pending`` names all the others)."""
+    """``wait`` ran out of time; ``jobs`` holds the last known state of every job, ``pending`` the ids
+    of those not final."""
 
     def __init__(self, pending: list[str], jobs: list[JobInfo]) -> None:
-        super().__init__("timed out waiting for " + ", ".join(pending))
+        named = ", ".join(pending[:_NAMED_PENDING])
+        more = f" and {len(pending) - _NAMED_PENDING} more" if len(pending) > _NAMED_PENDING else ""
+        super().__init__(f"timed out waiting for {named}{more}")  # one line, for a DAG of any size
         self.pending = pending
         self.jobs = jobs
 
@@ -421,8 +424,14 @@ class TitanClient:
             try:
                 done.extend(await self.wait(page, left))
             except WaitTimeout as exc:
-                rest = ids[start + LIST_PAGE :]
-                raise WaitTimeout([*exc.pending, *rest], [*done, *exc.jobs]) from None
+                pending, jobs = list(exc.pending), [*done, *exc.jobs]
+                for later in range(start + LIST_PAGE, len(ids), LIST_PAGE):  # where the rest stand now
+                    try:
+                        jobs.extend(await self.wait(ids[later : later + LIST_PAGE], 0.0))
+                    except WaitTimeout as more:
+                        pending.extend(more.pending)
+                        jobs.extend(more.jobs)
+                raise WaitTimeout(pending, jobs) from None
         return done
 
     async def outputs(self, job_id: str, attempt: int | None = None) -> JobOutputsReply:
