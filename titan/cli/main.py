@@ -18,11 +18,9 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from protocol import ProtocolError
-from protocol.text import printable
 from titan.args import OneLineParser
 from titan.config import DEFAULT_PORT, ClientSettings, tls_from_env
-from titan.errors import TitanError, UsageError
+from titan.errors import UsageError
 from titan.runtime import configure_logging, run
 
 from .demo import add_demo_options
@@ -30,6 +28,7 @@ from .listing import DEFAULT_LIMIT
 from .oneshot import run_oneshot
 from .output import stdout_console
 from .repl import Repl
+from .safe import error_line
 
 __all__ = ["build_parser", "main"]
 
@@ -239,11 +238,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
 def _fail(exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
-    # printable: a message may quote what was typed or sent, escape sequences and all
-    message = printable(" ".join(str(exc).split())) or type(exc).__name__
-    if not isinstance(exc, TitanError | ProtocolError):
-        message = f"internal error: {type(exc).__name__}: {message}"
-    sys.stderr.write(f"titan: error: {message}\n")
+    sys.stderr.write(f"titan: error: {error_line(exc)}\n")
 
 
 def _reader_gone() -> int:

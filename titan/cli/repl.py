@@ -34,7 +34,6 @@ from rich.console import Console
 from rich.text import Text
 
 from protocol import ProtocolError, StatsReply
-from protocol.text import printable
 from titan.config import ClientSettings
 from titan.errors import TitanError, UsageError
 from titan.jobs import DAG_ID_PREFIX
@@ -44,6 +43,7 @@ from .link import MasterLink
 from .output import stdout_console
 from .parse import JOB_STATES, parse_line
 from .render import HELP_ENTRIES, is_active
+from .safe import error_line
 
 __all__ = ["DEFAULT_HISTORY", "CommandCompleter", "JobIdCompleter", "Repl", "build_completer", "open_history"]
 
@@ -270,11 +270,7 @@ class Repl:
         if self.debug:
             self.console.print(Text("".join(traceback.format_exception(exc)), style="dim"))
         self.failures += 1
-        # printable: a message may quote what was typed or sent, escape sequences and all
-        message = printable(" ".join(str(exc).split())) or type(exc).__name__
-        if not isinstance(exc, TitanError | ProtocolError):
-            message = f"internal error: {type(exc).__name__}: {message}"
-        self.console.print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
+        self.console.print(Text(f"error: {error_line(exc)}", style="bold red"), soft_wrap=True)
 
     # ------------------------------------------------------------------ loop
     async def execute(self, line: str) -> bool:

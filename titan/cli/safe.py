@@ -20,10 +20,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeVar
 
-from protocol import Message
+from protocol import Message, ProtocolError
 from protocol.text import printable
+from titan.errors import TitanError
 
-__all__ = ["for_terminal", "log_for_terminal"]
+__all__ = ["error_line", "for_terminal", "log_for_terminal"]
 
 M = TypeVar("M", bound=Message)
 
@@ -64,3 +65,12 @@ def log_for_terminal(text: str) -> str:
     if text.translate(_LAYOUT).isprintable():
         return text  # nearly always: nothing to copy
     return "".join(char if char in "\n\t" or char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def error_line(exc: BaseException) -> str:
+    """``exc`` as the one line a person is shown: printable (a message may quote what was typed or
+    sent, escape sequences and all), and marked as ours when it is not an error Titan reports."""
+    message = printable(" ".join(str(exc).split())) or type(exc).__name__
+    if not isinstance(exc, TitanError | ProtocolError):
+        message = f"internal error: {type(exc).__name__}: {message}"
+    return message

@@ -429,7 +429,9 @@ class LogHub:
         if live is not None:
             for stream, kept in live.prior.items():
                 if kept:  # what came before this master's first datagram: positions unknown
-                    self._queue(follower, attempt, stream, self.store.read(job.id, attempt, stream)[:kept], None)
+                    self._queue(
+                        follower, attempt, stream, self.store.read_range(job.id, attempt, stream, 0, kept), None
+                    )
             self._queue_head(follower, live)
             for stream, offset, data in live.chunks:
                 self._queue(follower, attempt, stream, data, offset)

@@ -301,6 +301,20 @@ class WorkerRegistry:
             if r.parent == worker_id and r.health is not Health.LOST and r.health is not Health.RETIRED
         ]
 
+    def subtree(self, record: WorkerRecord) -> list[WorkerRecord]:
+        """``record`` and every worker below it that is not lost or retired, parents first."""
+        found: list[WorkerRecord] = []
+        seen: set[str] = set()
+        todo = [record]
+        while todo:
+            current = todo.pop()
+            if current.id in seen:
+                continue
+            seen.add(current.id)
+            found.append(current)
+            todo.extend(self.children(current.id))
+        return found
+
     def depth(self, record: WorkerRecord) -> int:
         """0 for a top-level worker, 1 for its children, ... (a parent we do not know ends the chain)."""
         depth, seen = 0, {record.id}

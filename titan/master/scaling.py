@@ -162,12 +162,7 @@ class Scaling:
             raise UsageError(f"no worker '{worker}'")
         if record.health in (Health.RETIRED, Health.LOST):
             raise UsageError(f"worker {record.name} is {record.health.value} already: nothing to drain")
-        subtree: list[WorkerRecord] = []
-        todo = [record]
-        while todo:
-            current = todo.pop()
-            subtree.append(current)
-            todo.extend(child for child in registry.children(current.id) if child not in subtree)
+        subtree = registry.subtree(record)
         effects: list[Effect] = []
         for member in subtree:
             effects.extend(self._drain(member, f"retired with {record.name}" if member is not record else "retired"))

@@ -117,17 +117,10 @@ class ServiceStimuli:
         """A child worker whose DEPLOY ended: no new tasks, for it and every worker below it (as RETIRE
         does: a grandchild left running would keep taking work while its parent waits for it); each
         parent stops its children once they have drained."""
-        todo = [child] if child is not None else []
-        seen: set[str] = set()
-        while todo:
-            current = todo.pop()
-            if current.id in seen:
-                continue
-            seen.add(current.id)
+        for current in self.registry.subtree(child) if child is not None else []:
             if current.connected:
                 self.registry.drain(current.id, now)
                 self._out.append(DrainWorker(current.id, reason if current is child else f"{reason} (below it)"))
-            todo.extend(self.registry.children(current.id))
 
     def _note(self, job: Job, note: str, now: float) -> None:
         job.note(note, now)
